@@ -1,0 +1,190 @@
+"""Model registry: every model is registered by name and built from plain values.
+
+A builder is a function ``builder(num_classes: int, dtype, param_dtype, **overrides) -> nn.Module``.
+The returned Linen module follows the model contract (see ``shared/DESIGN.md``):
+
+* ``variables = model.init(rng, x, train=False)`` with ``x`` NHWC float, shape (N, H, W, C);
+* ``logits = model.apply(variables, x, train=False)`` -> (N, num_classes) in the compute dtype;
+* in training, ``model.apply(variables, x, train=True, rngs={'dropout': r1, 'drop_path': r2},
+  mutable=['batch_stats'])`` -> (logits, {'batch_stats': ...});
+* ``num_classes=0`` builds the model without its classifier: it returns pre-logit features (N, D);
+* the classifier is a ``nn.Dense`` named ``head`` (fine-tuning re-initializes it by that name).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import inspect
+import math
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """What the registry knows about a model before building it."""
+
+    name: str
+    family: str
+    builder: Callable[..., nn.Module]
+    default_resolution: int
+    in_channels: int = 3
+    num_classes: int = 1000
+    description: str = ""
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register(
+    name: str,
+    *,
+    family: str,
+    default_resolution: int,
+    in_channels: int = 3,
+    num_classes: int = 1000,
+    description: str = "",
+):
+    """Decorator registering ``builder(num_classes, dtype, param_dtype, **overrides)``."""
+
+    def wrap(builder):
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} is registered twice")
+        _REGISTRY[name] = ModelSpec(
+            name=name,
+            family=family,
+            builder=builder,
+            default_resolution=default_resolution,
+            in_channels=in_channels,
+            num_classes=num_classes,
+            description=description or (builder.__doc__ or "").strip().split("\n")[0],
+        )
+        return builder
+
+    return wrap
+
+
+def _unknown(name: str) -> KeyError:
+    close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    return KeyError(
+        f"Unknown model {name!r}.{hint} Call jaxvision.models.list_models() for the "
+        f"{len(_REGISTRY)} registered names."
+    )
+
+
+def get_spec(name: str) -> ModelSpec:
+    if name not in _REGISTRY:
+        raise _unknown(name)
+    return _REGISTRY[name]
+
+
+def list_models(family: str | None = None) -> list[str]:
+    """Registered model names (optionally of one family), sorted."""
+    return sorted(n for n, s in _REGISTRY.items() if family is None or s.family == family)
+
+
+def list_families() -> list[str]:
+    return sorted({s.family for s in _REGISTRY.values()})
+
+
+def _as_dtype(dtype: Any):
+    if isinstance(dtype, str):
+        try:
+            return jnp.dtype(dtype)
+        except TypeError as e:
+            raise ValueError(f"unknown dtype {dtype!r}: use 'float32', 'bfloat16' or 'float16'") from e
+    return dtype
+
+
+def create(
+    name: str,
+    num_classes: int | None = None,
+    dtype: Any = jnp.float32,
+    param_dtype: Any = jnp.float32,
+    **overrides,
+) -> nn.Module:
+    """Build a registered model.
+
+    Args:
+      name: a name from ``list_models()``.
+      num_classes: classifier width; ``None`` uses the model's default (1000 for ImageNet
+        models, 10 for LeNet-5); ``0`` returns a feature extractor (pre-logits).
+      dtype: compute dtype (e.g. ``jnp.bfloat16``); parameters stay in ``param_dtype``.
+      **overrides: family-specific options (e.g. ``drop_rate``, ``drop_path_rate``, ``width``).
+
+    Returns:
+      A Flax Linen module; see this module's docstring for its contract.
+    """
+    spec = get_spec(name)
+    if num_classes is None:
+        num_classes = spec.num_classes
+    if num_classes < 0:
+        raise ValueError(f"num_classes must be >= 0, got {num_classes}")
+    accepted = _accepted_overrides(spec.builder)
+    unknown = sorted(set(overrides) - accepted)
+    if unknown:
+        hints = [
+            f"{k!r} (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(k, accepted, 1)) else repr(k)
+            for k in unknown
+        ]
+        raise TypeError(
+            f"Model {name!r} does not take option(s) {', '.join(hints)}. "
+            f"It takes: {', '.join(sorted(accepted)) or 'no options'}."
+        )
+    return spec.builder(
+        num_classes=num_classes, dtype=_as_dtype(dtype), param_dtype=_as_dtype(param_dtype), **overrides
+    )
+
+
+def _accepted_overrides(builder) -> set[str]:
+    params = inspect.signature(builder).parameters
+    return {n for n in params if n not in ("num_classes", "dtype", "param_dtype")}
+
+
+def count_params(params) -> int:
+    """Number of scalars in a parameter pytree (pass ``variables['params']``)."""
+    return int(sum(math.prod(x.shape) for x in jax.tree.leaves(params)))
+
+
+def input_shape(name: str, resolution: int | None = None, batch: int = 1) -> tuple[int, int, int, int]:
+    spec = get_spec(name)
+    r = resolution or spec.default_resolution
+    return (batch, r, r, spec.in_channels)
+
+
+def abstract_variables(model: nn.Module, shape) -> Any:
+    """Variable shapes of ``model`` for an input of ``shape`` without computing anything."""
+    x = jax.ShapeDtypeStruct(shape, jnp.float32)
+    return jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0), x)
+
+
+@functools.lru_cache(maxsize=None)
+def _param_count(name: str, num_classes: int | None) -> int:
+    model = create(name, num_classes=num_classes)
+    variables = abstract_variables(model, input_shape(name))
+    return count_params(variables["params"])
+
+
+def model_info(name: str, num_classes: int | None = None) -> dict[str, Any]:
+    """Facts about a model: family, default resolution, input channels, default class count,
+    and the trainable parameter count (the ``params`` collection) at that class count."""
+    spec = get_spec(name)
+    return {
+        "name": spec.name,
+        "family": spec.family,
+        "default_resolution": spec.default_resolution,
+        "in_channels": spec.in_channels,
+        "num_classes": spec.num_classes if num_classes is None else num_classes,
+        "params": _param_count(name, num_classes),
+        "description": spec.description,
+    }
