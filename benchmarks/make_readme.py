@@ -1,0 +1,205 @@
+"""Regenerate benchmarks/README.md from the JSON results under benchmarks/results/.
+
+    python -m benchmarks.make_readme [--results benchmarks/results] [--out benchmarks/README.md]
+
+Result files (each written by a benchmark script):
+* ``throughput_*.json``: ``python -m benchmarks.throughput ... --out benchmarks/results/throughput_X.json``
+* ``compare_*.json``: ``python -m benchmarks.compare`` (jaxvision vs Keras-JAX);
+* ``scaling_*.json``: ``python -m benchmarks.scaling`` (jit vs pmap, 1-8 devices);
+* ``end_to_end.json``: ``python -m benchmarks.end_to_end``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Peers measured on this machine (issue 7): ResNet-50 training, batch 16, 224 px, float32.
+PEERS = [
+    ("Keras 3 (JAX backend)", 0.75),
+    ("Flax ImageNet example", 1.25),
+    ("PyTorch CPU (torchvision, oneDNN)", 3.97),
+    ("PyTorch CPU, bf16 autocast", 7.87),
+]
+
+
+def _load(results_dir):
+    out = {}
+    for path in sorted(glob.glob(os.path.join(results_dir, "*.json"))):
+        with open(path) as f:
+            try:
+                out[os.path.basename(path)] = json.load(f)
+            except json.JSONDecodeError:
+                continue
+    return out
+
+
+def _g(x, fmt, default="n/a"):
+    try:
+        return format(x, fmt)
+    except (TypeError, ValueError):
+        return default
+
+
+def _table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def throughput_section(results):
+    rows = []
+    for name, r in results.items():
+        if not name.startswith("throughput_"):
+            continue
+        rows.append([
+            r["model"], r["batch"], r["res"], r["dtype"], f"{r['parallel']} x{r['devices']}",
+            _g(r.get("train_img_per_s"), ".2f"), _g(r.get("infer_img_per_s"), ".2f"),
+            _g(r.get("compile_s"), ".1f"), _g(r.get("flops_per_img", 0) / 1e9, ".2f"),
+            _g(100 * r["mfu"], ".1f") + "%" if "mfu" in r else "n/a",
+            _g(r.get("peak_bytes", 0) / 2**20, ".0f"),
+            _g((r.get("loadavg") or [None])[0], ".1f"), r.get("xla_flags") or "-",
+        ])
+    if not rows:
+        return ""
+    rows.sort(key=lambda r: (r[0], r[3], r[12]))
+    return "## Throughput (`benchmarks/throughput.py`)\n\n" + _table(
+        ["model", "batch", "res", "dtype", "parallel", "train img/s", "infer img/s",
+         "compile s", "train GFLOP/img", "MFU", "peak MiB", "load", "XLA flags"], rows
+    ) + (
+        "\n\nMFU = achieved train FLOP/s (XLA cost analysis of the compiled step) / the best "
+        "matmul FLOP/s measured in the same process for the compute dtype. `load` = 1-minute "
+        "load average when the run ended (2 cores; > 2 means shared).\n"
+    )
+
+
+def compare_section(results):
+    parts = []
+    for name, r in results.items():
+        if not name.startswith("compare_"):
+            continue
+        a = r["args"]
+        rows = []
+        for row in r["rows"]:
+            jv, kr = row.get("jaxvision") or {}, row.get("keras") or {}
+            rows.append([
+                row["model"], _g(jv.get("train_img_per_s"), ".2f"), _g(jv.get("compile_s"), ".1f"),
+                _g(100 * jv["mfu"], ".1f") + "%" if "mfu" in jv else "n/a",
+                _g(kr.get("train_img_per_s"), ".2f"), _g(kr.get("compile_s"), ".1f"),
+                _g(100 * kr["mfu"], ".1f") + "%" if "mfu" in kr else "n/a",
+                _g(row.get("ratio"), ".2f") + "x" if row.get("ratio") else "n/a",
+            ])
+        flags = a.get("xla_flags") or "default"
+        parts.append(
+            f"### batch {a['batch']}, {a['res']} px, {a['dtype']}, XLA flags: {flags} "
+            f"(`{name}`)\n\n" + _table(
+                ["model", "jaxvision img/s", "compile s", "MFU", "Keras-JAX img/s", "compile s",
+                 "MFU", "jaxvision / Keras"], rows)
+        )
+    if not parts:
+        return ""
+    return ("## jaxvision vs Keras 3 on JAX (`benchmarks/compare.py`)\n\nSame model, batch, "
+            "resolution, SGD (lr 0.1, momentum 0.9), softmax cross-entropy; training steps, "
+            "each side in its own process. Keras MFU uses jaxvision's FLOP count of the same "
+            "architecture.\n\n" + "\n\n".join(parts) + "\n")
+
+
+def scaling_section(results):
+    parts = []
+    for name, r in results.items():
+        if not name.startswith("scaling_"):
+            continue
+        rows = [[x["parallel"], x["devices"], _g(1e3 * x["train_step_s"], ".1f"),
+                 _g(x["train_img_per_s"], ".1f"), _g(x["compile_s"], ".1f"),
+                 _g(x["peak_bytes_per_device"] / 2**20, ".2f"),
+                 _g(x["max_abs_param_diff_vs_jit1"], ".1e"), "yes" if x["equal"] else "NO"]
+                for x in r["rows"]]
+        parts.append(
+            f"### {r['model']}, global batch {r['batch']}, {r['res']} px (`{name}`)\n\n"
+            + (f"{r['note']}\n\n" if r.get("note") else "")
+            + _table(["parallel", "devices", "step ms", "img/s", "compile s", "MiB / device",
+                      "max abs param diff vs jit x1", "equal"], rows)
+        )
+    if not parts:
+        return ""
+    return "## Scaling: jit vs pmap (`benchmarks/scaling.py`)\n\n" + "\n\n".join(parts) + "\n"
+
+
+def end_to_end_section(results):
+    r = results.get("end_to_end.json")
+    if not r:
+        return ""
+    out = ["## End to end (`benchmarks/end_to_end.py`)\n"]
+    t = r.get("time_to_accuracy")
+    if t:
+        if t.get("seconds_to_target") is not None:
+            out.append(f"- `{t['config']}` reaches {100 * t['target_top1']:.0f}% test top-1 after "
+                       f"**{t['seconds_to_target']:.1f} s** wall time from launch (step "
+                       f"{t['step_at_target']}, top-1 {t['top1_at_target']:.4f}).")
+        else:
+            out.append(f"- `{t['config']}` did not reach {t['target_top1']} (see the JSON).")
+    for row in r.get("pipeline", []):
+        out.append(f"- {row['what']}: input pipeline {row['pipeline_img_per_s']:.0f} img/s vs "
+                   f"{row['model']} train step {row['train_step_img_per_s']:.0f} img/s "
+                   f"(pipeline / step = {row['pipeline_over_step']:.2f}).")
+    return "\n".join(out) + "\n"
+
+
+def machine_section(results):
+    info = next((r for r in results.values() if "jax" in r and "cpu" in r), None)
+    if info is None:
+        return ""
+    return (
+        "## Machine and versions\n\n"
+        f"- device: `{info['device']}`, CPU: {info['cpu']} ({info['cpu_count']} cores)\n"
+        f"- python {info['python']}, jax {info['jax']}, jaxlib {info['jaxlib']}, "
+        f"flax {info['flax']}, optax {info['optax']}\n"
+        "- the machine was shared with other jobs while some of these ran: see the `load` "
+        "column.\n"
+    )
+
+
+def build(results_dir):
+    results = _load(results_dir)
+    peers = _table(["peer (ResNet-50, batch 16, 224 px, float32, training)", "img/s"],
+                   [[n, v] for n, v in PEERS])
+    sections = [
+        "# jaxvision benchmarks\n",
+        "Generated by `python -m benchmarks.make_readme` from `benchmarks/results/*.json`; do not "
+        "edit by hand. Every number comes from one of the commands in the section headings.\n",
+        machine_section(results),
+        compare_section(results),
+        throughput_section(results),
+        scaling_section(results),
+        end_to_end_section(results),
+        "## Peers measured on this machine (issue 7)\n\n" + peers + "\n",
+        "## Reproduce\n\n```\n"
+        "python -m benchmarks.compare --models resnet50,efficientnet_b0,mobilenet_v2 "
+        "--batch 16 --res 224\n"
+        "python -m benchmarks.throughput --model vit_s16 --batch 16 --res 224 --dtype bfloat16 "
+        "--out benchmarks/results/throughput_vit_s16_bf16.json\n"
+        "python -m benchmarks.scaling\n"
+        "python -m benchmarks.end_to_end\n"
+        "python -m benchmarks.make_readme\n```\n"
+        "\nThe XLA CPU convolution study is in `experiments/xla_cpu_conv/README.md`.\n",
+    ]
+    return "\n".join(s for s in sections if s)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--results", default=os.path.join(ROOT, "benchmarks", "results"))
+    p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "README.md"))
+    args = p.parse_args(argv)
+    text = build(args.results)
+    with open(args.out, "w") as f:
+        f.write(text)
+    print(f"wrote {args.out} ({len(text.splitlines())} lines)")
+
+
+if __name__ == "__main__":
+    main()

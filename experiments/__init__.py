@@ -1,0 +1,2 @@
+"""Studies built on jaxvision: hyper-parameter sweeps (``python -m experiments.sweep``) and
+one-off investigations in sub-folders."""

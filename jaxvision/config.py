@@ -1,0 +1,232 @@
+"""The training configuration: every key a recipe can set, with its default.
+
+Recipes (``configs/<name>.py``) start from :func:`base_config`, change what they need, add model
+overrides under ``config.model`` (e.g. ``model.drop_rate``) and return ``lock(config)``. A locked
+config rejects unknown keys, so a typo on the command line is an error rather than a silent no-op.
+
+Keys (``None`` means "unset"; placeholders keep their type so the command line can set them)::
+
+  model.name                  registered model name (jaxvision.models.list_models())
+  model.num_classes           None = the dataset's class count
+  model.<override>            any other key is passed to models.create (drop_rate, drop_path_rate, ...)
+  data.*                      jaxvision.data.default_config() (dataset name, path, image size, ...)
+                              (data.train_split / data.eval_split choose the splits; eval_split ''
+                              disables evaluation; data.class_weighting weights the loss; mixup and
+                              cutmix alphas there are applied in the train step)
+  batch_size                  global batch per step (all devices, all processes)
+  total_steps / epochs        training length; total_steps wins, else epochs x steps per epoch
+  seed                        parameter init, dropout and data order
+  dtype                       'float32' | 'bfloat16' | 'float16' (compute dtype; params stay float32)
+  parallel                    'jit' (Mesh + NamedSharding, default) | 'pmap'
+  checkpoint_every_steps      also saved at the end; keep_checkpoints = last K kept
+  best_metric / best_mode     validation metric whose best checkpoint is kept ('' = none)
+  eval_every_steps            0 = only at the end
+  eval_batch_size             None = batch_size
+  log_every_steps             host sync + metrics.jsonl/TensorBoard every N steps
+  optimizer.*                 name sgd|adamw|adam|rmsprop|lamb, momentum, nesterov, b1, b2, eps,
+                              decay (rmsprop), weight_decay, decay_norms_and_biases, no_decay_regex,
+                              freeze (regex), lr_multipliers ((regex, factor), ...)
+  schedule.*                  name cosine|step|exponential|constant|linear, base_lr,
+                              lr_batch_reference (lr = base_lr x batch/ref when > 0), warmup_steps,
+                              warmup_epochs, end_lr_factor, boundaries(_epochs), step_factor,
+                              decay_rate, decay_steps / decay_epochs, staircase
+  init_from / init_from_step  workdir of a run whose parameters initialise this one (fine-tuning)
+  ema_decay                   0 = off; EMA of parameters (TF-style warm-up min(d, (1+n)/(10+n)))
+  label_smoothing             0.1 for the ImageNet recipes
+  grad_accum_steps            optax.MultiSteps; the optimizer updates every N steps
+  clip_grad_norm              0 = off; global-norm clipping
+  early_stopping.*            metric, mode ('max'|'min'), patience (evaluations, 0 = off), min_delta
+  progress_bar                tqdm bar on process 0
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+
+import ml_collections
+from ml_collections import config_dict
+
+DTYPES = ("float32", "bfloat16", "float16")
+PARALLEL = ("jit", "pmap")
+OPTIMIZERS = ("sgd", "adamw", "adam", "rmsprop", "lamb")
+SCHEDULES = ("cosine", "step", "exponential", "constant", "linear")
+# Metrics where smaller is better; anything else is maximised.
+MIN_METRICS = ("nll", "loss", "ece", "mce", "brier", "classwise_ece")
+
+
+def _data_defaults() -> ml_collections.ConfigDict:
+    try:
+        from jaxvision import data
+    except ImportError:  # pragma: no cover - only while the data package is being written
+        data = None
+    if data is not None and hasattr(data, "default_config"):
+        return data.default_config()
+    # Minimal stand-in with the contract's core keys until jaxvision.data.default_config exists.
+    return ml_collections.ConfigDict(
+        {"name": "mnist5k", "path": config_dict.placeholder(str), "image_size": 28}
+    )
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Every training key with its default (unlocked, so recipes can add model overrides)."""
+    c = ml_collections.ConfigDict()
+    c.model = ml_collections.ConfigDict(
+        {"name": "lenet5", "num_classes": config_dict.placeholder(int)}
+    )
+    c.data = _data_defaults()
+
+    c.batch_size = 128
+    c.total_steps = config_dict.placeholder(int)
+    c.epochs = config_dict.placeholder(float)
+    c.seed = 0
+    c.dtype = "float32"
+    c.parallel = "jit"
+
+    c.checkpoint_every_steps = 1000
+    c.keep_checkpoints = 3
+    c.best_metric = "top1"
+    c.best_mode = "max"
+    c.eval_every_steps = 1000
+    c.eval_batch_size = config_dict.placeholder(int)
+    c.log_every_steps = 50
+    c.progress_bar = True
+
+    c.optimizer = ml_collections.ConfigDict(
+        {
+            "name": "sgd",
+            "momentum": 0.9,
+            "nesterov": False,
+            "b1": 0.9,
+            "b2": 0.999,
+            "eps": 1e-8,
+            "decay": 0.9,  # rmsprop's squared-gradient decay (TF "rho")
+            "weight_decay": 0.0,
+            "decay_norms_and_biases": False,
+            "no_decay_regex": "",
+            "freeze": "",
+            "lr_multipliers": (),
+        }
+    )
+    c.schedule = ml_collections.ConfigDict(
+        {
+            "name": "cosine",
+            "base_lr": 0.1,
+            "lr_batch_reference": 0,
+            "warmup_steps": 0,
+            "warmup_epochs": 0.0,
+            "end_lr_factor": 0.0,
+            "boundaries": (),
+            "boundaries_epochs": (),
+            "step_factor": 0.1,
+            "decay_rate": 0.97,
+            "decay_steps": 0,
+            "decay_epochs": 0.0,
+            "staircase": True,
+        }
+    )
+
+    c.init_from = config_dict.placeholder(str)
+    c.init_from_step = config_dict.placeholder(int)
+    c.ema_decay = 0.0
+    c.label_smoothing = 0.0
+    c.grad_accum_steps = 1
+    c.clip_grad_norm = 0.0
+    c.early_stopping = ml_collections.ConfigDict(
+        {"metric": "top1", "mode": "max", "patience": 0, "min_delta": 0.0}
+    )
+    return c
+
+
+def lock(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Lock ``config`` (unknown keys become errors) and return it."""
+    config.lock()
+    return config
+
+
+def all_keys(config, prefix: str = "") -> list[str]:
+    """Dotted names of every leaf key, e.g. ``['model.name', 'optimizer.momentum', ...]``."""
+    out = []
+    for k, v in config.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, ml_collections.ConfigDict):
+            out.extend(all_keys(v, name + "."))
+        else:
+            out.append(name)
+    return out
+
+
+def suggest_keys(config, key: str, n: int = 3) -> list[str]:
+    """Close matches for a misspelled dotted ``key`` among the config's keys."""
+    keys = all_keys(config)
+    close = difflib.get_close_matches(key, keys, n=n, cutoff=0.6)
+    if not close:  # match on the last component too ('lr' -> 'schedule.base_lr')
+        last = key.split(".")[-1]
+        close = [k for k in keys if k.split(".")[-1] in difflib.get_close_matches(
+            last, [x.split(".")[-1] for x in keys], n=n, cutoff=0.6)][:n]
+    return close
+
+
+def unknown_key_message(config, key: str) -> str:
+    close = suggest_keys(config, key)
+    hint = f" Did you mean {' or '.join('--config.' + c for c in close)}?" if close else ""
+    return (
+        f"Unknown config key {key!r}.{hint} The recipe's keys are listed in its config file and in "
+        "jaxvision/config.py; model options must be declared by the recipe under config.model."
+    )
+
+
+def _choice(value, allowed, key):
+    if value not in allowed:
+        close = difflib.get_close_matches(str(value), allowed, 1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"config.{key}={value!r} is not valid{hint}; use one of {', '.join(allowed)}.")
+
+
+def check(config: ml_collections.ConfigDict) -> None:
+    """Validate values that do not depend on the data or the devices; raise ValueError."""
+    _choice(config.dtype, DTYPES, "dtype")
+    _choice(config.parallel, PARALLEL, "parallel")
+    _choice(config.optimizer.name, OPTIMIZERS, "optimizer.name")
+    _choice(config.schedule.name, SCHEDULES, "schedule.name")
+    _choice(config.best_mode, ("max", "min"), "best_mode")
+    _choice(config.early_stopping.mode, ("max", "min"), "early_stopping.mode")
+    for key in ("batch_size", "grad_accum_steps", "log_every_steps"):
+        if int(config[key]) < 1:
+            raise ValueError(f"config.{key} must be >= 1, got {config[key]}.")
+    if config.total_steps is None and config.epochs is None:
+        raise ValueError("Set the training length: --config.total_steps=N or --config.epochs=E.")
+    if config.total_steps is not None and config.total_steps < 1:
+        raise ValueError(f"config.total_steps must be >= 1, got {config.total_steps}.")
+    if not 0.0 <= config.ema_decay < 1.0:
+        raise ValueError(f"config.ema_decay must be in [0, 1), got {config.ema_decay}.")
+    if not 0.0 <= config.label_smoothing < 1.0:
+        raise ValueError(f"config.label_smoothing must be in [0, 1), got {config.label_smoothing}.")
+
+
+def check_devices(config, num_devices: int, num_processes: int = 1) -> None:
+    """Clear error when the global batch does not split evenly over devices and processes."""
+    for key in ("batch_size", "eval_batch_size"):
+        b = config[key] if config[key] is not None else config.batch_size
+        if b % num_devices:
+            lo = (b // num_devices) * num_devices or num_devices
+            raise ValueError(
+                f"config.{key}={b} is not divisible by the {num_devices} devices "
+                f"({num_processes} process(es)); each device needs an equal share. Use "
+                f"--config.{key}={lo} or {lo + num_devices}."
+            )
+
+
+def steps_per_epoch(config, num_train_examples: int) -> int:
+    return max(1, num_train_examples // config.batch_size)
+
+
+def resolve_total_steps(config, num_train_examples: int) -> int:
+    """``total_steps`` if set, else ``ceil(epochs x steps_per_epoch)``."""
+    if config.total_steps is not None:
+        return int(config.total_steps)
+    return int(math.ceil(config.epochs * steps_per_epoch(config, num_train_examples)))
+
+
+def metric_mode(metric: str) -> str:
+    return "min" if metric.split("/")[-1] in MIN_METRICS else "max"

@@ -1,0 +1,108 @@
+"""Default data configuration: every key of `config.data`, with its meaning."""
+
+import ml_collections
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """Returns the data ConfigDict with every key and its default.
+
+    `None` means "decided from the dataset" (see each key); such a field takes any type once set.
+
+    Source
+      name: TFDS dataset name ('cifar10', 'imagenet2012', ...), a bundled dataset ('mnist5k',
+        'digits', 'lfw_faces') or 'image_folder' (then `path` is the folder).
+      path: root of an image folder, `root/<class>/*` or `root/<split>/<class>/*`.
+      data_dir: where TFDS datasets live and bundled ones are built; None -> $TFDS_DATA_DIR or
+        ~/tensorflow_datasets.
+      download: let TFDS download and prepare a dataset that is not yet in data_dir.
+      train_split / eval_split / test_split: split strings, TFDS slicing allowed ('train[:90%]').
+        'auto' for eval_split -> 'validation' if the dataset has it, else 'test'; 'auto' for
+        test_split -> 'test' if it exists, else the eval split.
+      val_fraction / test_fraction / split_seed: stratified split of an image folder that has
+        no split sub-folders (per class, shuffled with split_seed; the rest is 'train').
+      skip_corrupt: skip unreadable files of an image folder (counted and reported) instead of
+        stopping with an error that names them.
+
+    Image fed to the model
+      image_size: square side in pixels; None -> the dataset's own size when all its images have
+        one (cifar10 32, mnist5k 28, digits 8, lfw_faces 25), else 224.
+      channels: 1 or 3 (gray <-> RGB conversion for the model); None -> the dataset's channels.
+      mean / std: per-channel normalization in [0, 1] units, image = (x/255 - mean) / std.
+        None -> known constants of the dataset (cifar10/100, mnist, imagenet; ImageNet's for image
+        folders and unknown datasets); 'none' -> no normalization (images in [0, 1]).
+
+    Training augmentation (all random draws are stateless, seeded by (seed, position in stream))
+      train_crop: 'inception' (random resized crop), 'random_pad' (pad by pad_pixels, random crop,
+        CIFAR style), 'center' (as eval), 'resize' (plain resize) or 'auto' (inception when the
+        dataset's images have no fixed size, else random_pad).
+      crop_area_min / crop_aspect_min / crop_aspect_max: inception crop ranges (area fraction
+        [crop_area_min, 1], aspect ratio [min, max]).
+      pad_pixels: padding of 'random_pad'; None -> image_size // 8.
+      flip: random horizontal flip with probability 0.5.
+      rotation: maximum rotation in degrees (uniform in [-rotation, rotation]); 0 = off.
+      color_jitter: brightness/contrast/saturation strength s, factors uniform in [1-s, 1+s]
+        (torchvision ColorJitter semantics); 0 = off.
+      hue_jitter: hue shift uniform in [-h, h] (fraction of the colour circle, <= 0.5); 0 = off.
+      randaugment_n / randaugment_m: RandAugment layers and magnitude (0..10 scale); n=0 = off.
+      mixup_alpha / cutmix_alpha / mixup_switch_prob: batch mixing on device, applied by the
+        train step with `data.augment.mixup_cutmix` (0 = off; with both on, cutmix is chosen with
+        probability mixup_switch_prob).
+
+    Evaluation preprocessing
+      eval_crop_fraction: resize the shorter side to image_size / fraction, then center crop;
+        None -> 0.875 when the dataset's images have no fixed size, else 1.0 (plain resize).
+
+    Class imbalance
+      class_weighting: 'none' | 'inverse' (n / (K n_k), sklearn 'balanced') | 'effective'
+        (effective number of samples, Cui et al. 2019, weights summing to K).
+      class_weight_beta: beta of 'effective'.
+      balanced_sampling: draw training examples class-uniformly (each class its own shuffled,
+        repeated stream).
+
+    Performance
+      shuffle_buffer: training shuffle buffer (capped at the size of the process's shard).
+      cache: 'auto' (keep encoded examples in memory when the split is under 2 GiB or an image
+        folder), 'memory' or 'none'.
+    """
+    c = ml_collections.ConfigDict()
+    c.name = "cifar10"
+    c.path = ""
+    c.data_dir = None
+    c.download = True
+    c.train_split = "train"
+    c.eval_split = "auto"
+    c.test_split = "auto"
+    c.val_fraction = 0.1
+    c.test_fraction = 0.1
+    c.split_seed = 0
+    c.skip_corrupt = False
+
+    c.image_size = None
+    c.channels = None
+    c.mean = None
+    c.std = None
+
+    c.train_crop = "auto"
+    c.crop_area_min = 0.08
+    c.crop_aspect_min = 3 / 4
+    c.crop_aspect_max = 4 / 3
+    c.pad_pixels = None
+    c.flip = True
+    c.rotation = 0.0
+    c.color_jitter = 0.0
+    c.hue_jitter = 0.0
+    c.randaugment_n = 0
+    c.randaugment_m = 9
+    c.mixup_alpha = 0.0
+    c.cutmix_alpha = 0.0
+    c.mixup_switch_prob = 0.5
+
+    c.eval_crop_fraction = None
+
+    c.class_weighting = "none"
+    c.class_weight_beta = 0.999
+    c.balanced_sampling = False
+
+    c.shuffle_buffer = 10_000
+    c.cache = "auto"
+    return c

@@ -1,0 +1,225 @@
+"""The entry point: `build(config.data, split, ...)` -> Pipeline of per-process numpy batches.
+
+Training stream (infinite) for one process, as a pure function of (seed, start_step):
+  raw shard --(cache)--> epoch e: shuffle(seed_e) --> concatenated epochs e0, e0+1, ...
+  --> skip((start_step*B) mod n) --> enumerate from start_step*B (= position g in the stream)
+  --> load + decode + augment with stateless seed (seed', g) --> batch(B, drop_remainder)
+Skipping happens on raw elements (no file read, no decode, no augmentation), and every random
+draw of an element depends only on (seed, process, g), so `start_step=k` reproduces batch k of an
+uninterrupted run exactly.
+
+Evaluation: every example of the process's shard once, then padding (mask False) up to the
+same number of batches on every process.
+"""
+
+import dataclasses
+import logging
+import math
+
+import numpy as np
+
+from jaxvision.data import preprocess, sources
+from jaxvision.data._tf import tf
+from jaxvision.data.sources import DataError
+
+log = logging.getLogger(__name__)
+AUTOTUNE = tf.data.AUTOTUNE
+_EPOCHS_FOREVER = 2**62
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineInfo:
+    """What the rest of the library needs to know about a split."""
+
+    num_classes: int
+    class_names: list = dataclasses.field(repr=False)
+    num_examples: int  # examples of the split, all processes
+    image_shape: tuple  # (H, W, C) as fed to the model
+    split: str  # the resolved split string
+    local_batch_size: int
+    num_local_examples: int  # this process's shard
+    num_skipped: int = 0  # corrupt files skipped in an image folder
+    mean: tuple = ()
+    std: tuple = ()
+
+
+class Pipeline:
+    """Iterable of this process's part of each global batch.
+
+    Yields dicts of numpy arrays: image float32 (B/P, H, W, C), label int32 (B/P,),
+    mask bool (B/P,). Training pipelines are infinite; evaluation pipelines have `len()` batches.
+    `dataset` is the underlying tf.data.Dataset.
+    """
+
+    def __init__(self, dataset, info: PipelineInfo, train: bool, num_batches: int | None):
+        self.dataset = dataset
+        self.info = info
+        self.train = train
+        self.num_batches = num_batches
+
+    def __iter__(self):
+        for batch in self.dataset.as_numpy_iterator():
+            yield {
+                "image": batch["image"],
+                "label": batch["label"].astype(np.int32, copy=False),
+                "mask": batch["mask"].astype(bool, copy=False),
+            }
+
+    def __len__(self):
+        if self.num_batches is None:
+            raise TypeError("a training pipeline is infinite; it has no len()")
+        return self.num_batches
+
+
+def _seed_pair(seed: int, salt: int) -> int:
+    """Mixes (seed, salt) into one 62-bit int (numpy SeedSequence), for tf seeds."""
+    return int(
+        np.random.SeedSequence([int(seed) & 0xFFFFFFFF, salt]).generate_state(2, np.uint64)[0] >> 2
+    )
+
+
+def _options():
+    opts = tf.data.Options()
+    opts.deterministic = True
+    opts.autotune.enabled = True
+    opts.experimental_optimization.map_parallelization = True
+    return opts
+
+
+def build(
+    config_data,
+    split: str,
+    *,
+    global_batch_size: int,
+    train: bool,
+    seed: int = 0,
+    start_step: int = 0,
+    process_index: int | None = None,
+    process_count: int | None = None,
+) -> Pipeline:
+    """Builds the input pipeline of `split` for this process.
+
+    Args:
+      config_data: config.data (see `default_config`).
+      split: a split string ('train', 'validation', 'train[:90%]', ...) or 'auto' (validation if
+        the dataset has one, else test).
+      global_batch_size: examples per step over all processes; must divide by process_count.
+      train: infinite shuffled augmented stream (True) or one padded evaluation pass (False).
+      seed: shuffling and augmentation seed (training).
+      start_step: first batch to produce (training); batch k of the stream depends only on
+        (seed, k).
+      process_index / process_count: default jax.process_index() / jax.process_count().
+    """
+    if process_index is None or process_count is None:
+        import jax
+
+        process_index = jax.process_index() if process_index is None else process_index
+        process_count = jax.process_count() if process_count is None else process_count
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index {process_index} not in [0, {process_count})")
+    if global_batch_size <= 0 or global_batch_size % process_count:
+        raise ValueError(
+            f"global batch size {global_batch_size} must be a positive multiple of the process "
+            f"count {process_count}; choose a batch size divisible by {process_count}."
+        )
+    if start_step < 0:
+        raise ValueError(f"start_step must be >= 0, got {start_step}")
+    batch = global_batch_size // process_count
+    cfg = config_data
+    source = sources.get_source(cfg)
+    split = sources.resolve_split(source, split)
+    r = preprocess.resolve(cfg, source.meta)
+    local = source.local(split, process_index, process_count)
+    info = PipelineInfo(
+        num_classes=len(source.meta.class_names),
+        class_names=list(source.meta.class_names),
+        num_examples=local.num_total,
+        image_shape=preprocess.eval_output_shape(r),
+        split=split,
+        local_batch_size=batch,
+        num_local_examples=local.num_local,
+        num_skipped=getattr(source, "num_skipped", 0),
+        mean=r.mean,
+        std=r.std,
+    )
+    raw = local.raw
+    if cfg.cache == "memory" or (cfg.cache == "auto" and source.small()):
+        raw = raw.cache()
+    elif cfg.cache not in ("auto", "memory", "none"):
+        raise ValueError(f"config.data.cache={cfg.cache!r}; choose 'auto', 'memory' or 'none'")
+    decode_channels = source.channels
+
+    if train:
+        ds = _train_stream(raw, local, cfg, seed, process_index, start_step * batch)
+        aug_seed = _seed_pair(seed, 1_000_003 + process_index)
+
+        def train_map(g, ex):
+            ex = local.load(ex)
+            image = preprocess.decode(ex["image"], decode_channels)
+            elem_seed = tf.stack([tf.constant(aug_seed, tf.int64), g])
+            image = preprocess.train_transform(image, elem_seed, r, cfg)
+            return {"image": image, "label": ex["label"], "mask": tf.constant(True)}
+
+        ds = ds.map(train_map, num_parallel_calls=AUTOTUNE)
+        ds = ds.batch(batch, drop_remainder=True)
+        num_batches = None
+    else:
+
+        def eval_map(ex):
+            ex = local.load(ex)
+            image = preprocess.decode(ex["image"], decode_channels)
+            image = preprocess.eval_transform(image, r)
+            return {"image": image, "label": ex["label"], "mask": tf.constant(True)}
+
+        num_batches = math.ceil(local.max_local / batch)
+        ds = raw.map(eval_map, num_parallel_calls=AUTOTUNE)
+        pad = num_batches * batch - local.num_local
+        if pad:
+            filler = {
+                "image": tf.zeros(info.image_shape, tf.float32),
+                "label": tf.constant(0, tf.int32),
+                "mask": tf.constant(False),
+            }
+            ds = ds.concatenate(tf.data.Dataset.from_tensors(filler).repeat(pad))
+        ds = ds.batch(batch, drop_remainder=True)
+    ds = ds.prefetch(AUTOTUNE).with_options(_options())
+    return Pipeline(ds, info, train, num_batches)
+
+
+def _train_stream(raw, local, cfg, seed, process_index, offset):
+    """(g, raw element) pairs of the infinite training stream from position `offset`."""
+    n = local.num_local
+    if n == 0:
+        raise DataError("this process's shard of the training split is empty; use fewer processes")
+    buffer = max(1, min(int(cfg.shuffle_buffer), n))
+    base_seed = _seed_pair(seed, 7 + process_index)
+
+    if cfg.balanced_sampling:
+        labels = np.array([int(x["label"]) for x in raw.map(lambda ex: {"label": ex["label"]})])
+        present = sorted(set(labels.tolist()))
+        streams = []
+        for c in present:
+            n_c = int((labels == c).sum())
+            cls = raw.filter(lambda ex, c=c: tf.equal(ex["label"], c))
+            cls_seed = _seed_pair(base_seed, 100 + c)
+            streams.append(
+                tf.data.Dataset.range(_EPOCHS_FOREVER).flat_map(
+                    lambda e, cls=cls, n_c=n_c, s=cls_seed: cls.shuffle(
+                        min(buffer, n_c), seed=s + e, reshuffle_each_iteration=False
+                    )
+                )
+            )
+        ds = tf.data.Dataset.sample_from_datasets(
+            streams,
+            weights=[1.0 / len(present)] * len(present),
+            seed=_seed_pair(base_seed, 3),
+            rerandomize_each_iteration=False,
+        )
+        ds = ds.skip(offset)
+    else:
+        first_epoch, within = divmod(offset, n)
+        ds = tf.data.Dataset.range(first_epoch, _EPOCHS_FOREVER).flat_map(
+            lambda e: raw.shuffle(buffer, seed=base_seed + e, reshuffle_each_iteration=False)
+        )
+        ds = ds.skip(within)
+    return ds.enumerate(start=offset)

@@ -1,0 +1,230 @@
+"""2-D convolutions (NHWC): one wrapper for TF-"SAME" and PyTorch-style symmetric padding, groups,
+dilation; depthwise convolution; weight-standardized convolution (BiT / ViT hybrids).
+
+Padding (``padding=`` of every conv and pooling layer here):
+
+* ``"SAME"``: TensorFlow/Flax semantics. Output size ``ceil(in / stride)``; the total padding
+  ``max((out - 1) * stride + (k - 1) * dilation + 1 - in, 0)`` is split with the extra pixel at the
+  bottom/right (asymmetric for even totals), exactly as ``tf.nn.conv2d(padding="SAME")``.
+* ``"VALID"``: no padding.
+* ``"SYMMETRIC"``: PyTorch's usual ``padding=(k - 1) // 2 * dilation`` on every side.
+* an int ``p`` or a pair ``(ph, pw)``: that many pixels on both sides (PyTorch ``padding=p``).
+* a sequence of ``(low, high)`` pairs, one per spatial dimension: used as is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+from jax import lax
+
+__all__ = [
+    "Conv",
+    "DepthwiseConv",
+    "StdConv",
+    "conv_padding",
+    "weight_standardize",
+]
+
+Padding = str | int | Sequence[int] | Sequence[tuple[int, int]]
+
+# He-normal on fan-out: what torchvision (ResNet, VGG, MobileNet) and the official EfficientNet
+# code use for convolutions.
+default_conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+def _pair(v: int | Sequence[int], name: str) -> tuple[int, int]:
+    if isinstance(v, int):
+        return (v, v)
+    v = tuple(int(i) for i in v)
+    if len(v) != 2:
+        raise ValueError(f"{name} must be an int or a pair of ints, got {v!r}")
+    return v  # type: ignore[return-value]
+
+
+def conv_padding(
+    padding: Padding, kernel_size: Sequence[int], dilation: Sequence[int] = (1, 1)
+) -> str | list[tuple[int, int]]:
+    """Resolve a padding spec (see module docstring) to what ``lax`` takes: "SAME", "VALID" or
+    a list of (low, high) pairs per spatial dimension."""
+    if isinstance(padding, str):
+        p = padding.upper()
+        if p in ("SAME", "VALID"):
+            return p
+        if p == "SYMMETRIC":
+            return [((k - 1) // 2 * d,) * 2 for k, d in zip(kernel_size, dilation, strict=True)]
+        raise ValueError(
+            f"unknown padding {padding!r}: use 'SAME' (TensorFlow), 'VALID', 'SYMMETRIC' "
+            "(PyTorch (k-1)//2), an int, a pair of ints or ((lo, hi), (lo, hi))"
+        )
+    if isinstance(padding, int):
+        return [(padding, padding)] * len(kernel_size)
+    padding = list(padding)
+    if len(padding) == len(kernel_size) and all(isinstance(p, int) for p in padding):
+        return [(int(p), int(p)) for p in padding]
+    if len(padding) == len(kernel_size) and all(len(p) == 2 for p in padding):
+        return [(int(lo), int(hi)) for lo, hi in padding]
+    raise ValueError(f"padding {padding!r} does not match a {len(kernel_size)}-d kernel")
+
+
+def weight_standardize(kernel: jnp.ndarray, eps: float = 1e-5) -> jnp.ndarray:
+    """Standardize an HWIO kernel per output channel: ``(w - mean) / (std + eps)`` over (H, W, I),
+    as ``StdConv`` in google-research/vision_transformer and big_vision's BiT."""
+    axes = tuple(range(kernel.ndim - 1))
+    kernel = kernel - jnp.mean(kernel, axis=axes, keepdims=True)
+    return kernel / (jnp.std(kernel, axis=axes, keepdims=True) + eps)
+
+
+def _conv(
+    module: nn.Module,
+    x: jnp.ndarray,
+    *,
+    features: int,
+    kernel_size: tuple[int, int],
+    strides: tuple[int, int],
+    padding: Padding,
+    dilation: tuple[int, int],
+    groups: int,
+    use_bias: bool,
+    kernel_init: Callable,
+    bias_init: Callable,
+    dtype: Any,
+    param_dtype: Any,
+    standardize_eps: float | None = None,
+) -> jnp.ndarray:
+    if x.ndim != 4:
+        raise ValueError(f"{module.__class__.__name__} expects NHWC input (N, H, W, C), got shape {x.shape}")
+    in_features = x.shape[-1]
+    if in_features % groups or features % groups:
+        raise ValueError(
+            f"groups={groups} must divide both the input channels ({in_features}) and the output "
+            f"channels ({features})"
+        )
+    kernel = module.param(
+        "kernel", kernel_init, (*kernel_size, in_features // groups, features), param_dtype
+    )
+    if standardize_eps is not None:
+        # Standardize in float32 (the parameter dtype), then cast for the convolution.
+        kernel = weight_standardize(kernel, standardize_eps)
+    bias = module.param("bias", bias_init, (features,), param_dtype) if use_bias else None
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=dtype)
+    y = lax.conv_general_dilated(
+        x,
+        kernel,
+        window_strides=strides,
+        padding=conv_padding(padding, kernel_size, dilation),
+        rhs_dilation=dilation,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=groups,
+    )
+    if bias is not None:
+        y = y + bias
+    return y
+
+
+class Conv(nn.Module):
+    """2-D convolution, NHWC.
+
+    Attributes:
+      features: output channels.
+      kernel_size: int or (kh, kw).
+      strides: int or (sh, sw).
+      padding: see the module docstring ("SAME" = TensorFlow, "SYMMETRIC" = PyTorch).
+      dilation: int or (dh, dw) (atrous rate).
+      groups: feature groups (``groups == in_channels`` is a depthwise conv).
+      use_bias: add a bias (set False before a norm layer).
+      dtype: compute dtype; param_dtype: parameter dtype.
+
+    Input (N, H, W, C_in) -> output (N, H', W', features) in ``dtype``. Parameters: ``kernel``
+    (kh, kw, C_in / groups, features) and ``bias`` (features,).
+    """
+
+    features: int
+    kernel_size: int | Sequence[int] = 3
+    strides: int | Sequence[int] = 1
+    padding: Padding = "SAME"
+    dilation: int | Sequence[int] = 1
+    groups: int = 1
+    use_bias: bool = True
+    kernel_init: Callable = default_conv_init
+    bias_init: Callable = nn.initializers.zeros
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    def _standardize_eps(self) -> float | None:
+        return None
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        return _conv(
+            self,
+            x,
+            features=self.features,
+            kernel_size=_pair(self.kernel_size, "kernel_size"),
+            strides=_pair(self.strides, "strides"),
+            padding=self.padding,
+            dilation=_pair(self.dilation, "dilation"),
+            groups=self.groups,
+            use_bias=self.use_bias,
+            kernel_init=self.kernel_init,
+            bias_init=self.bias_init,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            standardize_eps=self._standardize_eps(),
+        )
+
+
+class StdConv(Conv):
+    """Weight-standardized convolution (Qiao et al. 2019; BiT, the ViT paper's ResNet hybrids).
+
+    The kernel parameter is stored raw and standardized per output channel at every call
+    (``weight_standardize``). Pair it with GroupNorm. Same attributes as ``Conv`` plus ``eps``
+    (1e-5, as google-research/vision_transformer).
+    """
+
+    eps: float = 1e-5
+
+    def _standardize_eps(self) -> float | None:
+        return self.eps
+
+
+class DepthwiseConv(nn.Module):
+    """Depthwise convolution: every input channel is convolved with its own
+    ``channel_multiplier`` filters (``groups == in_channels``).
+
+    Input (N, H, W, C) -> output (N, H', W', C * channel_multiplier). Kernel (kh, kw, 1, C * m);
+    output channel ``c * m + j`` is filter ``j`` of input channel ``c`` (TensorFlow's order).
+    """
+
+    kernel_size: int | Sequence[int] = 3
+    strides: int | Sequence[int] = 1
+    padding: Padding = "SAME"
+    dilation: int | Sequence[int] = 1
+    channel_multiplier: int = 1
+    use_bias: bool = False
+    kernel_init: Callable = default_conv_init
+    bias_init: Callable = nn.initializers.zeros
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        c = x.shape[-1]
+        return _conv(
+            self,
+            x,
+            features=c * self.channel_multiplier,
+            kernel_size=_pair(self.kernel_size, "kernel_size"),
+            strides=_pair(self.strides, "strides"),
+            padding=self.padding,
+            dilation=_pair(self.dilation, "dilation"),
+            groups=c,
+            use_bias=self.use_bias,
+            kernel_init=self.kernel_init,
+            bias_init=self.bias_init,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+        )

@@ -1,0 +1,127 @@
+"""Pooling (NHWC) with the padding modes of ``jaxvision.layers.conv`` ("SAME" = TensorFlow,
+"SYMMETRIC"/int = PyTorch), PyTorch's ``ceil_mode``, global pooling and PyTorch's adaptive
+average pooling (used by AlexNet/VGG classifiers so that any input size maps to the fixed grid).
+
+All functions take x of shape (N, H, W, C) and keep its dtype.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+
+from jaxvision.layers.conv import Padding, _pair, conv_padding
+
+__all__ = [
+    "adaptive_avg_pool",
+    "avg_pool",
+    "global_avg_pool",
+    "global_max_pool",
+    "max_pool",
+]
+
+
+def _check_nhwc(x, fn: str):
+    if x.ndim != 4:
+        raise ValueError(f"{fn} expects NHWC input (N, H, W, C), got shape {x.shape}")
+
+
+def _ceil_extra(size: int, k: int, s: int, lo: int, hi: int) -> int:
+    """Extra bottom/right padding that turns floor into PyTorch's ceil_mode output size
+    (a window may start in the left padding or the image, never only in the right padding)."""
+    out = math.ceil((size + lo + hi - k) / s) + 1
+    if (out - 1) * s >= size + lo:
+        out -= 1
+    return max((out - 1) * s + k - (size + lo + hi), 0)
+
+
+def max_pool(
+    x: jnp.ndarray,
+    window: int | Sequence[int],
+    strides: int | Sequence[int] | None = None,
+    padding: Padding = "VALID",
+    ceil_mode: bool = False,
+) -> jnp.ndarray:
+    """Max pooling; padded positions never win (they are -inf), as in TF and PyTorch.
+
+    Args:
+      window: int or (kh, kw). strides: defaults to ``window``.
+      padding: "SAME" (TF), "VALID", "SYMMETRIC", int, pair or ((lo, hi), (lo, hi)).
+      ceil_mode: PyTorch ``ceil_mode=True`` (explicit/symmetric/VALID padding only).
+    """
+    _check_nhwc(x, "max_pool")
+    window = _pair(window, "window")
+    strides = window if strides is None else _pair(strides, "strides")
+    pad = conv_padding(padding, window)
+    if ceil_mode:
+        if isinstance(pad, str):
+            if pad == "SAME":
+                raise ValueError("ceil_mode is a PyTorch option: use it with explicit padding, not 'SAME'")
+            pad = [(0, 0), (0, 0)]
+        pad = [
+            (lo, hi + _ceil_extra(n, k, s, lo, hi))
+            for n, k, s, (lo, hi) in zip(x.shape[1:3], window, strides, pad, strict=True)
+        ]
+    return nn.max_pool(x, window, strides, padding=pad)
+
+
+def avg_pool(
+    x: jnp.ndarray,
+    window: int | Sequence[int],
+    strides: int | Sequence[int] | None = None,
+    padding: Padding = "VALID",
+    count_include_pad: bool | None = None,
+) -> jnp.ndarray:
+    """Average pooling.
+
+    ``count_include_pad`` defaults to the convention of the padding mode: False for "SAME"
+    (TensorFlow averages over the real pixels only), True for explicit/symmetric padding
+    (PyTorch's ``AvgPool2d`` default).
+    """
+    _check_nhwc(x, "avg_pool")
+    window = _pair(window, "window")
+    strides = window if strides is None else _pair(strides, "strides")
+    pad = conv_padding(padding, window)
+    if count_include_pad is None:
+        count_include_pad = pad != "SAME"
+    return nn.avg_pool(x, window, strides, padding=pad, count_include_pad=count_include_pad)
+
+
+def global_avg_pool(x: jnp.ndarray, keepdims: bool = False) -> jnp.ndarray:
+    """Mean over H and W: (N, H, W, C) -> (N, C) (or (N, 1, 1, C) with ``keepdims``).
+    The sum is accumulated in float32 for low-precision inputs; the result keeps x's dtype."""
+    _check_nhwc(x, "global_avg_pool")
+    return jnp.mean(x, axis=(1, 2), keepdims=keepdims, dtype=jnp.promote_types(x.dtype, jnp.float32)).astype(x.dtype)
+
+
+def global_max_pool(x: jnp.ndarray, keepdims: bool = False) -> jnp.ndarray:
+    """Max over H and W: (N, H, W, C) -> (N, C) (or (N, 1, 1, C) with ``keepdims``)."""
+    _check_nhwc(x, "global_max_pool")
+    return jnp.max(x, axis=(1, 2), keepdims=keepdims)
+
+
+def _adaptive_matrix(n_in: int, n_out: int) -> np.ndarray:
+    # PyTorch's bins: [floor(i * n_in / n_out), ceil((i + 1) * n_in / n_out)).
+    m = np.zeros((n_out, n_in), np.float32)
+    for i in range(n_out):
+        lo = (i * n_in) // n_out
+        hi = -((-(i + 1) * n_in) // n_out)
+        m[i, lo:hi] = 1.0 / (hi - lo)
+    return m
+
+
+def adaptive_avg_pool(x: jnp.ndarray, output_size: int | Sequence[int]) -> jnp.ndarray:
+    """PyTorch ``AdaptiveAvgPool2d``: (N, H, W, C) -> (N, oh, ow, C) with PyTorch's bin edges
+    (bins overlap or repeat pixels when the input is smaller than the output)."""
+    _check_nhwc(x, "adaptive_avg_pool")
+    oh, ow = _pair(output_size, "output_size")
+    h, w = x.shape[1:3]
+    if (h, w) == (oh, ow):
+        return x
+    mh = jnp.asarray(_adaptive_matrix(h, oh), x.dtype)
+    mw = jnp.asarray(_adaptive_matrix(w, ow), x.dtype)
+    return jnp.einsum("oh,nhwc,pw->nopc", mh, x, mw)

@@ -1,0 +1,107 @@
+"""Train a model: ``python -m jaxvision.train --config configs/<file>.py[:arg] --workdir DIR``.
+
+Any config key can be overridden with ``--config.<key>=<value>`` (e.g. ``--config.batch_size=256
+--config.optimizer.name=adamw --config.data.path=/my/images``). A workdir that already holds
+checkpoints is resumed. Multi-host: run the same command on every host with
+``--coordinator_address HOST:PORT --num_processes N --process_id I``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import re
+import sys
+
+from absl import app, flags
+from absl import logging as absl_logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Recipe file, e.g. configs/mnist5k_lenet.py (optionally ':arg').", lock_config=True
+)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and config.json.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None,
+                                   "Multi-host: HOST:PORT of process 0's coordinator.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-host: this process's index.")
+
+_OVERRIDE = re.compile(r"^--config\.([A-Za-z0-9_.]+)(=|$)")
+
+
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _load_module(path: str):
+    spec = importlib.util.spec_from_file_location("jaxvision_recipe", path)
+    if spec is None or not os.path.isfile(path):
+        raise FileNotFoundError(path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _check_overrides(argv: list[str]) -> None:
+    """Clear errors for a missing/broken recipe and unknown ``--config.<key>`` before absl parses.
+
+    absl would otherwise report an unknown key as a flags-parsing traceback.
+    """
+    config_path = None
+    for i, a in enumerate(argv):
+        if a.startswith("--config="):
+            config_path = a.split("=", 1)[1]
+        elif a == "--config" and i + 1 < len(argv):
+            config_path = argv[i + 1]
+    if config_path is None:
+        return  # absl reports the missing required flag
+    path, _, arg = config_path.partition(":")
+    from jaxvision import config as config_lib
+
+    try:
+        module = _load_module(path)
+        cfg = module.get_config(arg) if arg else module.get_config()
+    except FileNotFoundError:
+        _fail(f"config file {path!r} not found (give a path such as configs/mnist5k_lenet.py).")
+    except (ImportError, OSError) as e:
+        _fail(f"could not load config file {path!r}: {e}")
+    known = set(config_lib.all_keys(cfg))
+    prefixes = {k.rsplit(".", i)[0] for k in known for i in range(1, k.count(".") + 1)}
+    for a in argv:
+        m = _OVERRIDE.match(a)
+        if m and m.group(1) not in known and m.group(1) not in prefixes:
+            _fail(config_lib.unknown_key_message(cfg, m.group(1)))
+
+
+def main(argv) -> None:
+    if len(argv) > 1:
+        _fail(f"unexpected arguments {argv[1:]}; options are --config, --workdir, --config.<key>=...")
+    if _WORKDIR.value is None:
+        _fail("--workdir is required (a directory for checkpoints and logs).")
+    absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs every save at INFO
+    logging.getLogger("jaxvision").setLevel(logging.INFO)
+    from jaxvision.training import distributed
+
+    distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    from jaxvision.training import loop
+
+    config = _CONFIG.value
+    try:
+        result = loop.train_and_evaluate(config, _WORKDIR.value)
+    except (ValueError, FileNotFoundError, FloatingPointError) as e:
+        _fail(str(e))
+    if loop.is_chief():
+        shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}
+        print(f"done: {shown}")
+
+
+def run() -> None:
+    _check_overrides(sys.argv)
+    flags.mark_flags_as_required(["config"])
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

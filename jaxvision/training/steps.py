@@ -1,0 +1,138 @@
+"""Pure train and eval steps, shared by the jit (Mesh) and the pmap paths.
+
+``make_train_step`` and ``make_eval_step`` close over plain values (the model, the schedule, numbers)
+and return functions of arrays only. On the jit path the batch is one global array sharded over the
+mesh's 'data' axis and XLA inserts the collectives; on the pmap path the same function runs per
+device with ``axis_name='batch'``: gradients are averaged with ``pmean`` and BatchNorm statistics by
+the model (built with ``bn_axis_name='batch'``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxvision.training import losses, precision
+from jaxvision.training.state import TrainState
+
+
+def make_train_step(
+    model,
+    *,
+    num_classes: int,
+    schedule: Callable | None = None,
+    label_smoothing: float = 0.0,
+    class_weights=None,
+    ema_decay: float = 0.0,
+    grad_accum_steps: int = 1,
+    axis_name: str | None = None,
+    augment_fn: Callable | None = None,
+) -> Callable:
+    """Returns ``train_step(state, batch, rng=None) -> (state, metrics)``.
+
+    batch: {'image': float32 (B, H, W, C), 'label': int32 (B,), 'mask': bool (B,) optional}
+      (per device on the pmap path). ``rng`` (uint32 (2,)) defaults to ``state.rng``; the step's key is
+      ``fold_in(rng, state.step)`` (and the device index under pmap), so resumed runs draw the same keys.
+    augment_fn: optional ``(rng, images, labels) -> (images, soft_labels (B, K))`` (mixup/cutmix).
+    metrics: float32 scalars 'loss', 'accuracy', 'grad_norm', 'lr' (+ 'loss_scale' with float16).
+    """
+    k = max(1, int(grad_accum_steps))
+    cw = None if class_weights is None else jnp.asarray(class_weights, jnp.float32)
+
+    def train_step(state: TrainState, batch, rng=None):
+        key = jax.random.fold_in(state.rng if rng is None else rng, state.step)
+        if axis_name is not None:
+            key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
+        k_aug, k_drop, k_path = jax.random.split(key, 3)
+        images, labels = batch["image"], batch["label"]
+        mask = batch.get("mask")
+        targets = labels
+        if augment_fn is not None:
+            images, targets = augment_fn(k_aug, images, labels)
+        scale = state.loss_scale["scale"] if state.loss_scale is not None else None
+
+        def loss_fn(params):
+            variables = {"params": params, "batch_stats": state.batch_stats}
+            logits, new_vars = model.apply(
+                variables,
+                images,
+                train=True,
+                rngs={"dropout": k_drop, "drop_path": k_path},
+                mutable=["batch_stats"],
+            )
+            per_example = losses.cross_entropy(
+                logits, targets, label_smoothing=label_smoothing, class_weights=cw
+            )
+            loss = losses.masked_mean(per_example, mask)
+            scaled = loss * scale if scale is not None else loss
+            return scaled, (loss, logits, new_vars.get("batch_stats", state.batch_stats))
+
+        grads, (loss, logits, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
+        if axis_name is not None:
+            grads = jax.lax.pmean(grads, axis_name)
+        if scale is not None:
+            grads = jax.tree.map(lambda g: g / scale, grads)
+
+        updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        ema_params = state.ema_params
+        if ema_params is not None:
+            # TF ExponentialMovingAverage(num_updates=n): decay min(d, (1 + n) / (10 + n)), applied
+            # when the optimizer actually updates (every k steps with accumulation).
+            n = ((state.step + 1) // k).astype(jnp.float32)
+            d = jnp.minimum(ema_decay, (1.0 + n) / (10.0 + n))
+            updated = (state.step + 1) % k == 0
+            new_ema = jax.tree.map(lambda e, p: d * e + (1.0 - d) * p, ema_params, params)
+            ema_params = precision.select_tree(updated, new_ema, ema_params)
+
+        new_state = state.replace(
+            step=state.step + 1,
+            params=params,
+            batch_stats=batch_stats,
+            opt_state=opt_state,
+            ema_params=ema_params,
+        )
+        metrics = {"loss": loss}
+        if state.loss_scale is not None:
+            finite = precision.all_finite(grads)
+            # A non-finite step changes nothing but the step counter and the scale.
+            new_state = precision.select_tree(finite, new_state, state.replace(step=state.step + 1))
+            new_state = new_state.replace(
+                loss_scale=precision.update_loss_scale(state.loss_scale, finite)
+            )
+            metrics["loss_scale"] = state.loss_scale["scale"]
+            metrics["skipped"] = (~finite).astype(jnp.float32)
+        hits = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+        metrics["accuracy"] = losses.masked_mean(hits, mask)
+        metrics["grad_norm"] = optax.tree.norm(grads)
+        if schedule is not None:
+            metrics["lr"] = jnp.asarray(schedule(state.step // k), jnp.float32)
+        if axis_name is not None:
+            metrics = jax.lax.pmean(metrics, axis_name)
+        return new_state, metrics
+
+    return train_step
+
+
+def make_eval_step(model, *, num_classes: int, use_ema: bool = False, axis_name: str | None = None,
+                   num_bins: int = 15) -> Callable:
+    """Returns ``eval_step(state, batch) -> metric sums`` (jaxvision.evaluation.metrics state) of
+    one batch; sums from batches and devices add up with ``metrics.merge_states`` / ``psum``."""
+    from jaxvision.evaluation import metrics as eval_metrics
+
+    def eval_step(state: TrainState, batch):
+        logits = model.apply(state.variables(use_ema), batch["image"], train=False)
+        sums = eval_metrics.update_state(
+            eval_metrics.init_state(num_classes, num_bins=num_bins),
+            logits.astype(jnp.float32),
+            batch["label"],
+            batch.get("mask"),
+        )
+        if axis_name is not None:
+            sums = jax.lax.psum(sums, axis_name)
+        return sums
+
+    return eval_step

@@ -1,0 +1,96 @@
+"""Smoke tests of the benchmark harness: keys, sane values, FLOPs against a hand count.
+
+Timings are never asserted (the machine is shared); only that they are positive and finite.
+"""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def lenet5_forward_flops(num_classes=10):
+    """2 x multiply-adds of LeNet-5 on one 1x32x32 image, counted by hand from the layer shapes."""
+    conv1 = 28 * 28 * (5 * 5 * 1) * 6  # 5x5 VALID on 32x32 -> 28x28x6
+    conv2 = 10 * 10 * (5 * 5 * 6) * 16  # after 2x2 pool: 14x14 -> 10x10x16
+    fc = 400 * 120 + 120 * 84 + 84 * num_classes  # after pool: 5x5x16 = 400
+    return 2 * (conv1 + conv2 + fc)
+
+
+@pytest.fixture(scope="module")
+def lenet_result():
+    env = dict(os.environ, XLA_FLAGS="", PYTHONPATH=ROOT)
+    cmd = [sys.executable, "-m", "benchmarks.throughput", "--model", "lenet5", "--batch", "8",
+           "--res", "32", "--steps", "2", "--warmup", "1", "--probe-size", "256", "--json"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_throughput_json_keys_and_sane_values(lenet_result):
+    r = lenet_result
+    for key in ("train_img_per_s", "infer_img_per_s", "compile_s", "flops_per_img", "mfu",
+                "peak_bytes", "train_step_s", "infer_step_s", "peak_flops_f32", "peak_flops_bf16"):
+        assert isinstance(r[key], int | float) and math.isfinite(r[key]) and r[key] > 0, key
+    assert r["device"].startswith("cpu")
+    assert r["model"] == "lenet5" and r["batch"] == 8 and r["res"] == 32
+    assert r["params"] == 61_706
+    assert r["train_traces"] == 1
+    assert 0 < r["mfu"] < 1
+    assert r["train_img_per_s"] == pytest.approx(8 / r["train_step_s"])
+    # The state alone (params + momentum) is 2 x 61,706 float32: memory must hold at least that.
+    assert r["peak_bytes"] >= 2 * 61_706 * 4
+
+
+def test_flops_match_hand_count(lenet_result):
+    hand = lenet5_forward_flops()
+    # XLA counts the multiply-adds plus the (few) elementwise ops: within 10% of the hand count.
+    assert hand <= lenet_result["infer_flops_per_img"] <= 1.1 * hand
+    # Training is forward + two backward products per layer: about 3x the forward.
+    assert 2.5 * hand <= lenet_result["flops_per_img"] <= 3.6 * hand
+
+
+def test_bad_model_name_gives_clear_error():
+    from benchmarks import throughput
+
+    with pytest.raises(SystemExit) as e:
+        throughput.main(["--model", "lenet", "--batch", "2", "--no-probe"])
+    assert "Unknown model 'lenet'" in str(e.value) and "lenet5" in str(e.value)
+    with pytest.raises(SystemExit, match="divisible"):
+        throughput.main(["--model", "lenet5", "--batch", "3", "--devices", "2", "--no-probe"])
+
+
+def test_library_train_step_is_traced_once():
+    """The step the benchmark times is compiled once and reused with its donated state."""
+    from benchmarks.throughput import build_train_step
+    from jaxvision import models
+    from jaxvision.training.parallel import DataParallel
+
+    model = models.create("lenet5")
+    x = np.zeros((4, 32, 32, 1), np.float32)
+    variables = model.init(jax.random.key(0), x, train=False)
+    dp = DataParallel("jit", devices=jax.devices()[:1])
+    step, state = build_train_step(model, variables, 10, dp)
+    step = chex.assert_max_traces(step, n=1)
+    compiled = dp.compile_train_step(step)
+    state = dp.put_state(state)
+    batch = dp.put_batch({"image": x, "label": np.arange(4, dtype=np.int32)})
+    losses = []
+    for _ in range(3):
+        state, metrics = compiled(state, batch)
+        losses.append(float(metrics["loss"]))
+    assert int(state.step) == 3
+    # Same batch three times with SGD: the loss falls.
+    assert losses[2] < losses[0]
+    assert isinstance(state.tx, optax.GradientTransformation)
+    chex.assert_trees_all_equal_dtypes(state.params, jax.tree.map(jnp.asarray, variables["params"]))

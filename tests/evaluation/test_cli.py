@@ -1,0 +1,116 @@
+"""End to end: train a tiny LeNet-5 on mnist5k, then `python -m jaxvision.evaluate/predict --json`."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn import metrics as skm
+
+from tests.evaluation import references as ref
+
+pytestmark = pytest.mark.slow
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    from jaxvision.training import loop
+
+    sys.path.insert(0, os.path.join(REPO, "configs"))
+    try:
+        import mnist5k_lenet
+    finally:
+        sys.path.pop(0)
+    config = mnist5k_lenet.get_config()
+    with config.unlocked():
+        config.total_steps = 30
+        config.batch_size = 64
+        config.eval_every_steps = 30
+        config.checkpoint_every_steps = 30
+        config.progress_bar = False
+    path = str(tmp_path_factory.mktemp("run"))
+    loop.train_and_evaluate(config, path)
+    return path
+
+
+def run_cli(module, *args):
+    proc = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
+                          cwd=REPO, timeout=300)
+    return proc
+
+
+def reference_logits(run, split):
+    from jaxvision import data
+
+    logits, labels = [], []
+    for batch in data.build(run.config.data, split, global_batch_size=200, train=False):
+        z = np.asarray(run.model.apply(run.variables, batch["image"], train=False))
+        logits.append(z[batch["mask"]])
+        labels.append(batch["label"][batch["mask"]])
+    return np.concatenate(logits), np.concatenate(labels)
+
+
+def test_evaluate_and_predict_json(workdir, tmp_path):
+    from jaxvision import data
+    from jaxvision.training import checkpoints
+
+    proc = run_cli("jaxvision.evaluate", f"--workdir={workdir}", "--json", "--calibrate",
+                   "--batch_size=96")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+
+    run = checkpoints.load_run(workdir)
+    z, y = reference_logits(run, "test")
+    p = ref.softmax(z)
+    pred = p.argmax(1)
+    for key in ("top1", "top5", "nll", "brier", "ece", "mce", "adaptive_ece", "classwise_ece",
+                "f1_macro", "auc_macro", "balanced_accuracy", "precision", "recall", "f1",
+                "confusion_matrix"):
+        assert key in result, key
+    assert result["num_examples"] == len(y) == 500 and result["step"] == 30
+    expected = {
+        "top1": skm.accuracy_score(y, pred),
+        "top5": skm.top_k_accuracy_score(y, p, k=5),
+        "nll": skm.log_loss(y, p, labels=range(10)),
+        "ece": ref.ece_mce(p, y)[0],
+        "auc_macro": skm.roc_auc_score(y, p, multi_class="ovr"),
+        "balanced_accuracy": skm.balanced_accuracy_score(y, pred),
+    }
+    for key, want in expected.items():
+        assert result[key] == pytest.approx(want, abs=1e-5), key
+    assert result["confusion_matrix"] == skm.confusion_matrix(y, pred).tolist()
+    cal = result["calibration"]
+    assert cal["fit_split"] == "validation" and cal["temperature"] > 0
+    assert cal["after"]["top1"] == result["top1"] and cal["val_nll_after"] <= cal["val_nll_before"]
+    out_dir = os.path.join(workdir, "eval", "test")
+    assert os.path.exists(os.path.join(out_dir, "metrics.json"))
+    assert os.path.getsize(os.path.join(out_dir, "reliability_diagram.png")) > 1000
+
+    # predict: two images and a corrupt file.
+    rng = np.random.default_rng(0)
+    files = []
+    for i in range(2):
+        files.append(str(tmp_path / f"img{i}.png"))
+        Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8)).save(files[-1])
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not a jpeg")
+    proc = run_cli("jaxvision.predict", f"--workdir={workdir}", "--json", "--top_k=3",
+                   files[0], str(bad), files[1])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "bad.jpg" in proc.stderr
+    preds = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert [r["file"] for r in preds] == [files[0], str(bad), files[1]]
+    assert "error" in preds[1] and "top_k" not in preds[1]
+    for r in (preds[0], preds[2]):
+        x = data.preprocess_for_eval(run.config.data, data.load_image(r["file"]))
+        probs = ref.softmax(np.asarray(run.model.apply(run.variables, x[None], train=False)))[0]
+        order = np.argsort(-probs)[:3]
+        assert [t["class"] for t in r["top_k"]] == [run.class_names[j] for j in order]
+        np.testing.assert_allclose([t["prob"] for t in r["top_k"]], probs[order], atol=1e-5)
+
+    proc = run_cli("jaxvision.predict", f"--workdir={workdir}", str(bad))
+    assert proc.returncode != 0 and "bad.jpg" in proc.stderr

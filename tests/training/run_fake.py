@@ -1,0 +1,63 @@
+"""Subprocess entry for the resume and multi-host tests: train the tiny model on synthetic data.
+
+  python -m tests.training.run_fake WORKDIR [--parallel jit] [--steps 40] [--sleep 0.0]
+      [--coordinator 127.0.0.1:PORT --num_processes 2 --process_id I]
+
+XLA_FLAGS (device count) must be set by the caller. Prints 'FINISHED' at the end.
+"""
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("workdir")
+    ap.add_argument("--parallel", default="jit")
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--ckpt_every", type=int, default=5)
+    ap.add_argument("--sleep", type=float, default=0.0)
+    ap.add_argument("--coordinator", default=None)
+    ap.add_argument("--num_processes", type=int, default=None)
+    ap.add_argument("--process_id", type=int, default=None)
+    a = ap.parse_args()
+
+    from jaxvision.training import distributed
+
+    distributed.initialize(a.coordinator, a.num_processes, a.process_id, timeout_s=60)
+
+    from jaxvision.training import loop
+    from tests.training import fakes
+
+    fakes.register_tiny()
+    build = fakes.make_build()
+
+    def slow_build(*args, **kw):
+        pipe = build(*args, **kw)
+        if not kw.get("train") or not a.sleep:
+            return pipe
+
+        class Slow:
+            info = pipe.info
+
+            def __iter__(self):
+                for b in pipe:
+                    time.sleep(a.sleep)
+                    yield b
+
+        return Slow()
+
+    c = fakes.tiny_config(
+        parallel=a.parallel, total_steps=a.steps, checkpoint_every_steps=a.ckpt_every,
+        eval_every_steps=a.steps, keep_checkpoints=2,
+        **{"optimizer.name": "adamw", "schedule.base_lr": 0.01},
+    )
+    loop.train_and_evaluate(c, a.workdir, build_data=slow_build)
+    print("FINISHED", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""The training loop on synthetic data: loss falls, errors are clear, fine-tuning swaps the head."""
+
+import json
+import os
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+from jaxvision.training import checkpoints, loop
+from tests.training import fakes
+
+
+@pytest.fixture(autouse=True)
+def _tiny_model():
+    fakes.register_tiny()
+
+
+def _jsonl(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_loss_falls_and_workdir_layout(tmp_path):
+    wd = str(tmp_path / "run")
+    c = fakes.tiny_config(total_steps=20, log_every_steps=5)
+    res = loop.train_and_evaluate(c, wd, build_data=fakes.make_build())
+    train = [r for r in _jsonl(wd) if "train/loss" in r]
+    assert [r["step"] for r in train] == [5, 10, 15, 20]
+    # Chance level for 4 classes is ln 4 = 1.386; the synthetic task is learnable.
+    assert train[0]["train/loss"] > 2 * train[-1]["train/loss"]
+    assert res["val/top1"] > 0.9
+    for name in ("config.json", "env.json", "metrics.jsonl", "tensorboard", "checkpoints"):
+        assert os.path.exists(os.path.join(wd, name)), name
+    cfg = json.load(open(os.path.join(wd, "config.json")))
+    assert cfg["total_steps"] == 20 and cfg["model"]["num_classes"] == fakes.NUM_CLASSES
+    env = json.load(open(os.path.join(wd, "env.json")))
+    assert env["device_count"] == 8 and "jax" in env["packages"]
+    assert any(f.startswith("events") for f in os.listdir(os.path.join(wd, "tensorboard")))
+
+    run = checkpoints.load_run(wd)
+    assert run.step == 20 and run.class_names == ["c0", "c1", "c2", "c3"]
+    # load_run's model reproduces the loop's validation accuracy (independent numpy top-1).
+    data = fakes.make_build()(None, "test", global_batch_size=32, train=False)
+    hits = n = 0
+    for b in data:
+        logits = np.asarray(run.model.apply(run.variables, b["image"], train=False))
+        hits += np.sum((logits.argmax(-1) == b["label"]) & b["mask"])
+        n += b["mask"].sum()
+    assert hits / n == pytest.approx(res["val/top1"], abs=1e-6)
+    best = checkpoints.load_run(wd, "best")
+    assert best.step in (10, 20) and best.metrics["val/top1"] == max(
+        r["val/top1"] for r in _jsonl(wd) if "val/top1" in r)
+
+
+def test_batch_not_divisible_by_devices_is_clear(tmp_path):
+    c = fakes.tiny_config(batch_size=30)
+    with pytest.raises(ValueError, match=r"batch_size=30 is not divisible by the 8 devices.*24"):
+        loop.train_and_evaluate(c, str(tmp_path), build_data=fakes.make_build())
+
+
+def test_resume_with_other_class_count_is_clear(tmp_path):
+    wd = str(tmp_path / "run")
+    loop.train_and_evaluate(fakes.tiny_config(total_steps=2, eval_every_steps=0), wd,
+                            build_data=fakes.make_build())
+    c = fakes.tiny_config(total_steps=4)
+    with pytest.raises(checkpoints.CheckpointMismatchError,
+                       match=r"4 classes \(this config: 6\).*init_from"):
+        loop.train_and_evaluate(c, wd, build_data=fakes.make_build(num_classes=6))
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    wd = str(tmp_path / "run")
+    good = fakes.make_build()
+
+    def poisoned(*args, **kw):
+        pipe = good(*args, **kw)
+        if not kw["train"]:
+            return pipe
+
+        class P:
+            info = pipe.info
+
+            def __iter__(self):
+                for b in pipe:
+                    step = yield_step[0]
+                    yield_step[0] += 1
+                    if step >= 6:
+                        b = dict(b, image=np.full_like(b["image"], np.nan))
+                    yield b
+
+        return P()
+
+    yield_step = [0]
+    c = fakes.tiny_config(total_steps=12, checkpoint_every_steps=4, eval_every_steps=0,
+                          log_every_steps=100)
+    with pytest.raises(loop.TrainingDivergedError, match=r"NaN or Inf by step 8.*step 4"):
+        loop.train_and_evaluate(c, wd, build_data=poisoned)
+    run = checkpoints.load_run(wd)
+    assert run.step == 4
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(run.variables))
+
+
+def test_finetune_other_class_count_reinitializes_head(tmp_path):
+    src = str(tmp_path / "src")
+    loop.train_and_evaluate(fakes.tiny_config(total_steps=5, eval_every_steps=0), src,
+                            build_data=fakes.make_build())
+    dst = str(tmp_path / "dst")
+    c = fakes.tiny_config(total_steps=1, eval_every_steps=0, init_from=src,
+                          **{"schedule.base_lr": 0.0})  # lr 0: params stay as initialised
+    loop.train_and_evaluate(c, dst, build_data=fakes.make_build(num_classes=6))
+    listed = json.load(open(os.path.join(dst, "init_from.json")))["reinitialized"]
+    assert sorted(x.split(":")[0] for x in listed) == ["head/bias", "head/kernel"]
+    assert "(128, 4) -> (128, 6)" in " ".join(listed)
+    a, b = checkpoints.load_run(src), checkpoints.load_run(dst)
+    assert b.variables["params"]["head"]["kernel"].shape == (128, 6)
+    chex.assert_trees_all_close(a.variables["params"]["Conv_0"], b.variables["params"]["Conv_0"])
+    chex.assert_trees_all_close(a.variables["batch_stats"], b.variables["batch_stats"])
+
+
+def test_early_stopping_with_patience(tmp_path):
+    c = fakes.tiny_config(total_steps=200, eval_every_steps=2, checkpoint_every_steps=1000,
+                          **{"early_stopping.patience": 2, "early_stopping.metric": "top1",
+                             "early_stopping.min_delta": 0.5})
+    res = loop.train_and_evaluate(c, str(tmp_path), build_data=fakes.make_build())
+    # top1 cannot improve by 0.5 twice in a row: first eval sets best, next two count as bad.
+    assert res.get("early_stopped") and res["step"] == 6
