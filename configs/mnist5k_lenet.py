@@ -2,7 +2,14 @@
 
   python -m jaxvision.train --config configs/mnist5k_lenet.py --workdir /tmp/jv_default
 
-Measured: (filled in below after measurement).
+LeNet-5 (61,706 parameters) at 32x32 (the 28x28 digits resized), random 4-pixel pad-and-crop, no
+flip; AdamW lr 3e-3 (50 warm-up steps, cosine to 0), weight decay 1e-4 (none on biases), batch 128,
+30 epochs of the 4,000 training digits = 930 steps; validation (500 digits) every 400 steps.
+
+Measured on the 2-core CPU development machine (shared with other jobs, load average ~12):
+  test top-1 98.4% (492/500 of the mnist5k test split; validation 97.8%), validation nll 0.080,
+  ECE 0.018; 4 min 0 s wall for the whole command (65 s of CPU time; ~2,600 images/s when the
+  cores are free). Test top-1 measured with load_run(workdir) on data.build(..., 'test').
 """
 
 from jaxvision.config import base_config, lock

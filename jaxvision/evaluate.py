@@ -1,7 +1,7 @@
 r"""Evaluate a trained run: accuracy, calibration, per-class metrics, plots.
 
     python -m jaxvision.evaluate --workdir runs/lenet5 [--checkpoint latest|best|STEP] \
-        [--split test] [--calibrate [--calibration_split validation]] [--json] [--batch_size N] \
+        [--split test] [--calibrate [--calibration_split SPLIT]] [--json] [--batch_size N] \
         [--attack none|fgsm|pgd --eps 0.03 --attack_steps 10 --attack_norm linf|l2] \
         [--corruptions gaussian_noise,contrast|all]
 
@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import sys
 
 from absl import app, flags
 
@@ -27,7 +29,8 @@ flags.DEFINE_integer("batch_size", None, "Global evaluation batch (default: the 
 flags.DEFINE_integer("num_bins", 15, "Confidence bins for ECE/MCE.")
 flags.DEFINE_bool("calibrate", False, "Fit a temperature on --calibration_split and report the "
                   "split's metrics before and after.")
-flags.DEFINE_string("calibration_split", "validation", "Split the temperature is fitted on.")
+flags.DEFINE_string("calibration_split", None, "Split the temperature is fitted on (default: "
+                    "the run's config.data.eval_split, i.e. its validation split).")
 flags.DEFINE_bool("json", False, "Print one JSON object instead of tables.")
 flags.DEFINE_bool("plots", True, "Write the PNG plots.")
 flags.DEFINE_string("out_dir", None, "Where metrics.json and plots go (default "
@@ -58,9 +61,29 @@ def main(argv):
             FLAGS.severities)
     except ValueError as e:
         raise app.UsageError(str(e)) from e
-    run = checkpoints.load_run(FLAGS.workdir, which)
-    out_dir = FLAGS.out_dir or os.path.join(FLAGS.workdir, "eval", FLAGS.split)
-    result = evaluation.evaluate_run(
+    try:
+        run = checkpoints.load_run(FLAGS.workdir, which)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    # Split strings may hold TFDS slicing ('train[:10%]'): keep the folder name plain.
+    out_dir = FLAGS.out_dir or os.path.join(FLAGS.workdir, "eval",
+                                            re.sub(r"[^A-Za-z0-9_.-]+", "_", FLAGS.split))
+    try:
+        result = _evaluate(evaluation, run, out_dir, robustness)
+    except ValueError as e:  # bad settings or data: a message, not a traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    result["checkpoint"] = FLAGS.checkpoint
+    if FLAGS.json:
+        print(json.dumps(evaluation.report.to_jsonable(result)))
+    else:
+        print(evaluation.report.format_report(result, result.get("class_names")))
+    return 0
+
+
+def _evaluate(evaluation, run, out_dir, robustness):
+    return evaluation.evaluate_run(
         run,
         FLAGS.split,
         batch_size=FLAGS.batch_size,
@@ -71,17 +94,7 @@ def main(argv):
         plots=FLAGS.plots,
         robustness=robustness,
     )
-    result["checkpoint"] = FLAGS.checkpoint
-    if FLAGS.json:
-        print(json.dumps(evaluation.report.to_jsonable(result)))
-    else:
-        print(evaluation.report.format_report(result, result.get("class_names")))
-    return 0
-
-
-def run_main():
-    app.run(main)
 
 
 if __name__ == "__main__":
-    run_main()
+    app.run(main)

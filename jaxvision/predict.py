@@ -35,7 +35,11 @@ def main(argv):
         which = evaluation.parse_checkpoint(FLAGS.checkpoint)
     except ValueError as e:
         raise app.UsageError(str(e)) from e
-    run = checkpoints.load_run(FLAGS.workdir, which)
+    try:
+        run = checkpoints.load_run(FLAGS.workdir, which)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     results = evaluation.predict_files(run, paths, top_k=FLAGS.top_k,
                                        batch_size=FLAGS.batch_size)
     for r in results:

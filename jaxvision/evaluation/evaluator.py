@@ -158,7 +158,7 @@ def evaluate_run(
     batch_size: int | None = None,
     num_bins: int = 15,
     calibrate: bool = False,
-    calibration_split: str = "validation",
+    calibration_split: str | None = None,
     out_dir: str | None = None,
     plots: bool = True,
     robustness: dict[str, Any] | None = None,
@@ -174,6 +174,8 @@ def evaluate_run(
       num_bins: confidence bins for the calibration metrics.
       calibrate: fit a temperature on ``calibration_split`` and add ``result['calibration']`` =
         {temperature, fit_split, val_nll_before, val_nll_after, after: metrics of ``split`` at T}.
+      calibration_split: default ``config.data.eval_split`` (the run's validation split; 'auto'
+        = validation if the dataset has one). Must differ from ``split``.
       out_dir: if given, write ``metrics.json`` and (with ``plots``) the PNG plots there.
       robustness: keyword options for ``jaxvision.robustness.evaluate_robustness``; its result is
         stored under ``result['robustness']``.
@@ -191,6 +193,21 @@ def evaluate_run(
     num_classes = _num_classes(run, info)
     class_names = _class_names(run, info, num_classes)
     mesh = _mesh()
+    if calibrate and calibration_pipeline is None:
+        if calibration_split is None:
+            calibration_split = _config_get(run.config.data, "eval_split") or "validation"
+        calibration_pipeline = _build(run, calibration_split, batch_size)
+    if calibrate:
+        fit_split = getattr(getattr(calibration_pipeline, "info", None), "split", None)
+        fit_split = fit_split or calibration_split
+        split_name = getattr(info, "split", None) or split
+        if fit_split == split_name:
+            raise ValueError(
+                f"temperature scaling would be fitted on the split it is evaluated on "
+                f"({split_name!r}), which hides miscalibration. Pass a different held-out split as "
+                "calibration_split (--calibration_split), e.g. the validation split or a slice "
+                "of the training data the run did not train on."
+            )
 
     start = time.perf_counter()
     acc = evaluate_pipeline(run, pipeline, num_classes, num_bins=num_bins, mesh=mesh)
@@ -199,15 +216,13 @@ def evaluate_run(
                   class_names=class_names, seconds=time.perf_counter() - start)
 
     if calibrate:
-        if calibration_pipeline is None:
-            calibration_pipeline = _build(run, calibration_split, batch_size)
         val = evaluate_pipeline(run, calibration_pipeline, num_classes, num_bins=num_bins,
                                 mesh=mesh)
         fit = calibration_lib.temperature_scale(val.logits, val.labels, None, acc.logits,
                                                 acc.labels, None, num_bins=num_bins)
         result["calibration"] = {
             "temperature": fit.temperature,
-            "fit_split": calibration_split,
+            "fit_split": fit_split,
             "val_nll_before": fit.val_nll_before,
             "val_nll_after": fit.val_nll_after,
             "after": fit.after,

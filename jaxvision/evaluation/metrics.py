@@ -159,7 +159,8 @@ def batch_state(logits, labels, mask=None, num_bins: int = 15) -> MetricState:
     correct1 = (pred == labels).astype(jnp.int32)
     correctk = jnp.any(top_idx == labels[:, None], axis=-1).astype(jnp.int32)
 
-    nll = -jnp.sum(log_p * onehot, axis=-1)
+    # Gathered, not log_p * onehot: a -inf logit of another class must not give 0 * -inf.
+    nll = -jnp.take_along_axis(log_p, labels[:, None], axis=-1)[:, 0]
     brier = jnp.sum(jnp.square(p - onehot), axis=-1)
 
     conf = jnp.take_along_axis(p, pred[:, None], axis=-1)[:, 0]
@@ -404,9 +405,10 @@ class Accumulator:
         n = logits.shape[0]
         labels_h = _local_rows(labels)
         mask_h = np.ones(labels_h.shape, bool) if mask is None else _local_rows(mask).astype(bool)
-        if labels_h.ndim != 1 or labels.shape[0] != n:
+        if labels_h.ndim != 1 or labels_h.shape[0] != n:
             raise ValueError(
-                f"labels must be integer class indices of shape ({n},), got shape {labels.shape}"
+                f"labels must be integer class indices of shape ({n},), got shape "
+                f"{labels_h.shape}; pass class indices, not one-hot labels"
             )
         if not np.issubdtype(labels_h.dtype, np.integer):
             raise ValueError(f"labels must be integers, got dtype {labels_h.dtype}")

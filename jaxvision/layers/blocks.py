@@ -141,6 +141,7 @@ class BasicBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool = False):
+        x = jnp.asarray(x, self.dtype)  # the residual sum stays in the compute dtype
         y = self._conv(self.features, 3, self.strides, "conv1")(x)
         y = self.act(_norm(self.norm, self, "norm1")(y, train))
         y = self._conv(self.features, 3, 1, "conv2")(y)
@@ -165,6 +166,7 @@ class Bottleneck(BasicBlock):
 
     @nn.compact
     def __call__(self, x, train: bool = False):
+        x = jnp.asarray(x, self.dtype)
         width = int(self.features * (self.base_width / 64.0)) * self.groups
         out = self.features * self.expansion
         y = self._conv(width, 1, 1, "conv1")(x)
@@ -199,6 +201,7 @@ class DepthwiseSeparable(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool = False):
+        x = jnp.asarray(x, self.dtype)
         c = x.shape[-1]
         kw = dict(conv=self.conv, norm=self.norm, dtype=self.dtype, param_dtype=self.param_dtype)
         y = ConvNormAct(c, self.kernel_size, self.strides, self.padding, groups=c, act=self.act,
@@ -253,6 +256,7 @@ class MBConv(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool = False):
+        x = jnp.asarray(x, self.dtype)
         c_in = x.shape[-1]
         hidden = int(round(c_in * self.expand_ratio))
         kw = dict(conv=self.conv, norm=self.norm, dtype=self.dtype, param_dtype=self.param_dtype)
@@ -275,6 +279,7 @@ class FusedMBConv(MBConv):
 
     @nn.compact
     def __call__(self, x, train: bool = False):
+        x = jnp.asarray(x, self.dtype)
         c_in = x.shape[-1]
         kw = dict(conv=self.conv, norm=self.norm, dtype=self.dtype, param_dtype=self.param_dtype)
         if self.expand_ratio == 1:

@@ -8,7 +8,6 @@ Statistics are reduced in float32 whatever the compute dtype; outputs are in ``d
 from __future__ import annotations
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 __all__ = ["BatchNorm", "GroupNorm", "LayerNorm"]
 

@@ -9,7 +9,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxvision.layers import BatchNorm, Conv, ConvNormAct, Dropout, global_avg_pool, max_pool
+from jaxvision.layers import BatchNorm, ConvNormAct, Dropout, global_avg_pool, max_pool
 from jaxvision.models.registry import register
 
 __all__ = ["GoogLeNet", "Inception"]

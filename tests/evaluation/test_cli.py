@@ -61,7 +61,7 @@ def test_evaluate_and_predict_json(workdir, tmp_path):
     proc = run_cli("jaxvision.evaluate", f"--workdir={workdir}", "--json", "--calibrate",
                    "--batch_size=96")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result = json.loads(proc.stdout)  # stdout holds the JSON object and nothing else
 
     run = checkpoints.load_run(workdir)
     z, y = reference_logits(run, "test")
@@ -102,7 +102,7 @@ def test_evaluate_and_predict_json(workdir, tmp_path):
                    files[0], str(bad), files[1])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "bad.jpg" in proc.stderr
-    preds = json.loads(proc.stdout.strip().splitlines()[-1])
+    preds = json.loads(proc.stdout)
     assert [r["file"] for r in preds] == [files[0], str(bad), files[1]]
     assert "error" in preds[1] and "top_k" not in preds[1]
     for r in (preds[0], preds[2]):

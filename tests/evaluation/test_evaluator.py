@@ -43,9 +43,10 @@ def run():
 class ListPipeline:
     """A finite evaluation pipeline of padded batches, as data.build(train=False) yields."""
 
-    def __init__(self, images, labels, batch):
+    def __init__(self, images, labels, batch, split="test"):
         self.info = types.SimpleNamespace(num_classes=K, class_names=["a", "b", "c", "d"],
-                                          num_examples=len(labels), image_shape=SHAPE)
+                                          num_examples=len(labels), image_shape=SHAPE,
+                                          split=split)
         self.batches = []
         for start in range(0, len(labels), batch):
             x, y = images[start:start + batch], labels[start:start + batch]
@@ -78,7 +79,8 @@ def test_evaluate_run_matches_direct_computation_and_writes_files(run, tmp_path)
     out_dir = str(tmp_path / "eval")
     result = evaluation.evaluate_run(
         run, "test", pipeline=ListPipeline(images, labels, 64), calibrate=True,
-        calibration_pipeline=ListPipeline(val_images, val_labels, 64), out_dir=out_dir)
+        calibration_pipeline=ListPipeline(val_images, val_labels, 64, "validation"),
+        out_dir=out_dir)
 
     # Against sklearn / numpy on logits computed here without the mesh or batching.
     p = ref.softmax(logits)
@@ -95,6 +97,7 @@ def test_evaluate_run_matches_direct_computation_and_writes_files(run, tmp_path)
     np.testing.assert_array_equal(result["confusion_matrix"], skm.confusion_matrix(labels, pred))
 
     cal = result["calibration"]
+    assert cal["fit_split"] == "validation"
     t = evaluation.fit_temperature(val_logits, val_labels)
     assert cal["temperature"] == pytest.approx(t, rel=1e-4)
     assert cal["after"]["top1"] == result["top1"]
@@ -113,6 +116,14 @@ def test_evaluate_run_matches_direct_computation_and_writes_files(run, tmp_path)
 
     text = report.format_report(result, run.class_names)
     assert f"{100 * result['top1']:.2f}%" in text and "bee" in text and "T = " in text
+
+
+def test_calibrating_on_the_evaluated_split_is_refused(run):
+    images, labels, _ = make_split(run, 20, seed=3)
+    with pytest.raises(ValueError, match="held-out split"):
+        evaluation.evaluate_run(run, "test", pipeline=ListPipeline(images, labels, 32),
+                                calibrate=True,
+                                calibration_pipeline=ListPipeline(images, labels, 32, "test"))
 
 
 def test_report_json_is_valid_and_nan_becomes_null():

@@ -91,6 +91,7 @@ def test_all_correct_at_confidence_one_has_zero_ece():
     labels = np.arange(n) % k
     logits = np.full((n, k), -1e4, np.float32)
     logits[np.arange(n), labels] = 0.0  # p = one-hot exactly in float32
+    logits[0, 1] = -np.inf  # masked-out logits are allowed
     out = metrics.classification_metrics(logits, labels)
     assert out["top1"] == 1.0
     assert out["ece"] == 0.0 and out["mce"] == 0.0 and out["adaptive_ece"] == 0.0

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxvision.layers import DropPath, Dropout
+from jaxvision.layers import Dropout, DropPath
 
 
 def test_drop_path_keeps_mean_and_drops_whole_examples():

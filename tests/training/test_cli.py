@@ -82,13 +82,14 @@ def test_cli_overrides_and_pmap_on_default_recipe(tmp_path):
     cmd = [sys.executable, "-m", "jaxvision.train", "--config", "configs/mnist5k_lenet.py",
            "--workdir", wd, "--config.parallel=pmap", "--config.total_steps=30",
            "--config.batch_size=64", "--config.eval_every_steps=30",
-           "--config.optimizer.name=sgd", "--config.schedule.base_lr=0.05",
+           "--config.optimizer.name=adam", "--config.schedule.base_lr=0.003",
+           "--config.schedule.warmup_steps=5",
            "--config.progress_bar=False"]
     p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     cfg = json.load(open(os.path.join(wd, "config.json")))
     assert (cfg["parallel"], cfg["total_steps"], cfg["batch_size"]) == ("pmap", 30, 64)
-    assert (cfg["optimizer"]["name"], cfg["schedule"]["base_lr"]) == ("sgd", 0.05)
+    assert (cfg["optimizer"]["name"], cfg["schedule"]["base_lr"]) == ("adam", 0.003)
     rows = [json.loads(x) for x in open(os.path.join(wd, "metrics.jsonl"))]
     val = [r for r in rows if "val/top1" in r]
     assert val and val[-1]["step"] == 30 and val[-1]["val/top1"] > 0.5  # 10 classes: chance 0.1

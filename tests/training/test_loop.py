@@ -115,8 +115,10 @@ def test_finetune_other_class_count_reinitializes_head(tmp_path):
     assert "(128, 4) -> (128, 6)" in " ".join(listed)
     a, b = checkpoints.load_run(src), checkpoints.load_run(dst)
     assert b.variables["params"]["head"]["kernel"].shape == (128, 6)
-    chex.assert_trees_all_close(a.variables["params"]["Conv_0"], b.variables["params"]["Conv_0"])
-    chex.assert_trees_all_close(a.variables["batch_stats"], b.variables["batch_stats"])
+    # Everything but the head comes from the source run (lr 0 keeps it; BatchNorm statistics
+    # move during the one train step, so they are not compared).
+    for name in ("Conv_0", "BatchNorm_0"):
+        chex.assert_trees_all_close(a.variables["params"][name], b.variables["params"][name])
 
 
 def test_early_stopping_with_patience(tmp_path):
@@ -126,3 +128,15 @@ def test_early_stopping_with_patience(tmp_path):
     res = loop.train_and_evaluate(c, str(tmp_path), build_data=fakes.make_build())
     # top1 cannot improve by 0.5 twice in a row: first eval sets best, next two count as bad.
     assert res.get("early_stopped") and res["step"] == 6
+
+
+def test_float16_with_loss_scaling_trains(tmp_path):
+    """float16 compute + dynamic loss scaling: the loss still falls, params stay float32."""
+    wd = str(tmp_path / "run")
+    c = fakes.tiny_config(total_steps=10, log_every_steps=5, eval_every_steps=0, dtype="float16")
+    loop.train_and_evaluate(c, wd, build_data=fakes.make_build())
+    rows = [r for r in _jsonl(wd) if "train/loss" in r]
+    assert rows[-1]["train/loss"] < rows[0]["train/loss"]
+    assert rows[0]["train/loss_scale"] == 2.0**15
+    run = checkpoints.load_run(wd)
+    assert all(x.dtype == np.float32 for x in jax.tree.leaves(run.variables))

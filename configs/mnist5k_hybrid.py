@@ -1,0 +1,44 @@
+"""A small CNN/Transformer hybrid on the bundled MNIST subset (mnist5k), trained on a CPU in minutes.
+
+  python -m jaxvision.train --config configs/mnist5k_hybrid.py --workdir /tmp/jv_hybrid
+  python -m jaxvision.evaluate --workdir /tmp/jv_hybrid --split test
+
+Model ``hybrid_tiny_mnist`` (165k parameters): a weight-standardized 3x3/2 conv stem and one
+ResNet basic block with GroupNorm (the zoo's ResNetStages) turn the 28x28 digit into a 14x14x32
+map; 2x2 patches of it are 49 tokens (+ class token) for a 4-layer ViT of width 64. AdamW
+(wd 0.05, none on biases, norms, position embeddings and the class token), 5-epoch warm-up then
+cosine, label smoothing 0.1, drop path 0.1, random-pad crops (no flips: digits are not symmetric).
+
+Measured on the 2-core CPU of the project machine (shared with other jobs): see RESULT below.
+"""
+
+from jaxvision.config import base_config, lock
+
+RESULT = "filled in after measurement"
+
+
+def get_config(arg=None):
+    del arg
+    c = base_config()
+    c.model.name = "hybrid_tiny_mnist"
+    c.model.drop_path_rate = 0.1
+    c.data.name = "mnist5k"
+    c.data.image_size = 28
+    c.data.channels = 1
+    c.data.flip = False
+    c.data.train_crop = "random_pad"
+    c.batch_size = 128
+    c.epochs = 30.0
+    c.optimizer.name = "adamw"
+    c.optimizer.weight_decay = 0.05
+    # Biases (the attention's are (heads, head_dim)), norm scales, positions and the class token
+    # are not decayed (DeiT / timm's no_weight_decay).
+    c.optimizer.no_decay_regex = r"(bias|scale)$|pos_embed|cls/"
+    c.schedule.name = "cosine"
+    c.schedule.base_lr = 2e-3
+    c.schedule.warmup_epochs = 5.0
+    c.label_smoothing = 0.1
+    c.log_every_steps = 50
+    c.eval_every_steps = 310
+    c.checkpoint_every_steps = 310
+    return lock(c)
