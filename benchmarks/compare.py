@@ -3,19 +3,22 @@
     python -m benchmarks.compare [--models resnet50,efficientnet_b0,mobilenet_v2] [--batch 16]
         [--res 224] [--steps 3] [--warmup 1] [--dtype float32] [--xla-flags "..."] [--out FILE]
 
-Each side runs in its own subprocess (so XLA flags, the Keras backend and memory do not mix), one
-model after the other, jaxvision first. Both train with SGD (lr 0.1, momentum 0.9) on softmax
-cross-entropy from logits, on random images and labels, with 1000 classes:
+Each model runs in its own subprocess (a fresh XLA), holding both frameworks: after both steps
+are compiled, their timed steps alternate (jaxvision, Keras, jaxvision, ...), so both see the same
+machine load even when it drifts (this machine is shared). Both train with SGD (lr 0.1, momentum
+0.9) on softmax cross-entropy from logits, on random images and labels, with 1000 classes:
 
-* jaxvision: ``python -m benchmarks.throughput --json`` (the library's train step, donated state);
+* jaxvision: ``benchmarks.throughput.benchmark`` (the library's train step, donated state, each
+  step ended by ``block_until_ready``);
 * Keras: ``keras.applications.<Model>(weights=None, classifier_activation=None)`` compiled with
   ``keras.optimizers.SGD(0.1, momentum=0.9)`` and ``SparseCategoricalCrossentropy(from_logits=True)``
-  (Keras' JAX trainer jit-compiles the step); each step is ``model.train_on_batch`` (returns host
-  numbers, so every step is synchronised, as ``block_until_ready`` does on the jaxvision side).
+  (Keras' JAX trainer jit-compiles the step and donates its state); each step is
+  ``model.train_on_batch`` (it returns host numbers, so every step is synchronised).
 
-Keras is an optional dependency: ``pip install jaxvision[bench]``. MFU for Keras is computed from
-the FLOPs XLA counts in jaxvision's step for the same architecture (the models are the same
-networks), against the matmul probe of jaxvision's run.
+Keras is an optional dependency: ``pip install jaxvision[bench]`` (``KERAS_BACKEND=jax`` is set
+before it is imported). Keras' FLOPs and memory come from XLA's analysis of its own compiled train
+step (compiled a second time, after the timing; ``--no-keras-flops`` skips it); both MFUs use the
+matmul probe of the same process.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ import statistics
 import subprocess
 import sys
 import time
+
+import numpy as np
 
 # jaxvision name -> keras.applications class name (None: no Keras counterpart).
 KERAS_NAMES = {
@@ -45,25 +50,16 @@ KERAS_NAMES = {
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def keras_worker(args) -> dict:
-    """Runs in a fresh process: times Keras' own training step."""
-    os.environ["KERAS_BACKEND"] = "jax"  # before keras is imported
-    import jax
+def _keras_model(args):
+    """(model, x, y): a compiled keras.applications model and one batch (numpy)."""
     import keras
     import numpy as np
 
-    cls_name = KERAS_NAMES.get(args.model)
-    if cls_name is None:
-        raise SystemExit(f"keras.applications has no counterpart of {args.model!r}")
     if args.dtype != "float32":
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    cls = getattr(keras.applications, cls_name)
-    model = cls(
-        weights=None,
-        input_shape=(args.res, args.res, 3),
-        classes=1000,
-        classifier_activation=None,
-    )
+    cls = getattr(keras.applications, KERAS_NAMES[args.model])
+    model = cls(weights=None, input_shape=(args.res, args.res, 3), classes=1000,
+                classifier_activation=None)
     model.compile(
         optimizer=keras.optimizers.SGD(learning_rate=0.1, momentum=0.9),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -72,36 +68,69 @@ def keras_worker(args) -> dict:
     rng = np.random.default_rng(0)
     x = rng.standard_normal((args.batch, args.res, args.res, 3), dtype=np.float32)
     y = rng.integers(0, 1000, (args.batch,)).astype(np.int32)
-    t0 = time.perf_counter()
-    model.train_on_batch(x, y)  # traces, compiles and runs one step
-    first = time.perf_counter() - t0
-    for _ in range(max(args.warmup - 1, 0)):
-        model.train_on_batch(x, y)
-    times = []
-    for _ in range(args.steps):
+    return model, x, y
+
+
+def _keras_cost(model, x, y) -> dict:
+    """FLOPs and memory of Keras' own compiled train step (a second compilation of it)."""
+    import jax
+
+    from benchmarks.throughput import _flops, _peak_bytes
+
+    try:
+        state = model._get_jax_state(  # Keras' JAX trainer state, as train_on_batch builds it
+            trainable_variables=True, non_trainable_variables=True, optimizer_variables=True,
+            metrics_variables=True, purge_model_variables=False,
+        )
+        compiled = jax.jit(model.train_step).lower(state, (x, y, None)).compile()
+    except Exception as e:  # private API: report instead of failing the comparison
+        return {"cost_error": repr(e)[:300]}
+    return {"flops_per_img": _flops(compiled) / x.shape[0], "peak_bytes": _peak_bytes(compiled)}
+
+
+def worker(args) -> dict:
+    """One model, in a fresh process: Keras and jaxvision steps timed in alternation."""
+    os.environ["KERAS_BACKEND"] = "jax"  # before keras is imported
+    from benchmarks.throughput import benchmark, configure_xla
+
+    configure_xla(1, args.xla_flags)
+    import jax
+
+    if args.matmul_precision:
+        jax.config.update("jax_default_matmul_precision", args.matmul_precision)
+    kr, step = None, None
+    if KERAS_NAMES.get(args.model) and not args.no_keras:
+        import keras
+
+        kmodel, x, y = _keras_model(args)
         t0 = time.perf_counter()
-        model.train_on_batch(x, y)
-        times.append(time.perf_counter() - t0)
-    step = statistics.median(times)
-    return {
-        "framework": "keras-jax",
-        "keras": keras.__version__,
-        "jax": jax.__version__,
-        "model": args.model,
-        "keras_model": cls_name,
-        "params": int(sum(int(np.prod(w.shape)) for w in model.trainable_weights)),
-        "batch": args.batch,
-        "res": args.res,
-        "dtype": args.dtype,
-        "steps": args.steps,
-        "warmup": args.warmup,
-        "train_step_s": step,
-        "train_step_s_all": times,
-        "train_img_per_s": args.batch / step,
-        # The first call = trace + compile + one step; the step's share is taken off.
-        "compile_s": max(first - step, 0.0),
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
-    }
+        kmodel.train_on_batch(x, y)  # traces, compiles and runs one step
+        first = time.perf_counter() - t0
+
+        def step():
+            kmodel.train_on_batch(x, y)  # returns host numbers: every step is synchronised
+
+        kr = {"framework": "keras-jax", "keras": keras.__version__,
+              "keras_model": KERAS_NAMES[args.model],
+              "params": int(sum(int(np.prod(w.shape)) for w in kmodel.trainable_weights))}
+    jv = benchmark(args.model, args.batch, args.res, dtype=args.dtype, steps=args.steps,
+                   warmup=args.warmup, infer=False, probe=True, companion=step)
+    jv.pop("_state", None)
+    ktimes = jv.pop("companion_step_s_all", None)
+    if kr is not None:
+        med = statistics.median(ktimes)
+        peak = jv["peak_flops_bf16" if args.dtype == "bfloat16" else "peak_flops_f32"]
+        kr.update({
+            "train_step_s": med, "train_step_s_all": ktimes,
+            "train_img_per_s": args.batch / med,
+            # The first call = trace + compile + one step; the step's share is taken off.
+            "compile_s": max(first - med, 0.0),
+        })
+        if not args.no_keras_flops:
+            kr.update(_keras_cost(kmodel, x, y))
+        if "flops_per_img" in kr:
+            kr["mfu"] = kr["train_img_per_s"] * kr["flops_per_img"] / peak
+    return {"model": args.model, "jaxvision": jv, "keras": kr}
 
 
 def _run(cmd, env) -> tuple[dict | None, str]:
@@ -113,37 +142,27 @@ def _run(cmd, env) -> tuple[dict | None, str]:
 
 
 def compare(args) -> list[dict]:
-    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
-    if args.xla_flags:
-        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + args.xla_flags).strip()
+    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND="jax")
     rows = []
     for name in args.models.split(","):
-        row = {"model": name}
-        jv_cmd = [sys.executable, "-m", "benchmarks.throughput", "--model", name,
-                  "--batch", str(args.batch), "--res", str(args.res), "--dtype", args.dtype,
-                  "--steps", str(args.steps), "--warmup", str(args.warmup), "--no-infer", "--json"]
+        cmd = [sys.executable, "-m", "benchmarks.compare", "--worker", "--model", name,
+               "--batch", str(args.batch), "--res", str(args.res), "--dtype", args.dtype,
+               "--steps", str(args.steps), "--warmup", str(args.warmup)]
+        if args.xla_flags:
+            cmd += ["--xla-flags", args.xla_flags]
         if args.matmul_precision:
-            jv_cmd += ["--matmul-precision", args.matmul_precision]
-        jv, err = _run(jv_cmd, env)
-        if jv is None:
-            print(f"[{name}] jaxvision failed:\n{err}", file=sys.stderr)
-        row["jaxvision"] = jv
-        if KERAS_NAMES.get(name) and not args.no_keras:
-            kcmd = [sys.executable, "-m", "benchmarks.compare", "--keras-worker", "--model", name,
-                    "--batch", str(args.batch), "--res", str(args.res), "--dtype", args.dtype,
-                    "--steps", str(args.steps), "--warmup", str(args.warmup)]
-            kr, err = _run(kcmd, dict(env, KERAS_BACKEND="jax"))
-            if kr is None:
-                print(f"[{name}] keras failed:\n{err}", file=sys.stderr)
-            elif jv is not None:
-                kr["flops_per_img"] = jv["flops_per_img"]
-                peak = jv["peak_flops_bf16" if args.dtype == "bfloat16" else "peak_flops_f32"]
-                kr["mfu"] = kr["train_img_per_s"] * jv["flops_per_img"] / peak
-            row["keras"] = kr
-        else:
-            row["keras"] = None
-        if row["jaxvision"] and row["keras"]:
-            row["ratio"] = row["jaxvision"]["train_img_per_s"] / row["keras"]["train_img_per_s"]
+            cmd += ["--matmul-precision", args.matmul_precision]
+        if args.no_keras:
+            cmd.append("--no-keras")
+        if args.no_keras_flops:
+            cmd.append("--no-keras-flops")
+        row, err = _run(cmd, env)
+        if row is None:
+            print(f"[{name}] failed:\n{err}", file=sys.stderr)
+            row = {"model": name, "jaxvision": None, "keras": None, "error": err}
+        jv, kr = row.get("jaxvision"), row.get("keras")
+        if jv and kr:
+            row["ratio"] = jv["train_img_per_s"] / kr["train_img_per_s"]
         rows.append(row)
         print(format_row(row), flush=True)
     return rows
@@ -182,11 +201,13 @@ def main(argv=None):
     p.add_argument("--no-keras", action="store_true")
     p.add_argument("--out", default=None, help="JSON file for the rows (default: "
                    "benchmarks/results/compare_<dtype>_b<batch>_r<res>.json)")
-    p.add_argument("--keras-worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--no-keras-flops", action="store_true",
+                   help="skip compiling Keras' step a second time for its FLOPs and memory")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--model", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.keras_worker:
-        print(json.dumps(keras_worker(args)))
+    if args.worker:
+        print(json.dumps(worker(args)))
         return None
     unknown = [m for m in args.models.split(",") if m not in KERAS_NAMES]
     if unknown:

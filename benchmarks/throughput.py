@@ -251,15 +251,26 @@ def build_train_step(model, variables, num_classes: int, parallel, *, learning_r
 # The benchmark.
 
 
-def _median_step_time(run_one, warmup: int, steps: int) -> list[float]:
+def _median_step_time(run_one, warmup: int, steps: int, companion=None):
+    """Wall times of ``steps`` calls of ``run_one`` after ``warmup`` untimed ones.
+
+    ``companion`` (optional, e.g. one step of a peer framework) runs after each call, timed on
+    its own, so both see the same machine load (the returned pair is (times, companion times)).
+    """
     for _ in range(warmup):
         run_one()
-    times = []
+        if companion is not None:
+            companion()
+    times, ctimes = [], []
     for _ in range(steps):
         t0 = time.perf_counter()
         run_one()
         times.append(time.perf_counter() - t0)
-    return times
+        if companion is not None:
+            t0 = time.perf_counter()
+            companion()
+            ctimes.append(time.perf_counter() - t0)
+    return (times, ctimes) if companion is not None else times
 
 
 def _peak_bytes(compiled) -> int:
@@ -300,9 +311,12 @@ def benchmark(
     model_overrides: dict[str, Any] | None = None,
     return_state: bool = False,
     seed: int = 0,
+    companion=None,
 ) -> dict[str, Any]:
     """Run the benchmark and return its results as a flat dict (see the module docstring).
 
+    ``companion``: a callable (one step of a peer, already compiled) timed in alternation with
+    the train steps; its times are returned as 'companion_step_s_all'.
     ``return_state=True`` adds '_state' (the train state after one step from the seeded start,
     gathered to the host) and '_loss' to the dict, for result-equality checks in scaling.py.
     """
@@ -393,7 +407,11 @@ def benchmark(
         if parallel == "pmap":
             st = jax.tree.map(lambda x: x[0], st)
         first["_state"] = st
-    times = _median_step_time(one_train, max(warmup - 1, 0), steps)
+    if companion is not None:
+        times, ctimes = _median_step_time(one_train, max(warmup - 1, 0), steps, companion)
+        first["companion_step_s_all"] = ctimes
+    else:
+        times = _median_step_time(one_train, max(warmup - 1, 0), steps)
     train_step_s = statistics.median(times)
 
     result: dict[str, Any] = {

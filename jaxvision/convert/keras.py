@@ -241,6 +241,12 @@ def _vgg16(m: _Mapper, model) -> None:
             i += 1
             m.conv(f"conv{i}", f"block{block}_conv{j}", flip_input=(i == 1))
             j += 1
+    if m.has("fc1") and m.w["fc1"]["kernel"].shape[0] != 7 * 7 * 512:
+        raise ValueError(
+            "Keras VGG16 with its top converts only at 224x224 input: jaxvision's VGG pools to 7x7 "
+            "before fc1 (as torchvision), Keras flattens whatever size comes; build the Keras model "
+            "with input_shape=(224, 224, 3) or include_top=False"
+        )
     for name in ("fc1", "fc2"):
         if m.has(name):
             m.dense(name, name)
@@ -270,8 +276,12 @@ def _internal_preprocessing(model) -> tuple[tuple[float, ...], tuple[float, ...]
             o = np.broadcast_to(np.asarray(layer.offset, np.float64).ravel(), (3,))
             a, b = a * s, b * s + o
         elif kind == "Normalization":
-            mean = np.broadcast_to(np.asarray(keras.ops.convert_to_numpy(layer.mean), np.float64).ravel(), (3,))
-            var = np.asarray(keras.ops.convert_to_numpy(layer.variance), np.float64).ravel()
+            # The stored variables (what load_weights fills), else the constants given at build.
+            stored = {w.path.split("/")[-1]: keras.ops.convert_to_numpy(w) for w in layer.weights}
+            mean = stored.get("mean", keras.ops.convert_to_numpy(layer.mean))
+            var = stored.get("variance", keras.ops.convert_to_numpy(layer.variance))
+            mean = np.broadcast_to(np.asarray(mean, np.float64).ravel(), (3,))
+            var = np.asarray(var, np.float64).ravel()
             sd = np.maximum(np.sqrt(np.broadcast_to(var, (3,))), keras.backend.epsilon())
             a, b = a / sd, (b - mean) / sd
         elif kind in ("Conv2D", "DepthwiseConv2D"):
