@@ -98,6 +98,10 @@ def worker(args) -> dict:
 
     if args.matmul_precision:
         jax.config.update("jax_default_matmul_precision", args.matmul_precision)
+    if args.conv1x1 == "dot":
+        from benchmarks.throughput import use_conv_1x1_as_dot
+
+        use_conv_1x1_as_dot()
     kr, step = None, None
     if KERAS_NAMES.get(args.model) and not args.no_keras:
         import keras
@@ -116,6 +120,7 @@ def worker(args) -> dict:
     jv = benchmark(args.model, args.batch, args.res, dtype=args.dtype, steps=args.steps,
                    warmup=args.warmup, infer=False, probe=True, companion=step)
     jv.pop("_state", None)
+    jv["conv1x1"] = args.conv1x1
     ktimes = jv.pop("companion_step_s_all", None)
     if kr is not None:
         med = statistics.median(ktimes)
@@ -141,6 +146,17 @@ def _run(cmd, env) -> tuple[dict | None, str]:
     return None, (proc.stderr or proc.stdout)[-1500:]
 
 
+def _save(args, rows) -> str:
+    out = args.out or os.path.join(
+        ROOT, "benchmarks", "results", f"compare_{args.dtype}_b{args.batch}_r{args.res}.json"
+    )
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump({"kind": "compare", "args": vars(args), "rows": rows,
+                   "loadavg_end": os.getloadavg()}, f, indent=1)
+    return out
+
+
 def compare(args) -> list[dict]:
     env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND="jax")
     rows = []
@@ -154,6 +170,8 @@ def compare(args) -> list[dict]:
             cmd += ["--matmul-precision", args.matmul_precision]
         if args.no_keras:
             cmd.append("--no-keras")
+        if args.conv1x1 != "conv":
+            cmd += ["--conv1x1", args.conv1x1]
         if args.no_keras_flops:
             cmd.append("--no-keras-flops")
         row, err = _run(cmd, env)
@@ -164,6 +182,7 @@ def compare(args) -> list[dict]:
         if jv and kr:
             row["ratio"] = jv["train_img_per_s"] / kr["train_img_per_s"]
         rows.append(row)
+        _save(args, rows)  # after every model, so a long run keeps what it measured
         print(format_row(row), flush=True)
     return rows
 
@@ -199,6 +218,9 @@ def main(argv=None):
     p.add_argument("--xla-flags", default="", help="extra XLA flags for both sides")
     p.add_argument("--matmul-precision", default=None)
     p.add_argument("--no-keras", action="store_true")
+    p.add_argument("--conv1x1", default="conv", choices=["conv", "dot"],
+                   help="jaxvision side: 'dot' runs 1x1 convolutions as matmuls (see "
+                   "benchmarks.throughput --conv1x1)")
     p.add_argument("--out", default=None, help="JSON file for the rows (default: "
                    "benchmarks/results/compare_<dtype>_b<batch>_r<res>.json)")
     p.add_argument("--no-keras-flops", action="store_true",
@@ -216,14 +238,7 @@ def main(argv=None):
           f"load {os.getloadavg()[0]:.1f}")
     print(HEADER)
     rows = compare(args)
-    out = args.out or os.path.join(
-        ROOT, "benchmarks", "results", f"compare_{args.dtype}_b{args.batch}_r{args.res}.json"
-    )
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out, "w") as f:
-        json.dump({"kind": "compare", "args": vars(args), "rows": rows,
-                   "loadavg_end": os.getloadavg()}, f, indent=1)
-    print(f"wrote {out}")
+    print(f"wrote {_save(args, rows)}")
     return rows
 
 

@@ -62,7 +62,12 @@ def throughput_section(results):
             _g(r.get("compile_s"), ".1f"), _g(r.get("flops_per_img", 0) / 1e9, ".2f"),
             _g(100 * r["mfu"], ".1f") + "%" if "mfu" in r else "n/a",
             _g(r.get("peak_bytes", 0) / 2**20, ".0f"),
-            _g((r.get("loadavg") or [None])[0], ".1f"), r.get("xla_flags") or "-",
+            _g((r.get("loadavg") or [None])[0], ".1f"),
+            " ".join(x for x in (r.get("xla_flags", "").replace(
+                "--xla_force_host_platform_device_count=1", "").strip(),
+                f"--bf16-dots {r['bf16_dots']}" if r.get("bf16_dots", "xla") != "xla" else "",
+                f"--conv1x1 {r['conv1x1']}" if r.get("conv1x1", "conv") != "conv" else "")
+                if x) or "-",
         ])
     if not rows:
         return ""
@@ -94,6 +99,8 @@ def compare_section(results):
                 _g(row.get("ratio"), ".2f") + "x" if row.get("ratio") else "n/a",
             ])
         flags = a.get("xla_flags") or "default"
+        if a.get("conv1x1", "conv") != "conv":
+            flags += f", jaxvision --conv1x1 {a['conv1x1']}"
         parts.append(
             f"### batch {a['batch']}, {a['res']} px, {a['dtype']}, XLA flags: {flags} "
             f"(`{name}`)\n\n" + _table(
@@ -137,9 +144,12 @@ def end_to_end_section(results):
     t = r.get("time_to_accuracy")
     if t:
         if t.get("seconds_to_target") is not None:
-            out.append(f"- `{t['config']}` reaches {100 * t['target_top1']:.0f}% test top-1 after "
-                       f"**{t['seconds_to_target']:.1f} s** wall time from launch (step "
-                       f"{t['step_at_target']}, top-1 {t['top1_at_target']:.4f}).")
+            out.append(f"- `{t['config']}`: `{t.get('key_at_target')}` >= "
+                       f"{100 * t['target_top1']:.0f}% after **{t['seconds_to_target']:.1f} s** "
+                       f"wall time from launch (step {t['step_at_target']}, top-1 "
+                       f"{t['top1_at_target']:.4f}); final test top-1 "
+                       f"{_g(t.get('final_test_top1'), '.4f')}, whole job "
+                       f"{t['total_seconds']:.1f} s (load {_g((r.get('loadavg') or [None])[0], '.1f')}).")
         else:
             out.append(f"- `{t['config']}` did not reach {t['target_top1']} (see the JSON).")
     for row in r.get("pipeline", []):

@@ -68,7 +68,9 @@ def parse_sweep(spec: str) -> tuple[str, Any]:
     """'key=[v1,v2]' -> (key, [v1, v2]); 'key=loguniform(a,b)' -> (key, ('loguniform', a, b))."""
     m = _SPEC.match(spec)
     if not m:
-        raise ValueError(f"--sweep {spec!r}: expected KEY=[v1,v2,...] (e.g. 'schedule.base_lr=[0.1,0.01]')")
+        raise ValueError(
+            f"--sweep {spec!r}: expected KEY=[v1,v2,...] (e.g. 'schedule.base_lr=[0.1,0.01]')"
+        )
     key, body = m.group(1), m.group(2)
     d = _DIST.match(body)
     if d:
@@ -94,7 +96,9 @@ def grid_points(sweeps: Sequence[tuple[str, Any]]) -> list[dict[str, Any]]:
         if not isinstance(values, list):
             raise ValueError(f"{key}: distributions ({values[0]}) need --random N")
     keys = [k for k, _ in sweeps]
-    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*[v for _, v in sweeps])]
+    return [
+        dict(zip(keys, combo, strict=True)) for combo in itertools.product(*[v for _, v in sweeps])
+    ]
 
 
 def random_points(sweeps: Sequence[tuple[str, Any]], n: int, seed: int = 0) -> list[dict[str, Any]]:
@@ -152,7 +156,9 @@ def run_subprocess(config: str, workdir: str, overrides: dict[str, Any]) -> None
         log.flush()
         rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
     if rc != 0:
-        raise RuntimeError(f"training exited with status {rc}; see {os.path.join(workdir, 'train.log')}")
+        raise RuntimeError(
+            f"training exited with status {rc}; see {os.path.join(workdir, 'train.log')}"
+        )
 
 
 def load_config(config: str):
@@ -211,7 +217,9 @@ def read_metrics(workdir: str, metric: str, mode: str) -> dict[str, float]:
             if key in rec:
                 history.append(float(rec[key]))
     if not history:
-        raise ValueError(f"{path} has no {key!r}; is the metric evaluated (eval split, eval_every_steps)?")
+        raise ValueError(
+            f"{path} has no {key!r}; is the metric evaluated (eval split, eval_every_steps)?"
+        )
     best = min(history) if mode == "min" else max(history)
     return {**last, f"last/{metric}": history[-1], f"best/{metric}": best}
 
@@ -343,18 +351,37 @@ def plot_results(rows: list[dict], workdir: str, keys: list[str], metric: str) -
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.sweep", description=__doc__.split("\n")[0])
-    parser.add_argument("--config", required=True, help="recipe, e.g. configs/mnist5k_lenet.py[:arg]")
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.sweep", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument(
+        "--config", required=True, help="recipe, e.g. configs/mnist5k_lenet.py[:arg]"
+    )
     parser.add_argument("--workdir", required=True, help="sweep folder (one sub-folder per point)")
-    parser.add_argument("--sweep", action="append", default=[], metavar="KEY=[V1,V2]", help="repeatable")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="fixed override for every point (repeatable), e.g. total_steps=500")
-    parser.add_argument("--random", type=int, default=None, metavar="N", help="random search: N points")
+    parser.add_argument(
+        "--sweep", action="append", default=[], metavar="KEY=[V1,V2]", help="repeatable"
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="fixed override for every point (repeatable), e.g. total_steps=500",
+    )
+    parser.add_argument(
+        "--random", type=int, default=None, metavar="N", help="random search: N points"
+    )
     parser.add_argument("--seed", type=int, default=0, help="random-search seed")
     parser.add_argument("--metric", default="top1", help="validation metric to rank by")
-    parser.add_argument("--rank", default="best", choices=("best", "last"),
-                        help="rank by the best or the last evaluation of each run")
-    parser.add_argument("--in-process", action="store_true", help="train in this process (no subprocess)")
+    parser.add_argument(
+        "--rank",
+        default="best",
+        choices=("best", "last"),
+        help="rank by the best or the last evaluation of each run",
+    )
+    parser.add_argument(
+        "--in-process", action="store_true", help="train in this process (no subprocess)"
+    )
     parser.add_argument("--no-plot", action="store_true")
     args = parser.parse_args(argv)
     try:
@@ -362,8 +389,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         fixed = dict(parse_sweep(s) for s in args.set)
         fixed = {k: v[0] if isinstance(v, list) and len(v) == 1 else v for k, v in fixed.items()}
         rows = run_sweep(
-            args.config, args.workdir, sweeps, random=args.random, seed=args.seed, metric=args.metric,
-            rank=args.rank, fixed=fixed, runner=run_in_process if args.in_process else run_subprocess,
+            args.config,
+            args.workdir,
+            sweeps,
+            random=args.random,
+            seed=args.seed,
+            metric=args.metric,
+            rank=args.rank,
+            fixed=fixed,
+            runner=run_in_process if args.in_process else run_subprocess,
             plot=not args.no_plot,
         )
     except (ValueError, FileNotFoundError) as e:

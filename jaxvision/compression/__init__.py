@@ -16,6 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxvision.compression import distillation
+from jaxvision.compression.distillation import distill, distillation_loss
 from jaxvision.compression.pruning import (
     apply_masks,
     default_prunable,
@@ -37,6 +39,9 @@ __all__ = [
     "calibrate_activations",
     "default_prunable",
     "dequantize",
+    "distill",
+    "distillation",
+    "distillation_loss",
     "global_magnitude_masks",
     "polynomial_sparsity",
     "prune",
@@ -110,7 +115,12 @@ def prune_finetune(
     update_every = max(1, min(update_every, end_step - begin_step))
     while end_step % update_every:
         update_every -= 1
-    tx = prune(optimizer or optax.adam(learning_rate), schedule, update_every=update_every, prunable=prunable)
+    tx = prune(
+        optimizer or optax.adam(learning_rate),
+        schedule,
+        update_every=update_every,
+        prunable=prunable,
+    )
     params = variables["params"]
     batch_stats = variables.get("batch_stats") or {}
     opt_state = tx.init(params)
@@ -128,8 +138,11 @@ def prune_finetune(
         def loss_fn(p):
             r1, r2 = jax.random.split(rng)
             logits, new = model.apply(
-                {"params": p, "batch_stats": batch_stats}, images, train=True,
-                rngs={"dropout": r1, "drop_path": r2}, mutable=["batch_stats"],
+                {"params": p, "batch_stats": batch_stats},
+                images,
+                train=True,
+                rngs={"dropout": r1, "drop_path": r2},
+                mutable=["batch_stats"],
             )
             ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
             loss = jnp.sum(ce * mask) / jnp.maximum(mask.sum(), 1)
@@ -147,14 +160,24 @@ def prune_finetune(
         y = jnp.asarray(b["label"])
         mask = jnp.asarray(b.get("mask", np.ones(y.shape, bool)), jnp.float32)
         params, batch_stats, opt_state, loss = step(
-            params, batch_stats, opt_state, jnp.asarray(b["image"]), y, mask, jax.random.fold_in(rng, i)
+            params,
+            batch_stats,
+            opt_state,
+            jnp.asarray(b["image"]),
+            y,
+            mask,
+            jax.random.fold_in(rng, i),
         )
         if i % 10 == 0 or i == steps - 1:
             losses.append(float(loss))
     out = {"params": params, "batch_stats": batch_stats}
     sp = sparsity_report(params, prunable)
-    report.update(sparsity=sp["sparsity"], zeros=sp["zeros"], prunable=sp["prunable"],
-                  final_loss=losses[-1] if losses else float("nan"))
+    report.update(
+        sparsity=sp["sparsity"],
+        zeros=sp["zeros"],
+        prunable=sp["prunable"],
+        final_loss=losses[-1] if losses else float("nan"),
+    )
     if eval_batches is not None:
         report["top1_after"] = top1(eval_fn(params, batch_stats), eval_batches)
     return out, report
@@ -174,7 +197,10 @@ def quantize_run(
     'size_bytes_before/after', 'compression', 'top1_before', 'top1_int8_weights' and, when
     ``calibration_batches`` are given, 'top1_int8_weights_activations' and 'activation_ranges').
     """
-    qvars = {"params": quantize_params(variables["params"]), "batch_stats": variables.get("batch_stats") or {}}
+    qvars = {
+        "params": quantize_params(variables["params"]),
+        "batch_stats": variables.get("batch_stats") or {},
+    }
     report: dict[str, Any] = {
         "size_bytes_before": stored_size(variables),
         "size_bytes_after": stored_size(qvars),
@@ -182,7 +208,9 @@ def quantize_run(
     report["compression"] = report["size_bytes_before"] / report["size_bytes_after"]
     ranges = None
     if calibration_batches is not None:
-        ranges = calibrate_activations(model, variables, calibration_batches, num_batches=num_calibration_batches)
+        ranges = calibrate_activations(
+            model, variables, calibration_batches, num_batches=num_calibration_batches
+        )
         report["activation_ranges"] = ranges
     if eval_batches is not None:
         report["top1_before"] = top1(lambda x: model.apply(variables, x, train=False), eval_batches)

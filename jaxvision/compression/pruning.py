@@ -38,8 +38,10 @@ def default_prunable(path: tuple[str, ...], leaf: jax.Array) -> bool:
 
 
 def _paths(tree) -> list[tuple[str, ...]]:
-    return [tuple(str(getattr(k, "key", getattr(k, "name", k))) for k in p) for p, _ in
-            jax.tree_util.tree_flatten_with_path(tree)[0]]
+    return [
+        tuple(str(getattr(k, "key", getattr(k, "name", k))) for k in p)
+        for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]
+    ]
 
 
 def _prunable_flags(tree, prunable) -> list[bool]:
@@ -61,7 +63,9 @@ def polynomial_sparsity(
         raise ValueError(f"end_step ({end_step}) must be > begin_step ({begin_step})")
 
     def schedule(step):
-        frac = jnp.clip((jnp.asarray(step, jnp.float32) - begin_step) / (end_step - begin_step), 0.0, 1.0)
+        frac = jnp.clip(
+            (jnp.asarray(step, jnp.float32) - begin_step) / (end_step - begin_step), 0.0, 1.0
+        )
         return target + (initial - target) * (1.0 - frac) ** power
 
     return schedule
@@ -73,7 +77,11 @@ def global_magnitude_masks(params, sparsity, prunable: Callable = default_prunab
     leaves get all-True masks. ``sparsity`` may be a traced scalar."""
     leaves, treedef = jax.tree.flatten(params)
     flags = _prunable_flags(params, prunable)
-    chosen = [jnp.abs(leaf).ravel().astype(jnp.float32) for leaf, f in zip(leaves, flags, strict=True) if f]
+    chosen = [
+        jnp.abs(leaf).ravel().astype(jnp.float32)
+        for leaf, f in zip(leaves, flags, strict=True)
+        if f
+    ]
     if not chosen:
         raise ValueError("no prunable weights in params (default: 'kernel' leaves with ndim >= 2)")
     flat = jnp.concatenate(chosen)
@@ -146,7 +154,12 @@ def sparsity_report(params, prunable: Callable = default_prunable) -> dict[str, 
             per_layer[name] = z / leaf.size
             zeros += z
             total += leaf.size
-    return {"sparsity": zeros / max(total, 1), "zeros": zeros, "prunable": total, "per_layer": per_layer}
+    return {
+        "sparsity": zeros / max(total, 1),
+        "zeros": zeros,
+        "prunable": total,
+        "per_layer": per_layer,
+    }
 
 
 def _as_dict(tree):

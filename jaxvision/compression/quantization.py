@@ -79,7 +79,9 @@ def dequantize(qparams):
 
 def stored_size(tree) -> int:
     """Bytes of the tree serialized with msgpack (flax.serialization), i.e. as stored on disk."""
-    return len(serialization.msgpack_serialize(jax.tree.map(lambda x: jax.device_get(x), unfreeze(tree))))
+    return len(
+        serialization.msgpack_serialize(jax.tree.map(lambda x: jax.device_get(x), unfreeze(tree)))
+    )
 
 
 def _path(module: nn.Module) -> str:

@@ -62,8 +62,11 @@ def save_converted(converted: Converted, output: str, *, class_names=None) -> st
         image_shape=converted.image_shape,
         class_names=class_names,
         config=config,
-        extra_meta={"source": converted.source, "notes": list(converted.notes),
-                    "model_overrides": dict(converted.model_overrides)},
+        extra_meta={
+            "source": converted.source,
+            "notes": list(converted.notes),
+            "model_overrides": dict(converted.model_overrides),
+        },
     )
 
 
@@ -75,8 +78,11 @@ def _describe(c: Converted, output: str) -> str:
         f"  data normalization: mean={tuple(round(x, 6) for x in c.mean)} std={tuple(round(x, 6) for x in c.std)}",
     ]
     lines += [f"  note: {n}" for n in c.notes]
-    flags = [f"--config.init_from={os.path.abspath(output)}",
-             f"--config.data.mean='{tuple(c.mean)}'", f"--config.data.std='{tuple(c.std)}'"]
+    flags = [
+        f"--config.init_from={os.path.abspath(output)}",
+        f"--config.data.mean='{tuple(c.mean)}'",
+        f"--config.data.std='{tuple(c.std)}'",
+    ]
     flags += [f"--config.model.{k}={v}" for k, v in c.model_overrides.items()]
     lines.append("  fine-tune with: python -m jaxvision.train --config ... " + " ".join(flags))
     return "\n".join(lines)

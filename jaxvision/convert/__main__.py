@@ -12,16 +12,24 @@ def main(argv=None) -> int:
         description="Convert pretrained weights into a jaxvision run directory (usable as init_from).",
     )
     parser.add_argument("--source", required=True, choices=("keras", "torch", "npz"))
-    parser.add_argument("--model", default=None, help="jaxvision model name, e.g. resnet50, efficientnet_b0")
-    parser.add_argument("--input", required=True, help=".keras/.h5, .safetensors/.pt/.pth, or .npz file")
+    parser.add_argument(
+        "--model", default=None, help="jaxvision model name, e.g. resnet50, efficientnet_b0"
+    )
+    parser.add_argument(
+        "--input", required=True, help=".keras/.h5, .safetensors/.pt/.pth, or .npz file"
+    )
     parser.add_argument("--output", required=True, help="new run directory to write")
-    parser.add_argument("--class-names", default=None, help="text file with one class name per line")
+    parser.add_argument(
+        "--class-names", default=None, help="text file with one class name per line"
+    )
     args = parser.parse_args(argv)
 
     from jaxvision.convert import _describe, convert, save_converted
 
     if args.source != "keras" and args.model is None:
-        parser.error(f"--source {args.source} needs --model (the file does not name its architecture)")
+        parser.error(
+            f"--source {args.source} needs --model (the file does not name its architecture)"
+        )
     names = None
     if args.class_names:
         with open(args.class_names) as f:

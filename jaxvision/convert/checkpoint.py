@@ -43,7 +43,9 @@ def save_variables(
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
     if os.path.isdir(checkpoint_dir(workdir)) and os.listdir(checkpoint_dir(workdir)):
-        raise FileExistsError(f"{checkpoint_dir(workdir)} already holds checkpoints; choose a new --output")
+        raise FileExistsError(
+            f"{checkpoint_dir(workdir)} already holds checkpoints; choose a new --output"
+        )
     state = {
         "params": jax.tree.map(np.asarray, unfreeze(variables["params"])),
         "batch_stats": jax.tree.map(np.asarray, unfreeze(variables.get("batch_stats") or {})),

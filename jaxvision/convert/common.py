@@ -40,8 +40,9 @@ class Converted:
 
     def normalize(self, pixels01: np.ndarray) -> np.ndarray:
         """Pixels in [0, 1] (N, H, W, C) -> the model input, as the data pipeline would make it."""
-        return ((np.asarray(pixels01, np.float32) - np.asarray(self.mean, np.float32))
-                / np.asarray(self.std, np.float32))
+        return (np.asarray(pixels01, np.float32) - np.asarray(self.mean, np.float32)) / np.asarray(
+            self.std, np.float32
+        )
 
 
 def build_model(name: str, num_classes: int, overrides: dict[str, Any], dtype=jnp.float32):
@@ -92,10 +93,16 @@ class ParamWriter:
                 if k not in got:
                     problems.append(f"missing {col}/{k} {tuple(v.shape)}")
                 elif tuple(got[k].shape) != tuple(v.shape):
-                    problems.append(f"shape of {col}/{k}: source {got[k].shape}, model {tuple(v.shape)}")
-            problems += [f"unexpected {col}/{k} (not in the model)" for k in got if k not in expected]
+                    problems.append(
+                        f"shape of {col}/{k}: source {got[k].shape}, model {tuple(v.shape)}"
+                    )
+            problems += [
+                f"unexpected {col}/{k} (not in the model)" for k in got if k not in expected
+            ]
         if problems:
-            shown = "; ".join(problems[:12]) + (f"; ... {len(problems) - 12} more" if len(problems) > 12 else "")
+            shown = "; ".join(problems[:12]) + (
+                f"; ... {len(problems) - 12} more" if len(problems) > 12 else ""
+            )
             raise ValueError(
                 f"converted weights do not fit jaxvision model {model.__class__.__name__}: {shown}. "
                 "Is the source the architecture named by --model (and its variant/width)?"

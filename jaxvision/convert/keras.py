@@ -123,7 +123,9 @@ class _Mapper:
 
     def layer(self, name):
         if name not in self.w:
-            raise ValueError(f"Keras layer {name!r} not found; the model is not the expected application")
+            raise ValueError(
+                f"Keras layer {name!r} not found; the model is not the expected application"
+            )
         self.used.add(name)
         return self.w[name]
 
@@ -146,8 +148,14 @@ class _Mapper:
     def bn(self, dst, name, fold_bias=None):
         lw = self.layer(name)
         c = lw["moving_mean"].shape
-        self.out.batchnorm(dst, lw.get("gamma", np.ones(c)), lw.get("beta", np.zeros(c)),
-                           lw["moving_mean"], lw["moving_variance"], fold_bias)
+        self.out.batchnorm(
+            dst,
+            lw.get("gamma", np.ones(c)),
+            lw.get("beta", np.zeros(c)),
+            lw["moving_mean"],
+            lw["moving_variance"],
+            fold_bias,
+        )
 
     def conv_bn(self, dst_conv, dst_norm, conv_name, bn_name, **kw):
         b = self.conv(dst_conv, conv_name, bias_to="fold", **kw)
@@ -164,18 +172,23 @@ class _Mapper:
 
 def _efficientnet(m: _Mapper, model) -> None:
     m.conv_bn("stem/conv", "stem/norm", "stem_conv", "stem_bn")
-    blocks = sorted({n.split("_")[0] for n in m.w if n.startswith("block")},
-                    key=lambda b: (int(b[5:-1]), b[-1]))
+    blocks = sorted(
+        {n.split("_")[0] for n in m.w if n.startswith("block")}, key=lambda b: (int(b[5:-1]), b[-1])
+    )
     for b in blocks:
         stage, index = int(b[5:-1]), ord(b[-1]) - ord("a") + 1
         dst = f"stage{stage}_block{index}"
         if m.has(f"{b}_expand_conv"):
-            m.conv_bn(f"{dst}/expand/conv", f"{dst}/expand/norm", f"{b}_expand_conv", f"{b}_expand_bn")
+            m.conv_bn(
+                f"{dst}/expand/conv", f"{dst}/expand/norm", f"{b}_expand_conv", f"{b}_expand_bn"
+            )
         m.conv_bn(f"{dst}/dw/conv", f"{dst}/dw/norm", f"{b}_dwconv", f"{b}_bn", depthwise=True)
         if m.has(f"{b}_se_reduce"):
             m.conv(f"{dst}/se/reduce", f"{b}_se_reduce")
             m.conv(f"{dst}/se/expand", f"{b}_se_expand")
-        m.conv_bn(f"{dst}/project/conv", f"{dst}/project/norm", f"{b}_project_conv", f"{b}_project_bn")
+        m.conv_bn(
+            f"{dst}/project/conv", f"{dst}/project/norm", f"{b}_project_conv", f"{b}_project_bn"
+        )
     m.conv_bn("head_conv/conv", "head_conv/norm", "top_conv", "top_bn")
     if m.has("predictions"):
         m.dense("head", "predictions")
@@ -183,15 +196,33 @@ def _efficientnet(m: _Mapper, model) -> None:
 
 def _mobilenet_v2(m: _Mapper, model) -> None:
     m.conv_bn("stem/conv", "stem/norm", "Conv1", "bn_Conv1")
-    m.conv_bn("block1/dw/conv", "block1/dw/norm", "expanded_conv_depthwise", "expanded_conv_depthwise_BN",
-              depthwise=True)
-    m.conv_bn("block1/project/conv", "block1/project/norm", "expanded_conv_project", "expanded_conv_project_BN")
+    m.conv_bn(
+        "block1/dw/conv",
+        "block1/dw/norm",
+        "expanded_conv_depthwise",
+        "expanded_conv_depthwise_BN",
+        depthwise=True,
+    )
+    m.conv_bn(
+        "block1/project/conv",
+        "block1/project/norm",
+        "expanded_conv_project",
+        "expanded_conv_project_BN",
+    )
     k = 1
     while m.has(f"block_{k}_project"):
         dst, src = f"block{k + 1}", f"block_{k}"
         m.conv_bn(f"{dst}/expand/conv", f"{dst}/expand/norm", f"{src}_expand", f"{src}_expand_BN")
-        m.conv_bn(f"{dst}/dw/conv", f"{dst}/dw/norm", f"{src}_depthwise", f"{src}_depthwise_BN", depthwise=True)
-        m.conv_bn(f"{dst}/project/conv", f"{dst}/project/norm", f"{src}_project", f"{src}_project_BN")
+        m.conv_bn(
+            f"{dst}/dw/conv",
+            f"{dst}/dw/norm",
+            f"{src}_depthwise",
+            f"{src}_depthwise_BN",
+            depthwise=True,
+        )
+        m.conv_bn(
+            f"{dst}/project/conv", f"{dst}/project/norm", f"{src}_project", f"{src}_project_BN"
+        )
         k += 1
     m.conv_bn("head_conv/conv", "head_conv/norm", "Conv_1", "Conv_1_bn")
     if m.has("predictions"):
@@ -207,7 +238,12 @@ def _resnet50(m: _Mapper, model) -> None:
             for i in (1, 2, 3):
                 m.conv_bn(f"{dst}/conv{i}", f"{dst}/norm{i}", f"{src}_{i}_conv", f"{src}_{i}_bn")
             if m.has(f"{src}_0_conv"):
-                m.conv_bn(f"{dst}/downsample_conv", f"{dst}/downsample_norm", f"{src}_0_conv", f"{src}_0_bn")
+                m.conv_bn(
+                    f"{dst}/downsample_conv",
+                    f"{dst}/downsample_norm",
+                    f"{src}_0_conv",
+                    f"{src}_0_bn",
+                )
             j += 1
     if m.has("predictions"):
         m.dense("head", "predictions")
@@ -344,7 +380,9 @@ def convert_keras(source: Any, name: str | None = None) -> Converted:
     else:
         mean, std, bgr = preprocessing
         if bgr:
-            notes.append("caffe preprocessing: BGR order absorbed into the first conv; mean/std on 0..255")
+            notes.append(
+                "caffe preprocessing: BGR order absorbed into the first conv; mean/std on 0..255"
+            )
     shape = tuple(model.input_shape[1:])
     if None in shape:
         r = spec.default_resolution

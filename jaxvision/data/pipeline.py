@@ -1,15 +1,31 @@
 """The entry point: `build(config.data, split, ...)` -> Pipeline of per-process numpy batches.
 
-Training stream (infinite) for one process, as a pure function of (seed, start_step):
-  raw shard --(cache)--> epoch e: shuffle(seed_e) --> concatenated epochs e0, e0+1, ...
-  --> skip((start_step*B) mod n) --> enumerate from start_step*B (= position g in the stream)
-  --> load + decode + augment with stateless seed (seed', g) --> batch(B, drop_remainder)
-Skipping happens on raw elements (no file read, no decode, no augmentation), and every random
-draw of an element depends only on (seed, process, g), so `start_step=k` reproduces batch k of an
-uninterrupted run exactly.
+Training, random-access sources (image folders, bundled datasets, any TFDS dataset kept in
+memory: config.data.cache='auto' under 2 GiB, or 'memory'). The stream is global and the same
+for every process count P:
+  epoch e = a permutation of the split's N examples seeded by (seed, e), the same on every
+  process; the epochs are concatenated into one stream, position g = e*N + i;
+  global batch t = stream positions [t*B, (t+1)*B); process p feeds [t*B + p*b, t*B + (p+1)*b),
+  b = B/P, and loads, decodes and augments only those examples;
+  augmentation of position g is stateless, seeded by (seed, g) (never by the process).
+So the concatenation over p of process p's batch t is the one-process batch t whatever P is, and
+`start_step=k` starts at position k*B by index arithmetic (no file read, no decode of skipped
+examples). With balanced_sampling, position g draws a class uniformly, then an example of that
+class uniformly (with replacement), both seeded by (seed, g): also a pure function of g.
 
-Evaluation: every example of the process's shard once, then padding (mask False) up to the
-same number of batches on every process.
+Training, streaming sources (TFDS datasets too large to keep in memory, or cache='none'): each
+process reads only its own shard (tfds.even_splits), per-process stream as a pure function of
+(seed, process, start_step):
+  raw shard --(cache)--> epoch e: shuffle(seed_e, buffer) --> concatenated epochs
+  --> skip((start_step*b) mod n) --> enumerate from start_step*b (= local position g)
+  --> load + decode + augment with stateless seed (seed', process, g) --> batch(b)
+Resume stays exact and cheap (skipping happens on raw records, before decode), but the global
+batch depends on the process count: process-count invariance holds for random-access sources
+only.
+
+Evaluation (every source): every example of the process's shard once, then padding (mask
+False) up to the same number of batches on every process; over all processes every example of
+the split is seen exactly once.
 """
 
 import dataclasses
@@ -126,28 +142,52 @@ def build(
         raise ValueError(f"start_step must be >= 0, got {start_step}")
     batch = global_batch_size // process_count
     cfg = config_data
+    if cfg.cache not in ("auto", "memory", "none"):
+        raise ValueError(f"config.data.cache={cfg.cache!r}; choose 'auto', 'memory' or 'none'")
     source = sources.get_source(cfg)
     split = sources.resolve_split(source, split)
     r = preprocess.resolve(cfg, source.meta)
-    local = source.local(split, process_index, process_count)
-    info = PipelineInfo(
+    common = dict(
         num_classes=len(source.meta.class_names),
         class_names=list(source.meta.class_names),
-        num_examples=local.num_total,
         image_shape=preprocess.eval_output_shape(r),
         split=split,
         local_batch_size=batch,
-        num_local_examples=local.num_local,
         num_skipped=getattr(source, "num_skipped", 0),
         mean=r.mean,
         std=r.std,
     )
+    decode_channels = source.channels
+
+    if train and source.random_access(cfg.cache):
+        table = source.table(split)
+        n = len(table.labels)
+        info = PipelineInfo(
+            num_examples=n,
+            num_local_examples=_positions_of_process(n, global_batch_size, batch, process_index),
+            **common,
+        )
+        ds = _global_stream(table, cfg, seed, global_batch_size, batch, process_index, start_step)
+        keys = tf.constant(table.keys, tf.string)
+        labels = tf.constant(table.labels, tf.int32)
+        aug_seed = _seed_pair(seed, 1_000_003)  # the same on every process
+
+        def global_map(g, idx):
+            image = preprocess.decode(table.load(tf.gather(keys, idx)), decode_channels)
+            elem_seed = tf.stack([tf.constant(aug_seed, tf.int64), g])
+            image = preprocess.train_transform(image, elem_seed, r, cfg)
+            return {"image": image, "label": tf.gather(labels, idx), "mask": tf.constant(True)}
+
+        ds = ds.map(global_map, num_parallel_calls=AUTOTUNE)
+        ds = ds.batch(batch, drop_remainder=True)
+        ds = ds.prefetch(AUTOTUNE).with_options(_options())
+        return Pipeline(ds, info, train, None)
+
+    local = source.local(split, process_index, process_count)
+    info = PipelineInfo(num_examples=local.num_total, num_local_examples=local.num_local, **common)
     raw = local.raw
     if cfg.cache == "memory" or (cfg.cache == "auto" and source.small()):
         raw = raw.cache()
-    elif cfg.cache not in ("auto", "memory", "none"):
-        raise ValueError(f"config.data.cache={cfg.cache!r}; choose 'auto', 'memory' or 'none'")
-    decode_channels = source.channels
 
     if train:
         ds = _train_stream(raw, local, cfg, seed, process_index, start_step * batch)
@@ -184,6 +224,62 @@ def build(
         ds = ds.batch(batch, drop_remainder=True)
     ds = ds.prefetch(AUTOTUNE).with_options(_options())
     return Pipeline(ds, info, train, num_batches)
+
+
+def _positions_of_process(n, global_batch, batch, process_index) -> int:
+    """How many of the first n stream positions process `process_index` feeds (one epoch)."""
+    full, rest = divmod(n, global_batch)
+    return full * batch + min(max(rest - process_index * batch, 0), batch)
+
+
+def _global_stream(table, cfg, seed, global_batch, batch, process_index, start_step):
+    """(g, example index) of the positions g this process feeds, from global batch start_step.
+
+    Position g belongs to process (g mod B) // b; each process computes the same permutations
+    and keeps its own positions, so it reads no example it does not feed.
+    """
+    n = len(table.labels)
+    start = start_step * global_batch  # first global position
+
+    def mine(g):
+        return tf.equal((g % global_batch) // batch, process_index)
+
+    if cfg.balanced_sampling:
+        # Class uniform, then an example of it uniform (with replacement), per position.
+        present, counts = np.unique(table.labels, return_counts=True)
+        order = np.argsort(table.labels, kind="stable").astype(np.int64)
+        offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        counts_t, offsets_t = tf.constant(counts, tf.int64), tf.constant(offsets, tf.int64)
+        order_t = tf.constant(order)
+        cls_seed, ex_seed = _seed_pair(seed, 11), _seed_pair(seed, 13)
+
+        def draw(g):
+            c = tf.random.stateless_uniform(
+                [], tf.stack([tf.constant(cls_seed, tf.int64), g]), 0, len(present), tf.int64
+            )
+            j = tf.random.stateless_uniform(
+                [], tf.stack([tf.constant(ex_seed, tf.int64), g]), 0, counts_t[c], tf.int64
+            )
+            return g, tf.gather(order_t, offsets_t[c] + j)
+
+        # Local counter k -> global position: step k // b, slot p*b + k % b.
+        ds = tf.data.Dataset.range(start_step * batch, _EPOCHS_FOREVER)
+        ds = ds.map(lambda k: (k // batch) * global_batch + process_index * batch + k % batch)
+        return ds.map(draw)
+
+    perm_seed = _seed_pair(seed, 7)
+
+    def epoch(e):
+        g = tf.range(e * n, (e + 1) * n, dtype=tf.int64)
+        perm = tf.random.experimental.stateless_shuffle(
+            tf.range(n, dtype=tf.int64), seed=tf.stack([tf.constant(perm_seed, tf.int64), e])
+        )
+        keep = tf.logical_and(mine(g), g >= start)
+        return tf.data.Dataset.from_tensor_slices(
+            (tf.boolean_mask(g, keep), tf.boolean_mask(perm, keep))
+        )
+
+    return tf.data.Dataset.range(start // n, _EPOCHS_FOREVER).flat_map(epoch)
 
 
 def _train_stream(raw, local, cfg, seed, process_index, offset):

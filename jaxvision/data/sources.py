@@ -4,6 +4,11 @@ A source hands the pipeline, for one split and one process, a `Local`: a tf.data
 cheap "raw" elements in a fixed order (TFDS: the encoded record; folder: the file path), a
 `load` function turning a raw element into `{'image': encoded bytes, 'label': int32}` (run after
 any skipping, so skipping reads no files), and the example counts.
+
+Sources with random access (image folders; TFDS datasets kept in memory, see
+`TfdsSource.random_access`) also hand out a `Table`: every example of the split addressable by
+its index, the same on every process. Training pipelines use it to draw one global, process-count
+independent order and let each process load only the examples it feeds.
 """
 
 import dataclasses
@@ -51,6 +56,20 @@ class Local:
     max_local: int  # largest shard over processes (sets the eval batch count)
 
 
+@dataclasses.dataclass(frozen=True)
+class Table:
+    """Every example of a split by index, identical on every process.
+
+    keys: numpy object (N,) of bytes: encoded images (TFDS) or file paths (image folders).
+    labels: int32 (N,).
+    load: tf function key (string scalar) -> encoded image bytes (string scalar).
+    """
+
+    keys: np.ndarray
+    labels: np.ndarray
+    load: callable
+
+
 def get_source(cfg):
     """The source named by config.data (cached per configuration)."""
     if cfg.name == "image_folder":
@@ -80,6 +99,8 @@ def resolve_split(source, split: str, role: str | None = None) -> str:
 # ----------------------------------------------------------------------------- TFDS
 _counts_cache: dict = {}
 _labels_cache: dict = {}
+_table_cache: dict = {}  # (name, data_dir, split) -> Table, insertion-ordered
+_TABLE_CACHE_SIZE = 2
 
 
 def _unknown_dataset_message(name):
@@ -150,6 +171,27 @@ class TfdsSource:
             return int(size) < 2 * 2**30 if size else True
         except (TypeError, ValueError):
             return True
+
+    def random_access(self, cache: str) -> bool:
+        """Whether training reads this dataset through a `Table` (all encoded examples of the split
+        in memory on every process): cache='memory', or cache='auto' and `small()`. Otherwise
+        each process streams its own shard of the TFRecord files."""
+        return cache == "memory" or (cache == "auto" and self.small())
+
+    def table(self, split: str) -> Table:
+        """All encoded examples of `split` in memory (read once per process and kept)."""
+        key = (self.name, self.data_dir, str(split))
+        if key not in _table_cache:
+            keys, labels = [], []
+            for b in self._dataset(split).batch(4096).as_numpy_iterator():
+                keys.append(np.asarray(b["image"], object))
+                labels.append(np.asarray(b["label"], np.int32))
+            if not keys:
+                raise DataError(f"split {split!r} of {self.name!r} has no examples")
+            while len(_table_cache) >= _TABLE_CACHE_SIZE:  # bounded memory: oldest out
+                _table_cache.pop(next(iter(_table_cache)))
+            _table_cache[key] = Table(np.concatenate(keys), np.concatenate(labels), lambda k: k)
+        return _table_cache[key]
 
     def _dataset(self, split, skip_image=True):
         decoders = {self.image_key: tfds.decode.SkipDecoding()} if skip_image else None
@@ -351,6 +393,20 @@ class FolderSource:
 
     def num_examples(self, split):
         return len(self._split(split)[0])
+
+    def random_access(self, cache: str) -> bool:
+        """Always: a file is read by its path."""
+        del cache
+        return True
+
+    def table(self, split) -> Table:
+        """The split's file paths and labels; `load` reads a file."""
+        paths, labels = self._split(split)
+        if not paths:
+            raise DataError(f"split {split!r} of image folder {self.root!r} has no images")
+        keys = np.empty(len(paths), object)
+        keys[:] = [os.fsencode(p) for p in paths]
+        return Table(keys, np.asarray(labels, np.int32), tf.io.read_file)
 
     def labels(self, split):
         return self._split(split)[1]

@@ -29,13 +29,19 @@ def _which(value: str):
 def main(argv=None) -> int:
     from jaxvision.explain import METHODS
 
-    parser = argparse.ArgumentParser(prog="python -m jaxvision.explain", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m jaxvision.explain", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (jpg, png, ...)")
     parser.add_argument("--workdir", required=True, help="a training run's workdir")
     parser.add_argument("--method", default="gradcam", choices=METHODS)
     parser.add_argument("--layer", default=None, help="module path for gradcam, e.g. 'stage4'")
-    parser.add_argument("--target", default=None, help="class index or name to explain (default: predicted)")
-    parser.add_argument("--which", default="best", type=_which, help="checkpoint: latest, best or a step")
+    parser.add_argument(
+        "--target", default=None, help="class index or name to explain (default: predicted)"
+    )
+    parser.add_argument(
+        "--which", default="best", type=_which, help="checkpoint: latest, best or a step"
+    )
     parser.add_argument("--steps", type=int, default=32, help="integrated-gradients steps")
     parser.add_argument("--output", default=None, help="output folder (default WORKDIR/explain)")
     parser.add_argument("--alpha", type=float, default=0.45, help="heat-map opacity")
@@ -68,17 +74,28 @@ def main(argv=None) -> int:
         elif args.target in class_names:
             target = class_names.index(args.target)
         else:
-            parser.error(f"--target {args.target!r} is neither a class index nor one of {class_names}")
+            parser.error(
+                f"--target {args.target!r} is neither a class index nor one of {class_names}"
+            )
 
     inputs = np.stack(
-        [np.asarray(data.preprocess_for_eval(run.config.data, data.load_image(p)), np.float32) for p in args.images]
+        [
+            np.asarray(data.preprocess_for_eval(run.config.data, data.load_image(p)), np.float32)
+            for p in args.images
+        ]
     )
     normalization = normalization_from_config(run.config.data)
     heat, logits = explain(
-        run.model, run.variables, jnp.asarray(inputs), method=args.method, layer=args.layer,
-        target=target, steps=args.steps,
+        run.model,
+        run.variables,
+        jnp.asarray(inputs),
+        method=args.method,
+        layer=args.layer,
+        target=target,
+        steps=args.steps,
         baseline=normalization.to_model(jnp.zeros((), jnp.float32))
-        if args.method == "integrated_gradients" else None,
+        if args.method == "integrated_gradients"
+        else None,
     )
     probs = np.asarray(jax.nn.softmax(logits.astype(jnp.float32), axis=-1))
     shown = np.clip(np.asarray(normalization.to_pixels(jnp.asarray(inputs))), 0, 1)

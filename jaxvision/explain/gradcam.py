@@ -106,7 +106,11 @@ def layer_gradients(
 
     def score(delta, x):
         logits, act = forward(delta, x)
-        t = jnp.argmax(logits, axis=-1) if target is None else jnp.broadcast_to(target, logits.shape[:1])
+        t = (
+            jnp.argmax(logits, axis=-1)
+            if target is None
+            else jnp.broadcast_to(target, logits.shape[:1])
+        )
         return jnp.take_along_axis(logits, t[:, None], axis=-1).sum(), (act, logits)
 
     grad_fn = jax.jit(jax.grad(score, has_aux=True))  # one compiled program, not op-by-op

@@ -63,7 +63,9 @@ def integrated_gradients(
     if steps < 1:
         raise ValueError(f"integrated_gradients needs steps >= 1, got {steps}")
     images = jnp.asarray(images, jnp.float32)
-    baseline = jnp.zeros_like(images) if baseline is None else jnp.broadcast_to(baseline, images.shape)
+    baseline = (
+        jnp.zeros_like(images) if baseline is None else jnp.broadcast_to(baseline, images.shape)
+    )
     target = _targets(logits_fn, images, target)
     alphas = jnp.linspace(0.0, 1.0, steps + 1)
     weights = jnp.full((steps + 1,), 1.0 / steps).at[0].set(0.5 / steps).at[-1].set(0.5 / steps)

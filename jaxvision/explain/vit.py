@@ -25,7 +25,9 @@ __all__ = ["attention_rollout", "default_token_layer", "token_grid", "token_grad
 _INDEXED = re.compile(r"^[a-z][a-z_]*\d+$")  # block_3, layer7: named repeated layers
 
 
-def token_grid(num_tokens: int, image_hw: tuple[int, int], max_prefix: int = 8) -> tuple[int, int, int]:
+def token_grid(
+    num_tokens: int, image_hw: tuple[int, int], max_prefix: int = 8
+) -> tuple[int, int, int]:
     """(number of prefix tokens, grid h, grid w) for ``num_tokens`` tokens of an image ``image_hw``.
 
     The patch grid has the image's aspect ratio; prefix tokens (class/register tokens) come first.
@@ -38,7 +40,9 @@ def token_grid(num_tokens: int, image_hw: tuple[int, int], max_prefix: int = 8) 
         gh = round(math.sqrt(n * h / w))
         if gh > 0 and n % gh == 0 and abs(n // gh * h - gh * w) <= max(h, w) / max(gh, 1):
             return prefix, gh, n // gh
-    raise ValueError(f"cannot arrange {num_tokens} tokens as a patch grid for an image of {image_hw}")
+    raise ValueError(
+        f"cannot arrange {num_tokens} tokens as a patch grid for an image of {image_hw}"
+    )
 
 
 def _unscanned(model: nn.Module, variables: Any):
@@ -132,7 +136,9 @@ def attention_rollout(
         maps = []
 
         def capture(next_fun, args, kwargs, context):
-            if context.method_name == "__call__" and isinstance(context.module, MultiHeadSelfAttention):
+            if context.method_name == "__call__" and isinstance(
+                context.module, MultiHeadSelfAttention
+            ):
                 maps.append(_attention_weights(context.module, args[0]))
             return next_fun(*args, **kwargs)
 

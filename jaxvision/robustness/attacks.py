@@ -148,7 +148,9 @@ def pgd(
             direction = jax.random.normal(k1, pixels.shape)
             direction = direction / jnp.maximum(_l2(direction), 1e-12)
             d = pixels[0].size
-            radius = eps * jax.random.uniform(k2, (pixels.shape[0],) + (1,) * (pixels.ndim - 1)) ** (1 / d)
+            radius = eps * jax.random.uniform(
+                k2, (pixels.shape[0],) + (1,) * (pixels.ndim - 1)
+            ) ** (1 / d)
             delta = direction * radius
     adv = normalization.clip_pixels(pixels + delta)
 

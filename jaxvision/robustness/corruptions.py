@@ -42,7 +42,9 @@ def gaussian_noise(images: np.ndarray, severity: int, rng: np.random.Generator) 
 
 def gaussian_blur(images: np.ndarray, severity: int, rng=None) -> np.ndarray:
     sigma = _param("gaussian_blur", severity, images)
-    out = ndimage.gaussian_filter(images.astype(np.float32), sigma=(0, sigma, sigma, 0), mode="nearest")
+    out = ndimage.gaussian_filter(
+        images.astype(np.float32), sigma=(0, sigma, sigma, 0), mode="nearest"
+    )
     return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
@@ -59,7 +61,9 @@ def jpeg(images: np.ndarray, severity: int, rng=None) -> np.ndarray:
         raise ValueError(f"jpeg corruption needs 1 or 3 channels, got {channels}")
     out = np.empty(images.shape, np.float32)
     for i, img in enumerate(np.round(np.clip(images, 0, 1) * 255).astype(np.uint8)):
-        pil = Image.fromarray(img[..., 0] if channels == 1 else img, mode="L" if channels == 1 else "RGB")
+        pil = Image.fromarray(
+            img[..., 0] if channels == 1 else img, mode="L" if channels == 1 else "RGB"
+        )
         buf = io.BytesIO()
         pil.save(buf, format="JPEG", quality=int(quality))
         dec = np.asarray(Image.open(io.BytesIO(buf.getvalue())), np.float32) / 255.0
@@ -79,4 +83,6 @@ def corrupt(name: str, images: np.ndarray, severity: int, seed: int = 0) -> np.n
     """Apply corruption ``name`` (one of ``CORRUPTIONS``) at ``severity`` (1..5) to pixels in [0, 1]."""
     if name not in CORRUPTIONS:
         raise ValueError(f"unknown corruption {name!r}; choose from {sorted(CORRUPTIONS)}")
-    return CORRUPTIONS[name](np.asarray(images, np.float32), int(severity), np.random.default_rng(seed))
+    return CORRUPTIONS[name](
+        np.asarray(images, np.float32), int(severity), np.random.default_rng(seed)
+    )

@@ -109,10 +109,27 @@ class MetricWriter:
                 self._tb.close()
 
 
-def _default_build_data():
+def _data_build():
     from jaxvision import data
 
     return data.build
+
+
+def _test_split(config, eval_split: str, *, default_data: bool) -> str:
+    """The test split to report once at the end, or '' when it is the evaluation split itself
+    (or the data source is not jaxvision.data, whose split names cannot be resolved)."""
+    wanted = config.data.get("test_split", "") if "data" in config else ""
+    if not wanted or not default_data:
+        return ""
+    from jaxvision.data import sources
+
+    try:
+        src = sources.get_source(config.data)
+        test = sources.resolve_split(src, wanted, role="test")
+        val = sources.resolve_split(src, eval_split) if eval_split else ""
+    except Exception:  # a dataset without a test split: nothing more to report
+        return ""
+    return "" if test == val else test
 
 
 def _eval_split(config) -> str:
@@ -168,7 +185,7 @@ def train_and_evaluate(
     Returns {'step', 'train/loss', and 'val/<metric>' of the last evaluation}.
     """
     config_lib.check(config)
-    build_data = build_data or _default_build_data()
+    build_data = build_data or _data_build()
     workdir = os.path.abspath(workdir)
     chief = is_chief()
     if chief:
@@ -288,9 +305,9 @@ def train_and_evaluate(
             axis_name=dp.axis_name))
         merge = dp.compile_merge(eval_metrics.merge_states)
 
-        def evaluate(state):
+        def evaluate(state, split=eval_split, prefix="val"):
             sums = None
-            pipe = build_data(config.data, eval_split, global_batch_size=eval_batch, train=False,
+            pipe = build_data(config.data, split, global_batch_size=eval_batch, train=False,
                               seed=config.seed)
             for batch in pipe:
                 s = eval_step(state, dp.put_batch(batch))
@@ -298,7 +315,7 @@ def train_and_evaluate(
             if sums is None:
                 return {}
             res = eval_metrics.finalize(eval_metrics.to_host(dp.host_value(sums)))
-            return {f"val/{k}": float(res[k]) for k in EVAL_SCALARS if k in res}
+            return {f"{prefix}/{k}": float(res[k]) for k in EVAL_SCALARS if k in res}
 
     # ---- run ---------------------------------------------------------------------------------
     last_good = start_step or None
@@ -371,6 +388,15 @@ def train_and_evaluate(
                 break
         if step == start_step and evaluate is not None and step >= total_steps:
             final.update(evaluate(state))  # already finished: report the final metrics again
+        test_split = _test_split(config, eval_split, default_data=build_data is _data_build())
+        if evaluate is not None and test_split:
+            # The held-out test split is read once, at the end, so it never steers training.
+            test_res = evaluate(state, test_split, "test")
+            writer.write(step, test_res)
+            final.update(test_res)
+            if chief:
+                log.warning("step %d, %s split: %s", step, test_split, ", ".join(
+                    f"{k[5:]}={v:.4f}" for k, v in test_res.items()))
     finally:
         if pbar is not None:
             pbar.close()

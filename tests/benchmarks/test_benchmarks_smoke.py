@@ -78,7 +78,7 @@ def test_library_train_step_is_traced_once():
 
     model = models.create("lenet5")
     x = np.zeros((4, 32, 32, 1), np.float32)
-    variables = model.init(jax.random.key(0), x, train=False)
+    variables = jax.jit(lambda k, x: model.init(k, x, train=False))(jax.random.key(0), x)
     dp = DataParallel("jit", devices=jax.devices()[:1])
     step, state = build_train_step(model, variables, 10, dp)
     step = chex.assert_max_traces(step, n=1)

@@ -24,7 +24,10 @@ from tests.robustness import toy
 def _random_params(seed=0):
     k = jax.random.split(jax.random.key(seed), 4)
     return {
-        "conv": {"kernel": jax.random.normal(k[0], (3, 3, 4, 8)), "bias": jax.random.normal(k[1], (8,))},
+        "conv": {
+            "kernel": jax.random.normal(k[0], (3, 3, 4, 8)),
+            "bias": jax.random.normal(k[1], (8,)),
+        },
         "head": {"kernel": jax.random.normal(k[2], (8, 5)), "bias": jax.random.normal(k[3], (5,))},
     }
 
@@ -39,7 +42,9 @@ def test_polynomial_schedule_matches_zhu_gupta():
 def test_global_masks_prune_exactly_the_smallest_weights(sparsity):
     params = _random_params()
     masks = global_magnitude_masks(params, sparsity)
-    kernels = np.concatenate([np.abs(np.asarray(params[n]["kernel"])).ravel() for n in ("conv", "head")])
+    kernels = np.concatenate(
+        [np.abs(np.asarray(params[n]["kernel"])).ravel() for n in ("conv", "head")]
+    )
     keep = np.concatenate([np.asarray(masks[n]["kernel"]).ravel() for n in ("conv", "head")])
     k = round(sparsity * kernels.size)
     assert (~keep).sum() == k
@@ -58,7 +63,9 @@ def test_masked_weights_stay_zero_through_training():
     @jax.jit
     def step(params, state):
         grads = jax.grad(
-            lambda p: optax.softmax_cross_entropy_with_integer_labels(run.model.apply({"params": p}, x), y).mean()
+            lambda p: optax.softmax_cross_entropy_with_integer_labels(
+                run.model.apply({"params": p}, x), y
+            ).mean()
         )(params)
         updates, state = tx.update(grads, state, params)
         return optax.apply_updates(params, updates), state
@@ -69,10 +76,17 @@ def test_masked_weights_stay_zero_through_training():
         zero_now = jax.tree.map(lambda p: np.asarray(p) == 0, params)
         masks = jax.tree.map(np.asarray, state.masks)
         # every masked weight is exactly zero after the step
-        assert all(not (p[~m]).any() for p, m in zip(jax.tree.leaves(params), jax.tree.leaves(masks), strict=True))
+        assert all(
+            not (p[~m]).any()
+            for p, m in zip(jax.tree.leaves(params), jax.tree.leaves(masks), strict=True)
+        )
         if zero_before is not None:  # a pruned weight never comes back
-            assert all((now | ~before).all() for now, before in zip(
-                jax.tree.leaves(zero_now), jax.tree.leaves(zero_before), strict=True))
+            assert all(
+                (now | ~before).all()
+                for now, before in zip(
+                    jax.tree.leaves(zero_now), jax.tree.leaves(zero_before), strict=True
+                )
+            )
         zero_before = zero_now
         if t == 9:
             assert 0.0 < sparsity_report(params)["sparsity"] < 0.6
@@ -84,8 +98,14 @@ def test_prune_finetune_reaches_target_and_keeps_accuracy():
     run = toy.trained_run()
     train = [{"image": b["image"], "label": b["label"]} for b in toy.batches(512, seed=11)]
     pruned, report = prune_finetune(
-        run.model, run.variables, train, target_sparsity=0.8, steps=60, learning_rate=3e-3,
-        update_every=5, eval_batches=toy.batches(256, seed=2),
+        run.model,
+        run.variables,
+        train,
+        target_sparsity=0.8,
+        steps=60,
+        learning_rate=3e-3,
+        update_every=5,
+        eval_batches=toy.batches(256, seed=2),
     )
     sp = sparsity_report(pruned["params"])
     assert sp["zeros"] == round(0.8 * sp["prunable"]) and report["sparsity"] == sp["sparsity"]
@@ -123,7 +143,9 @@ def test_per_channel_int8_quantization_error_and_size():
 def test_quantized_toy_model_keeps_accuracy_with_int8_activations():
     run = toy.trained_run()
     evals = toy.batches(256, seed=3)
-    qvars, report = quantize_run(run.model, run.variables, evals, calibration_batches=toy.batches(128, seed=4))
+    qvars, report = quantize_run(
+        run.model, run.variables, evals, calibration_batches=toy.batches(128, seed=4)
+    )
     assert report["top1_before"] >= 0.95
     assert report["top1_int8_weights"] >= report["top1_before"] - 0.02
     assert report["top1_int8_weights_activations"] >= report["top1_before"] - 0.03

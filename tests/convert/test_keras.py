@@ -4,6 +4,9 @@ import numpy as np
 import pytest
 
 keras = pytest.importorskip("keras")
+pytestmark = pytest.mark.filterwarnings(
+    "ignore::DeprecationWarning"
+)  # keras-internal numpy 2 notices
 
 from jaxvision import models  # noqa: E402
 from jaxvision.convert import save_converted  # noqa: E402
@@ -24,7 +27,11 @@ def _randomize_batchnorm(model, seed=0):
 
 def _logits_equal(converted, keras_model, keras_input, pixels):
     ref = np.asarray(keras_model(keras_input, training=False))
-    got = np.asarray(converted.create_model().apply(converted.variables, converted.normalize(pixels), train=False))
+    got = np.asarray(
+        converted.create_model().apply(
+            converted.variables, converted.normalize(pixels), train=False
+        )
+    )
     assert got.shape == ref.shape
     np.testing.assert_allclose(got, ref, atol=1e-4, rtol=1e-4)
     assert np.abs(ref).max() > 1e-2  # the comparison is not between two near-zero vectors
@@ -32,12 +39,16 @@ def _logits_equal(converted, keras_model, keras_input, pixels):
 
 
 def test_efficientnet_b0_parity_with_in_model_normalization(tmp_path):
-    km = keras_application("efficientnet_b0", input_shape=(64, 64, 3), classes=7, classifier_activation=None)
+    km = keras_application(
+        "efficientnet_b0", input_shape=(64, 64, 3), classes=7, classifier_activation=None
+    )
     _randomize_batchnorm(km)
     norm = km.get_layer("normalization")  # what weights='imagenet' loads: ImageNet mean / std^2
     stored = {w.path.split("/")[-1]: w for w in norm.weights}
     stored["mean"].assign(np.array([0.485, 0.456, 0.406], "float32").reshape(stored["mean"].shape))
-    stored["variance"].assign((np.array([0.229, 0.224, 0.225], "float32") ** 2).reshape(stored["variance"].shape))
+    stored["variance"].assign(
+        (np.array([0.229, 0.224, 0.225], "float32") ** 2).reshape(stored["variance"].shape)
+    )
     norm.finalize_state()  # as after load_weights
     c = convert_keras(km)
     assert c.model_name == "efficientnet_b0" and c.num_classes == 7 and c.image_shape == (64, 64, 3)
@@ -59,14 +70,34 @@ def test_efficientnet_b0_parity_with_in_model_normalization(tmp_path):
     assert meta["model"] == "efficientnet_b0" and "head" in pre["params"]
 
 
-def test_mobilenet_v2_parity():
+def test_mobilenet_v2_parity_and_cli(tmp_path, capsys):
     # 33 px: every stride-2 conv input is odd, where TF-"SAME" and symmetric padding agree.
-    km = keras_application("mobilenet_v2", input_shape=(33, 33, 3), classes=5, classifier_activation=None)
+    km = keras_application(
+        "mobilenet_v2", input_shape=(33, 33, 3), classes=5, classifier_activation=None
+    )
     _randomize_batchnorm(km, seed=2)
     c = convert_keras(km)
     assert c.model_overrides["bn_epsilon"] == 1e-3 and c.mean == (0.5, 0.5, 0.5)
     pixels = np.random.default_rng(3).uniform(0, 1, (2, 33, 33, 3)).astype("float32")
-    _logits_equal(c, km, pixels * 2.0 - 1.0, pixels)  # Keras 'tf' preprocessing: [-1, 1]
+    got = _logits_equal(c, km, pixels * 2.0 - 1.0, pixels)  # Keras 'tf' preprocessing: [-1, 1]
+
+    # The same from a .keras file through the command line, into a run directory.
+    from jaxvision.convert.__main__ import main
+    from jaxvision.training.checkpoints import load_run
+
+    km.save(str(tmp_path / "mnv2.keras"))
+    out = str(tmp_path / "run")
+    assert (
+        main(["--source", "keras", "--input", str(tmp_path / "mnv2.keras"), "--output", out]) == 0
+    )
+    assert "init_from" in capsys.readouterr().out
+    run = load_run(out)
+    np.testing.assert_allclose(
+        run.model.apply(run.variables, c.normalize(pixels), train=False), got, atol=1e-5
+    )
+    assert (
+        main(["--source", "keras", "--input", str(tmp_path / "mnv2.keras"), "--output", out]) == 2
+    )  # exists
 
 
 def test_resnet50_parity():
@@ -74,12 +105,18 @@ def test_resnet50_parity():
     if not accepted & {"stride_in_1x1", "stride_on_1x1", "v1"}:
         with pytest.raises(NotImplementedError, match="v1.5"):
             convert_keras(keras_application("resnet50", input_shape=(33, 33, 3), classes=3))
-        pytest.skip("jaxvision resnet50 has no ResNet-v1 (stride on 1x1) option yet; Keras ResNet50 is v1")
-    km = keras_application("resnet50", input_shape=(33, 33, 3), classes=3, classifier_activation=None)
+        pytest.skip(
+            "jaxvision resnet50 has no ResNet-v1 (stride on 1x1) option yet; Keras ResNet50 is v1"
+        )
+    km = keras_application(
+        "resnet50", input_shape=(33, 33, 3), classes=3, classifier_activation=None
+    )
     _randomize_batchnorm(km, seed=4)
     c = convert_keras(km)
     pixels = np.random.default_rng(5).uniform(0, 1, (2, 33, 33, 3)).astype("float32")
-    bgr = (pixels * 255.0 - np.array([123.68, 116.779, 103.939], "float32"))[..., ::-1]  # caffe mode
+    bgr = (pixels * 255.0 - np.array([123.68, 116.779, 103.939], "float32"))[
+        ..., ::-1
+    ]  # caffe mode
     _logits_equal(c, km, bgr, pixels)
 
 

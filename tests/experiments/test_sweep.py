@@ -10,8 +10,14 @@ CONFIG = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "mnist5k
 
 
 def test_parse_grid_random_and_names():
-    assert sweep.parse_sweep("schedule.base_lr=[0.1, 0.03,1e-2]") == ("schedule.base_lr", [0.1, 0.03, 0.01])
-    assert sweep.parse_sweep("model.name=[lenet5, resnet18]") == ("model.name", ["lenet5", "resnet18"])
+    assert sweep.parse_sweep("schedule.base_lr=[0.1, 0.03,1e-2]") == (
+        "schedule.base_lr",
+        [0.1, 0.03, 0.01],
+    )
+    assert sweep.parse_sweep("model.name=[lenet5, resnet18]") == (
+        "model.name",
+        ["lenet5", "resnet18"],
+    )
     assert sweep.parse_sweep("data.image_size=[(32, 32), 28]")[1] == [(32, 32), 28]
     assert sweep.parse_sweep("x.lr=loguniform(1e-4, 1e-1)") == ("x.lr", ("loguniform", 1e-4, 0.1))
     with pytest.raises(ValueError, match="KEY="):
@@ -19,12 +25,16 @@ def test_parse_grid_random_and_names():
     grid = sweep.grid_points([("a", [1, 2]), ("b", ["x", "y", "z"])])
     assert len(grid) == 6 and grid[0] == {"a": 1, "b": "x"} and grid[-1] == {"a": 2, "b": "z"}
     rnd = sweep.random_points([("a", [1, 2]), ("b", ["x", "y", "z"])], 4, seed=1)
-    assert len(rnd) == 4 and len({tuple(p.values()) for p in rnd}) == 4 and all(p in grid for p in rnd)
+    assert (
+        len(rnd) == 4 and len({tuple(p.values()) for p in rnd}) == 4 and all(p in grid for p in rnd)
+    )
     lr = sweep.random_points([("lr", ("loguniform", 1e-4, 1e-1))], 50, seed=0)
     assert all(1e-4 <= p["lr"] <= 1e-1 for p in lr) and min(p["lr"] for p in lr) < 1e-3
     names = {sweep.point_name(p) for p in grid}
     assert len(names) == 6 and "a=1,b=x" in names
-    assert sweep.point_name({"schedule.base_lr": 0.1, "optimizer.base_lr": 0.2}).count("base_lr") == 2
+    assert (
+        sweep.point_name({"schedule.base_lr": 0.1, "optimizer.base_lr": 0.2}).count("base_lr") == 2
+    )
 
 
 def test_unknown_key_is_reported_before_training(tmp_path):
@@ -34,8 +44,14 @@ def test_unknown_key_is_reported_before_training(tmp_path):
 
 @pytest.mark.slow
 def test_two_point_sweep_runs_resumes_and_ranks(tmp_path):
-    fixed = {"total_steps": 12, "eval_every_steps": 12, "checkpoint_every_steps": 12, "progress_bar": False,
-             "schedule.warmup_steps": 0, "batch_size": 64}
+    fixed = {
+        "total_steps": 12,
+        "eval_every_steps": 12,
+        "checkpoint_every_steps": 12,
+        "progress_bar": False,
+        "schedule.warmup_steps": 0,
+        "batch_size": 64,
+    }
     sweeps = [("schedule.base_lr", [1e-7, 3e-3])]
     calls = []
 
@@ -43,7 +59,9 @@ def test_two_point_sweep_runs_resumes_and_ranks(tmp_path):
         calls.append(overrides)
         sweep.run_in_process(config, workdir, overrides)
 
-    rows = sweep.run_sweep(CONFIG, str(tmp_path), sweeps, fixed=fixed, runner=runner, log=lambda s: None)
+    rows = sweep.run_sweep(
+        CONFIG, str(tmp_path), sweeps, fixed=fixed, runner=runner, log=lambda s: None
+    )
     assert len(calls) == 2 and all(c["total_steps"] == 12 for c in calls)
     # Independent reading of each run's own log: the best point must come first.
     finals = {}
@@ -62,5 +80,7 @@ def test_two_point_sweep_runs_resumes_and_ranks(tmp_path):
     def must_not_run(*a):
         raise AssertionError("a finished point was trained again")
 
-    again = sweep.run_sweep(CONFIG, str(tmp_path), sweeps, fixed=fixed, runner=must_not_run, log=lambda s: None)
+    again = sweep.run_sweep(
+        CONFIG, str(tmp_path), sweeps, fixed=fixed, runner=must_not_run, log=lambda s: None
+    )
     assert [(r["point"], r["top1"]) for r in again] == [(r["point"], r["top1"]) for r in rows]

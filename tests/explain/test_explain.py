@@ -24,7 +24,9 @@ def _on_square_fraction(heat, corners, margin=1):
     hits = 0
     for h, (r, c) in zip(np.asarray(heat), corners, strict=True):
         i, j = np.unravel_index(np.argmax(h), h.shape)
-        hits += (r - margin <= i < r + toy.SQUARE + margin) and (c - margin <= j < c + toy.SQUARE + margin)
+        hits += (r - margin <= i < r + toy.SQUARE + margin) and (
+            c - margin <= j < c + toy.SQUARE + margin
+        )
     return hits / len(corners)
 
 
@@ -43,7 +45,9 @@ def test_layer_gradients_match_a_hand_split_model():
     p = run.variables["params"]
     pixels, _ = _square_batch(4)
     x = jnp.asarray(toy.normalize(pixels))
-    act, grad, logits = gc.layer_gradients(run.model, run.variables, x, "features", target=jnp.ones(4, jnp.int32))
+    act, grad, logits = gc.layer_gradients(
+        run.model, run.variables, x, "features", target=jnp.ones(4, jnp.int32)
+    )
 
     import flax.linen as nn
 

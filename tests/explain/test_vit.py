@@ -1,7 +1,6 @@
 import chex
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -14,7 +13,14 @@ vit_mod = pytest.importorskip("jaxvision.models.vit")
 
 def _tiny_vit(**kw):
     return vit_mod.VisionTransformer(
-        num_classes=3, patch_size=4, hidden_size=16, num_layers=2, num_heads=2, mlp_dim=32, image_size=16, **kw
+        num_classes=3,
+        patch_size=4,
+        hidden_size=16,
+        num_layers=2,
+        num_heads=2,
+        mlp_dim=32,
+        image_size=16,
+        **kw,
     )
 
 
@@ -45,7 +51,9 @@ def test_rollout_and_token_gradcam_on_a_tiny_vit():
     model = _tiny_vit()
     x = jax.random.normal(jax.random.key(0), (2, 16, 16, 3))
     v = jax.jit(model.init)(jax.random.key(1), x)
-    v = jax.tree.map(lambda a: a + 0.05 * jax.random.normal(jax.random.key(2), a.shape), v)  # non-zero head
+    v = jax.tree.map(
+        lambda a: a + 0.05 * jax.random.normal(jax.random.key(2), a.shape), v
+    )  # non-zero head
     heat, logits = attention_rollout(model, v, x)
     chex.assert_shape(heat, (2, 16, 16))
     chex.assert_trees_all_close(logits, jax.jit(model.apply)(v, x), atol=1e-5)

@@ -158,10 +158,13 @@ def test_depthwise_separable():
 
 
 def test_blocks_bf16_activations_float32_params():
-    x = _x()
+    # dtypes are decided at trace time: check them abstractly (no compute)
+    x = jax.ShapeDtypeStruct((2, 8, 8, 16), jnp.float32)
     for block in (MBConv(16, se_ratio=0.25, dtype=jnp.bfloat16), Bottleneck(4, dtype=jnp.bfloat16),
-                  ConvNormAct(8, dtype=jnp.bfloat16)):
-        variables = _init(block, x)
-        y, state = block.apply(variables, x, train=True, mutable=["batch_stats"])
-        assert y.dtype == jnp.bfloat16
+                  BasicBlock(16, dtype=jnp.bfloat16), ConvNormAct(8, dtype=jnp.bfloat16),
+                  FusedMBConv(16, dtype=jnp.bfloat16), DepthwiseSeparable(16, dtype=jnp.bfloat16)):
+        variables = jax.eval_shape(block.init, jax.random.key(0), x)
+        y, state = jax.eval_shape(
+            lambda v, x, b=block: b.apply(v, x, train=True, mutable=["batch_stats"]), variables, x)
+        assert y.dtype == jnp.bfloat16, type(block).__name__
         assert all(v.dtype == jnp.float32 for v in jax.tree.leaves((variables, state)))

@@ -118,10 +118,11 @@ def test_scan_equals_unrolled(remat):
     )
 
 
-@pytest.mark.parametrize("scan", [False, True])
-def test_remat_equals_no_remat_in_training(scan):
+def test_remat_equals_no_remat_in_training():
     # Same params, same rngs: remat only changes what is stored for the backward pass, so even
-    # with dropout and drop path the outputs and gradients are identical.
+    # with dropout and drop path the outputs and gradients are identical. (Scanned + remat is
+    # checked against the unrolled encoder in test_scan_equals_unrolled.)
+    scan = False
     x = _x()
     kw = dict(
         num_layers=2,

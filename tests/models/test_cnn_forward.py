@@ -21,13 +21,6 @@ CNN_MODELS = sorted(n for f in CNN_FAMILIES for n in models.list_models(f))
 # smallest resolution each family's downsampling and fixed-size layers allow
 SMALL_RES = {"lenet": 32, "alexnet": 64}
 FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
-# pre-logit feature width
-FEATURES = {
-    "lenet5": 84, "alexnet": 4096, "googlenet": 1024, "densenet121": 1024, "mobilenet_v2": 1280,
-    "resnet18": 512, "resnet34": 512, "resnet50": 2048, "resnet101": 2048, "resnet152": 2048,
-    **{f"vgg{d}{s}": 4096 for d in (11, 13, 16, 19) for s in ("", "_bn")},
-    **{f"efficientnet_b{i}": w for i, w in enumerate((1280, 1280, 1408, 1536, 1792, 2048, 2304, 2560))},
-}
 
 
 def _small_shape(name, batch=1):
@@ -63,16 +56,6 @@ def test_forward_small_resolution(name):
     assert logits.dtype == jnp.float32
     chex.assert_tree_all_finite(logits)
     assert np.abs(np.asarray(logits)).max() > 0
-
-
-@pytest.mark.parametrize("name", CNN_MODELS)
-def test_num_classes_zero_gives_features(name):
-    model = models.create(name, num_classes=0)
-    shape = _small_shape(name, batch=2)
-    variables = models.abstract_variables(model, shape)
-    assert "head" not in variables["params"]
-    out = jax.eval_shape(model.apply, variables, jax.ShapeDtypeStruct(shape, jnp.float32))
-    assert out.shape == (2, FEATURES[name])
 
 
 @pytest.mark.parametrize("name", ["resnet18", "efficientnet_b0", "googlenet", "densenet121", "mobilenet_v2"])
@@ -181,3 +164,39 @@ def test_lenet_rejects_wrong_resolution():
     model = models.create("lenet5")
     with pytest.raises(ValueError, match="32x32"):
         models.abstract_variables(model, (1, 28, 28, 1))
+
+
+def test_resnet_stages_backbone_for_hybrids():
+    from jaxvision.layers import Bottleneck, GroupNorm, StdConv
+    from jaxvision.models.resnet import ResNetStages
+
+    # R50+ViT-B/16 backbone (google-research/vision_transformer): output stride 16
+    r50 = ResNetStages((3, 4, 9), block=Bottleneck, conv=StdConv,
+                       norm=functools.partial(GroupNorm, epsilon=1e-6), padding="SAME",
+                       zero_init_last=True)
+    x = jax.ShapeDtypeStruct((1, 224, 224, 3), jnp.float32)
+    variables = jax.eval_shape(r50.init, jax.random.key(0), x)
+    assert "batch_stats" not in variables
+    assert jax.eval_shape(r50.apply, variables, x).shape == (1, 14, 14, 1024)
+    # torchvision ResNet-50 trunk: output stride 32
+    trunk = ResNetStages((3, 4, 6, 3))
+    v50 = jax.eval_shape(trunk.init, jax.random.key(0), x)
+    assert jax.eval_shape(trunk.apply, v50, x).shape == (1, 7, 7, 2048)
+    # = resnet50 without its head (2048 * 1000 + 1000)
+    assert models.count_params(v50["params"]) == 25557032 - 2049000
+
+
+def test_model_table_script():
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "model_table.py"
+    spec = importlib.util.spec_from_file_location("model_table", path)
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    rows = table.model_rows(["lenet5", "resnet18"])
+    assert [r["params"] for r in rows] == [61706, 11689512]
+    # torchvision lists 1.814 GFLOPS (multiply-adds) for ResNet-18 at 224; XLA skips padded taps
+    assert rows[1]["gmacs"] == pytest.approx(1.814, rel=0.08)
+    md = table.markdown(rows)
+    assert "| `resnet18` | resnet | 224x224x3 | 11,689,512 (11.69M) |" in md

@@ -5,6 +5,8 @@ import json
 import pathlib
 
 import flax.linen as nn
+import jax
+import jax.numpy as jnp
 import pytest
 
 from jaxvision import models
@@ -55,6 +57,16 @@ EXTRA = {
 EXPECTED = {**REFERENCE, **EXTRA}
 CNN_MODELS = sorted(n for f in CNN_FAMILIES for n in models.list_models(f))
 
+# pre-logit feature width
+FEATURES = {
+    "lenet5": 84, "alexnet": 4096, "googlenet": 1024, "densenet121": 1024, "mobilenet_v2": 1280,
+    "resnet18": 512, "resnet34": 512, "resnet50": 2048, "resnet101": 2048, "resnet152": 2048,
+    **{f"vgg{d}{s}": 4096 for d in (11, 13, 16, 19) for s in ("", "_bn")},
+    **{f"efficientnet_b{i}": w for i, w in enumerate((1280, 1280, 1408, 1536, 1792, 2048, 2304, 2560))},
+}
+# smallest resolution each family's downsampling and fixed-size layers allow
+SMALL_RES = {"lenet": 32, "alexnet": 64}
+
 _REF_FILE = pathlib.Path(__file__).resolve().parents[3] / "shared" / "reference" / "param_counts.json"
 
 
@@ -82,7 +94,18 @@ def test_param_count_exact(name):
     head = params["head"]
     d, k = head["kernel"].shape
     assert k == models.get_spec(name).num_classes
-    assert models.count_params(_params(name, num_classes=0)) == EXPECTED[name] - d * k - k
+    # num_classes=0: pre-logit features; only the head's parameters go
+    model = models.create(name, num_classes=0)
+    shape = models.input_shape(name, SMALL_RES.get(models.get_spec(name).family, 32), batch=2)
+
+    def init_apply(rng, x):
+        variables = model.init(rng, x)
+        return variables["params"], model.apply(variables, x)
+
+    params0, features = jax.eval_shape(init_apply, jax.random.key(0), jax.ShapeDtypeStruct(shape, jnp.float32))
+    assert "head" not in params0
+    assert models.count_params(params0) == EXPECTED[name] - d * k - k
+    assert features.shape == (2, FEATURES[name]) == (2, d)
 
 
 def test_efficientnet_compound_scaling_function():

@@ -74,7 +74,7 @@ def test_tiny_hybrid_shapes_and_weight_standardization():
     model = models.create("hybrid_tiny_mnist")
     assert models.get_spec("hybrid_tiny_mnist").in_channels == 1
     x = _digits()
-    variables = model.init(jax.random.key(0), x)
+    variables = jax.jit(model.init)(jax.random.key(0), x)
     variables = jax.tree.map(lambda a: a + 0.01, variables)  # non-zero head
     apply = jax.jit(model.apply)
     logits = apply(variables, x)
@@ -99,6 +99,7 @@ def test_tiny_hybrid_shapes_and_weight_standardization():
 
 @pytest.fixture(scope="module")
 def mnist5k(tmp_path_factory):
+    """40 training batches of 64 from jaxvision.data's bundled mnist5k (built offline)."""
     from jaxvision import data
 
     config = data.default_config()
@@ -122,8 +123,13 @@ def _tiny_vit(num_classes):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["tiny_vit", "hybrid_tiny_mnist"])
-def test_learns_on_mnist5k(mnist5k, name):
+def test_tiny_vit_and_tiny_hybrid_learn_on_mnist5k(mnist5k):
+    # One test (one data build per worker) for both models.
+    for name in ("tiny_vit", "hybrid_tiny_mnist"):
+        _learns(mnist5k, name)
+
+
+def _learns(mnist5k, name):
     model = _tiny_vit(10) if name == "tiny_vit" else models.create("hybrid_tiny_mnist")
     variables = model.init(jax.random.key(0), mnist5k[0]["image"][:1])
     tx = optax.adamw(3e-3, weight_decay=1e-4)
@@ -146,4 +152,4 @@ def test_learns_on_mnist5k(mnist5k, name):
     assert np.isfinite(losses).all()
     assert abs(losses[0] - np.log(10)) < 0.3  # zero-initialized head: uniform start
     # ViTs start slowly: 40 steps take the loss from ln(10) = 2.30 to about 1.9.
-    assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.25, losses
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.25, (name, losses)

@@ -113,7 +113,7 @@ def test_tiny_mobilevit_shapes_batch_stats_and_odd_sizes():
     # 18 px gives a 9x9 map in the MobileViT stage: resized to 10x10 for the 2x2 unfolding and
     # back.
     apply = jax.jit(model.apply)
-    for res in (16, 18):
+    for res in (18,):
         out = apply(variables, np.zeros((1, res, res, 3), np.float32))
         chex.assert_shape(out, (1, 5))
         chex.assert_tree_all_finite(out)

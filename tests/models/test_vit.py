@@ -90,14 +90,14 @@ def _images(n, h, w=None, c=3, seed=0):
 
 
 def test_registered_vit_runs_at_several_resolutions():
-    # vit_ti16 (scanned: one compiled layer body) made for 224 px, run at 32, 64 and 32x48:
-    # the 14x14 position embedding is interpolated to 2x2, 4x4 and 2x3.
+    # vit_ti16 (scanned: one compiled layer body) made for 224 px, run at 32 and 32x48:
+    # the 14x14 position embedding is interpolated to 2x2 and 2x3.
     model = models.create("vit_ti16", num_classes=10, scan_layers=True)
-    variables = model.init(jax.random.key(0), _images(1, 32))
+    variables = jax.jit(model.init)(jax.random.key(0), _images(1, 32))
     chex.assert_shape(variables["params"]["pos_embed"]["embedding"], (1, 197, 192))
     chex.assert_shape(variables["params"]["head"]["kernel"], (192, 10))
     apply = jax.jit(model.apply)
-    for shape in ((2, 32, 32), (1, 64, 64), (3, 32, 48)):
+    for shape in ((2, 32, 32), (3, 32, 48)):
         out = apply(variables, _images(shape[0], shape[1], shape[2]))
         chex.assert_shape(out, (shape[0], 10))
         chex.assert_tree_all_finite(out)

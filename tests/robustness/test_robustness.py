@@ -45,9 +45,13 @@ def test_fgsm_matches_hand_computed_gradient_of_linear_model():
     got = fgsm(logits_fn, jnp.asarray(x), jnp.asarray(labels), eps=eps, normalization=norm)
     chex.assert_trees_all_close(np.asarray(got) * std + mean, want, atol=1e-5)
     # L2 FGSM moves each example by exactly eps (before clipping) along the gradient.
-    got2 = fgsm(logits_fn, jnp.asarray(x), jnp.asarray(labels), eps=eps, norm="l2", normalization=norm)
+    got2 = fgsm(
+        logits_fn, jnp.asarray(x), jnp.asarray(labels), eps=eps, norm="l2", normalization=norm
+    )
     g = grad_pix / np.linalg.norm(grad_pix.reshape(5, -1), axis=1).reshape(5, 1, 1, 1)
-    chex.assert_trees_all_close(np.asarray(got2) * std + mean, np.clip(pixels + eps * g, 0, 1), atol=1e-5)
+    chex.assert_trees_all_close(
+        np.asarray(got2) * std + mean, np.clip(pixels + eps * g, 0, 1), atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("norm,eps", [("linf", 0.1), ("l2", 0.8)])
@@ -55,7 +59,16 @@ def test_pgd_stays_in_eps_ball_and_pixel_range(norm, eps):
     run = toy.trained_run()
     batch = toy.batches(64)[0]
     x, y = jnp.asarray(batch["image"]), jnp.asarray(batch["label"])
-    adv = pgd(_logits_fn(run), x, y, eps=eps, steps=5, norm=norm, rng=jax.random.key(0), normalization=NORM)
+    adv = pgd(
+        _logits_fn(run),
+        x,
+        y,
+        eps=eps,
+        steps=5,
+        norm=norm,
+        rng=jax.random.key(0),
+        normalization=NORM,
+    )
     chex.assert_shape(adv, x.shape)
     delta = (np.asarray(adv) - np.asarray(x)) * toy.STD
     pix = np.asarray(adv) * toy.STD + toy.MEAN
@@ -71,7 +84,16 @@ def test_pgd_with_eps_zero_is_clean():
     batch = toy.batches(64)[0]
     x, y = jnp.asarray(batch["image"]), jnp.asarray(batch["label"])
     for norm in ("linf", "l2"):
-        adv = pgd(_logits_fn(run), x, y, eps=0.0, steps=3, norm=norm, rng=jax.random.key(1), normalization=NORM)
+        adv = pgd(
+            _logits_fn(run),
+            x,
+            y,
+            eps=0.0,
+            steps=3,
+            norm=norm,
+            rng=jax.random.key(1),
+            normalization=NORM,
+        )
         chex.assert_trees_all_close(adv, x, atol=1e-6)
     res = evaluate_robustness(run, toy.batches(128), attack="pgd", eps=0.0, steps=3, corruptions=())
     assert res["pgd_top1"] == res["fgsm_top1"] == res["clean_top1"]
@@ -122,7 +144,9 @@ def test_normalization_from_config():
     assert n.mean == (0.485, 0.456, 0.406)
     n = normalization_from_config({"mean": [0.1], "std": [0.3]})
     assert n.mean == (0.1,) and n.std == (0.3,)
-    n = normalization_from_config({"normalization": {"mean": [0.2, 0.2, 0.2], "std": [0.5, 0.5, 0.5]}})
+    n = normalization_from_config(
+        {"normalization": {"mean": [0.2, 0.2, 0.2], "std": [0.5, 0.5, 0.5]}}
+    )
     assert n.std == (0.5, 0.5, 0.5)
     with pytest.raises(ValueError, match="unknown data normalization"):
         normalization_from_config({"normalization": "weird"})

@@ -1,6 +1,9 @@
-"""Subprocess entry for the resume and multi-host tests: train the tiny model on synthetic data.
+"""Subprocess entry for the resume and multi-host tests: train the tiny model on synthetic data,
+or with --digits DATA_DIR on the bundled `digits` dataset (8x8, through jaxvision.data, default
+augmentation) prepared in DATA_DIR.
 
-  python -m tests.training.run_fake WORKDIR [--parallel jit] [--steps 40] [--sleep 0.0]
+  python -m tests.training.run_fake WORKDIR [--parallel jit] [--steps 40] [--ckpt_every 5]
+      [--sleep 0.0] [--digits DATA_DIR]
       [--coordinator 127.0.0.1:PORT --num_processes 2 --process_id I]
 
 XLA_FLAGS (device count) must be set by the caller. Prints 'FINISHED' at the end.
@@ -23,6 +26,7 @@ def main():
     ap.add_argument("--coordinator", default=None)
     ap.add_argument("--num_processes", type=int, default=None)
     ap.add_argument("--process_id", type=int, default=None)
+    ap.add_argument("--digits", default=None, help="data_dir with the bundled digits dataset")
     a = ap.parse_args()
 
     from jaxvision.training import distributed
@@ -33,7 +37,15 @@ def main():
     from tests.training import fakes
 
     fakes.register_tiny()
-    build = fakes.make_build()
+    if a.digits:
+        from jaxvision import data
+
+        build = data.build
+        data_keys = {"data.name": "digits", "data.data_dir": a.digits,
+                     "data.eval_split": "validation", "data.test_split": ""}
+    else:
+        build = fakes.make_build()
+        data_keys = {}
 
     def slow_build(*args, **kw):
         pipe = build(*args, **kw)
@@ -53,7 +65,7 @@ def main():
     c = fakes.tiny_config(
         parallel=a.parallel, total_steps=a.steps, checkpoint_every_steps=a.ckpt_every,
         eval_every_steps=a.steps, keep_checkpoints=2,
-        **{"optimizer.name": "adamw", "schedule.base_lr": 0.01},
+        **{"optimizer.name": "adamw", "schedule.base_lr": 0.01, **data_keys},
     )
     loop.train_and_evaluate(c, a.workdir, build_data=slow_build)
     print("FINISHED", flush=True)

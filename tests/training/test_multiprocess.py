@@ -1,10 +1,12 @@
 """Subprocess runs: kill -9 and resume is exact; 2 processes x 2 devices == 1 process x 4 devices.
 
-Both use tests/training/run_fake.py (tiny BatchNorm CNN, synthetic data, adamw, checkpoints every 5
-steps). Sizes: resume = 30 steps of batch 32 on 2 devices; multi-host = 6 steps of batch 32 on
-127.0.0.1 only, every process bounded by a timeout.
+Both use tests/training/run_fake.py (tiny BatchNorm CNN, adamw). Sizes: resume = 30 steps of batch
+32 on 2 devices, synthetic data, checkpoints every 5 steps; multi-host = 6 steps of batch 32 on the
+bundled `digits` dataset (8x8, read and augmented by jaxvision.data: each process loads only its
+part of every global batch), 127.0.0.1 only, every process bounded by a timeout.
 """
 
+import json
 import os
 import signal
 import socket
@@ -85,17 +87,34 @@ def _free_port():
         return s.getsockname()[1]
 
 
+@pytest.fixture(scope="module")
+def digits_dir(tmp_path_factory):
+    """The bundled digits dataset, prepared once before any training process reads it."""
+    from jaxvision.data import bundled
+
+    d = str(tmp_path_factory.mktemp("tfds"))
+    bundled.builder("digits", d)
+    return d
+
+
+def _metrics(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
 @pytest.mark.slow
-def test_two_processes_match_one_process(tmp_path):
+def test_two_processes_match_one_process(tmp_path, digits_dir):
     one, two = str(tmp_path / "one"), str(tmp_path / "two")
     addr = f"127.0.0.1:{_free_port()}"
+    args = ("--steps", "6", "--ckpt_every", "6", "--digits", digits_dir)
+    # The one-process reference runs at the same time as the pair (start-up dominates the time).
     procs = [
         subprocess.Popen(
-            _cmd(two, "--steps", "6", "--coordinator", addr, "--num_processes", "2",
-                 "--process_id", str(i)),
+            _cmd(two, *args, "--coordinator", addr, "--num_processes", "2", "--process_id", str(i)),
             cwd=REPO, env=_env(2), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for i in range(2)
-    ]
+    ] + [subprocess.Popen(_cmd(one, *args), cwd=REPO, env=_env(4), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)]
     try:
         outs = [p.communicate(timeout=TIMEOUT) for p in procs]
     finally:
@@ -105,11 +124,19 @@ def test_two_processes_match_one_process(tmp_path):
     for p, (o, e) in zip(procs, outs, strict=True):
         assert p.returncode == 0 and "FINISHED" in o, e[-3000:]
     assert "process 1 of 2, 2 local / 4 global devices" in outs[1][1]
-    _run(one, 4, "--steps", "6")
     (s1, v1), (s2, v2) = _variables(one), _variables(two)
     assert s1 == s2 == 6
+    # real data: digits' 10 classes, 8x8 gray images
+    assert v1["params"]["head"]["kernel"].shape == (8, 10)
+    with open(os.path.join(two, "config.json")) as f:
+        assert json.load(f)["data"]["name"] == "digits"
     assert not np.allclose(v1["params"]["head"]["kernel"], 0)
     chex.assert_trees_all_close(v1, v2, atol=1e-5, rtol=1e-5)
-    # Only process 0 writes logs.
-    assert len(open(os.path.join(two, "metrics.jsonl")).read().splitlines()) == len(
-        open(os.path.join(one, "metrics.jsonl")).read().splitlines())
+    # Only process 0 writes logs; the same losses, and the same validation result (every
+    # validation example counted once whether one or two processes evaluate).
+    m1, m2 = _metrics(one), _metrics(two)
+    assert [sorted(m) for m in m1] == [sorted(m) for m in m2]
+    for a, b in zip(m1, m2, strict=True):
+        for k in ("train/loss", "val/nll", "val/top1"):
+            if k in a:
+                np.testing.assert_allclose(a[k], b[k], rtol=1e-5, err_msg=k)
