@@ -61,7 +61,7 @@ def throughput_section(results):
             _g(r.get("train_img_per_s"), ".2f"), _g(r.get("infer_img_per_s"), ".2f"),
             _g(r.get("compile_s"), ".1f"), _g(r.get("flops_per_img", 0) / 1e9, ".2f"),
             _g(100 * r["mfu"], ".1f") + "%" if "mfu" in r else "n/a",
-            _g(r.get("peak_bytes", 0) / 2**20, ".0f"),
+            _g(r.get("peak_bytes", 0) / 2**20, ".0f") + ("" if "mem_temp_bytes" in r else "*"),
             _g((r.get("loadavg") or [None])[0], ".1f"),
             " ".join(x for x in (r.get("xla_flags", "").replace(
                 "--xla_force_host_platform_device_count=1", "").strip(),
@@ -78,7 +78,9 @@ def throughput_section(results):
     ) + (
         "\n\nMFU = achieved train FLOP/s (XLA cost analysis of the compiled step) / the best "
         "matmul FLOP/s measured in the same process for the compute dtype. `load` = 1-minute "
-        "load average when the run ended (2 cores; > 2 means shared).\n"
+        "load average when the run ended (2 cores; > 2 means shared). `*`: measured before the "
+        "memory fix, from `peak_memory_in_bytes` alone, which on XLA:CPU leaves out temporaries "
+        "(an under-estimate).\n"
     )
 
 

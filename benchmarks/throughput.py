@@ -16,7 +16,8 @@ What is measured (all in this one process, so the numbers share the machine's st
   (the "matmul probe"); ``mfu`` = achieved train FLOP/s / (devices * the probe's peak for the
   compute dtype). On a CPU with simulated devices all devices share the same cores, so MFU is
   computed against one probe (``--devices`` does not multiply the peak there).
-* ``peak_bytes``: ``compiled.memory_analysis()`` of the train step, per device.
+* ``peak_bytes``: ``compiled.memory_analysis()`` of the train step, per device: arguments +
+  outputs - donated aliases + temporaries (``mem_*_bytes`` give the parts).
 
 The train step is the library's own (``jaxvision.training.steps.make_train_step`` on a
 ``TrainState``, compiled by ``jaxvision.training.parallel.DataParallel``: donated state, no host
@@ -332,18 +333,27 @@ def _median_step_time(run_one, warmup: int, steps: int, companion=None):
 
 
 def _peak_bytes(compiled) -> int:
+    """Peak device memory of one call: arguments + outputs - donated aliases + temporaries.
+
+    ``peak_memory_in_bytes`` alone is not used: on XLA:CPU (jaxlib 0.10) it can be smaller than
+    the temporaries buffer assignment reserves, so the larger of the two is reported.
+    """
     m = compiled.memory_analysis()
     if m is None:
         return -1
-    peak = int(getattr(m, "peak_memory_in_bytes", 0) or 0)
-    if peak <= 0:
-        peak = int(
-            m.argument_size_in_bytes
-            + m.output_size_in_bytes
-            - m.alias_size_in_bytes
-            + m.temp_size_in_bytes
-        )
-    return peak
+    total = int(
+        m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
+        + m.temp_size_in_bytes
+    )
+    return max(total, int(getattr(m, "peak_memory_in_bytes", 0) or 0))
+
+
+def _memory_breakdown(compiled) -> dict[str, int]:
+    m = compiled.memory_analysis()
+    if m is None:
+        return {}
+    return {f"mem_{k}_bytes": int(getattr(m, f"{k}_size_in_bytes", 0) or 0)
+            for k in ("argument", "output", "alias", "temp", "generated_code")}
 
 
 def _flops(compiled) -> float:
@@ -491,6 +501,7 @@ def benchmark(
         "flops_per_img": flops_step / per_dev,
         "train_flops_per_s": flops_step * devices / train_step_s,
         "peak_bytes": peak_bytes,
+        **_memory_breakdown(compiled),
         "train_traces": trace_count["train"],
         "final_loss": float(np.mean(np.asarray(holder["metrics"]["loss"]))),
     }

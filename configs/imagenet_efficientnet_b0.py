@@ -4,7 +4,8 @@
 
 RMSProp (decay 0.9, momentum 0.9, epsilon 1e-3 inside the square root, mean square initialised to 1
 as TF1), lr 0.016 x batch/256 with 5 warm-up epochs then x0.97 every 2.4 epochs (staircase), weight
-decay 1e-5 (coupled L2, none on BatchNorm parameters and biases), label smoothing 0.1, EMA of the
+decay 1e-5 (coupled L2 on every variable but BatchNorm's, biases included, as the official
+``'batch_normalization' not in v.name`` filter), label smoothing 0.1, EMA of the
 weights 0.9999 (evaluated and exported by load_run), dropout 0.2, drop-connect 0.2, BatchNorm
 momentum 0.99 / epsilon 1e-3, batch 2048, 350 epochs, 224 px inception crop + flip, eval center crop
 224/256, bfloat16 compute.
@@ -41,6 +42,10 @@ def get_config(arg=None):
     c.optimizer.momentum = 0.9
     c.optimizer.eps = 1e-3
     c.optimizer.weight_decay = 1e-5
+    # Official: L2 on all trainable variables except BatchNorm's (the SE and head biases are
+    # decayed). jaxvision's EfficientNet names every BatchNorm '<block>/<conv>/norm'.
+    c.optimizer.decay_norms_and_biases = True
+    c.optimizer.no_decay_regex = r"(^|/)norm/"
     c.schedule.name = "exponential"
     c.schedule.base_lr = 0.016
     c.schedule.lr_batch_reference = 256

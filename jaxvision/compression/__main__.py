@@ -36,6 +36,19 @@ def _pipelines(config, batch_size: int, split: str | None, seed: int = 0):
     return train, evals
 
 
+def _load_recipe(config: str):
+    """``get_config(arg)`` of a recipe file given as ``path[:arg]``."""
+    import importlib.util
+
+    path, _, arg = config.partition(":")
+    if not os.path.isfile(path):
+        raise SystemExit(f"error: config file {path!r} not found (e.g. configs/mnist5k_lenet.py)")
+    spec = importlib.util.spec_from_file_location("jaxvision_student_recipe", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg) if arg else module.get_config()
+
+
 def _write_report(out: str, report: dict) -> None:
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "compression.json"), "w") as f:
@@ -130,10 +143,7 @@ def main(argv=None) -> int:
         from jaxvision.training.checkpoints import model_overrides
         from jaxvision.training.loop import init_variables
 
-        sys.path.insert(0, os.getcwd())
-        from experiments.sweep import load_config
-
-        cfg = load_config(args.config)
+        cfg = _load_recipe(args.config)
         num_classes = len(run.class_names) or int(run.config.model.num_classes)
         overrides = model_overrides(cfg)
         overrides.pop("bn_axis_name", None)

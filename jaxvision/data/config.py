@@ -56,13 +56,30 @@ def default_config() -> ml_collections.ConfigDict:
       class_weighting: 'none' | 'inverse' (n / (K n_k), sklearn 'balanced') | 'effective'
         (effective number of samples, Cui et al. 2019, weights summing to K).
       class_weight_beta: beta of 'effective'.
-      balanced_sampling: draw training examples class-uniformly (each class its own shuffled,
-        repeated stream).
+      balanced_sampling: draw training examples class-uniformly. Random-access sources: each
+        stream position draws a class uniformly, then one of its examples uniformly (with
+        replacement), seeded by (seed, position). Streaming sources: each class its own
+        shuffled, repeated stream, mixed uniformly.
 
     Performance
-      shuffle_buffer: training shuffle buffer (capped at the size of the process's shard).
-      cache: 'auto' (keep encoded examples in memory when the split is under 2 GiB or an image
-        folder), 'memory' or 'none'.
+      shuffle_buffer: training shuffle buffer of streaming sources (capped at the size of the
+        process's shard); random-access sources shuffle each epoch fully instead.
+      cache: 'auto' (keep encoded examples in memory when the dataset is under 2 GiB), 'memory'
+        (always) or 'none' (stream from the TFRecord files). Decides the training order, below.
+
+    Training order and multi-host (process-count invariance)
+      Random-access sources: image folders (a list of file paths; files are read when fed) and
+        TFDS / bundled datasets kept in memory (cache 'auto' under 2 GiB, or 'memory'; every
+        process holds the split's encoded examples). Epoch e is a full permutation of the split
+        seeded by (seed, e), the same on every process; global batch t is positions
+        [t*B, (t+1)*B) of the concatenated epochs, process p feeds [t*B + p*B/P, t*B +
+        (p+1)*B/P) and decodes and augments only those, with augmentation seeded by (seed,
+        position). The global batches, and so training, are the same for any process count P.
+      Streaming sources: TFDS datasets over 2 GiB with cache 'auto', or cache 'none'. Each
+        process reads only its own shard (tfds.even_splits), shuffled with a buffer and a
+        per-process seed: exact resume still holds, but the global batches depend on P.
+      Evaluation, any source: each process reads its own shard, padded to the same number of
+        batches on every process; every example counted exactly once overall.
     """
     c = ml_collections.ConfigDict()
     c.name = "cifar10"

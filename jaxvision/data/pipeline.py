@@ -271,8 +271,10 @@ def _global_stream(table, cfg, seed, global_batch, batch, process_index, start_s
 
     def epoch(e):
         g = tf.range(e * n, (e + 1) * n, dtype=tf.int64)
-        perm = tf.random.experimental.stateless_shuffle(
-            tf.range(n, dtype=tf.int64), seed=tf.stack([tf.constant(perm_seed, tf.int64), e])
+        perm = tf.random.experimental.stateless_shuffle(  # Philox: the same on any host
+            tf.range(n, dtype=tf.int64),
+            seed=tf.stack([tf.constant(perm_seed, tf.int64), e]),
+            alg="philox",
         )
         keep = tf.logical_and(mine(g), g >= start)
         return tf.data.Dataset.from_tensor_slices(

@@ -40,7 +40,7 @@ def _logits_equal(converted, keras_model, keras_input, pixels):
 
 def test_efficientnet_b0_parity_with_in_model_normalization(tmp_path):
     km = keras_application(
-        "efficientnet_b0", input_shape=(64, 64, 3), classes=7, classifier_activation=None
+        "efficientnet_b0", input_shape=(32, 32, 3), classes=7, classifier_activation=None
     )
     _randomize_batchnorm(km)
     norm = km.get_layer("normalization")  # what weights='imagenet' loads: ImageNet mean / std^2
@@ -51,10 +51,10 @@ def test_efficientnet_b0_parity_with_in_model_normalization(tmp_path):
     )
     norm.finalize_state()  # as after load_weights
     c = convert_keras(km)
-    assert c.model_name == "efficientnet_b0" and c.num_classes == 7 and c.image_shape == (64, 64, 3)
+    assert c.model_name == "efficientnet_b0" and c.num_classes == 7 and c.image_shape == (32, 32, 3)
     np.testing.assert_allclose(c.mean, [0.485, 0.456, 0.406], atol=1e-6)
     np.testing.assert_allclose(c.std, [0.229, 0.224, 0.225], atol=1e-6)
-    pixels = np.random.default_rng(1).uniform(0, 1, (2, 64, 64, 3)).astype("float32")
+    pixels = np.random.default_rng(1).uniform(0, 1, (2, 32, 32, 3)).astype("float32")
     got = _logits_equal(c, km, pixels * 255.0, pixels)  # Keras takes 0..255 pixels
 
     # Saved as a run directory: load_run gives the same model and logits, init_from can read it.
