@@ -9,12 +9,15 @@ map; 2x2 patches of it are 49 tokens (+ class token) for a 4-layer ViT of width 
 (wd 0.05, none on biases, norms, position embeddings and the class token), 2-epoch warm-up then
 cosine, label smoothing 0.1, drop path 0.1, random-pad crops (no flips: digits are not symmetric).
 
-Measured on the 2-core CPU of the project machine (shared with other jobs): see RESULT below.
+Measured on the project's 2-core CPU while other jobs ran (load average ~11): 465 steps (15
+epochs) in 9 min 33 s wall (2 min 51 s user CPU, ~100-130 images/s); test top-1 94.8%, top-5
+100%, NLL 0.249, ECE 0.096 (label smoothing leaves it under-confident); validation top-1 94.2%.
+Next to it, the default job configs/mnist5k_lenet.py: test top-1 96.6% (ECE 0.019) in ~2.5 min.
+A ViT-style model needs more data and epochs than LeNet on 4,000 digits; the hybrid's conv stem
+is what lets it get this far this fast.
 """
 
 from jaxvision.config import base_config, lock
-
-RESULT = "filled in after measurement"
 
 
 def get_config(arg=None):
