@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 from typing import Any
 
@@ -198,11 +199,42 @@ def merge_pretrained(init_tree, pretrained_tree) -> tuple[Any, list[str]]:
             reinit.append(f"{k}: not in the checkpoint")
             merged[k] = v
         elif tuple(np.shape(p)) != tuple(np.shape(v)):
+            resized = _resize_pos_embed(k, p, v)
+            if resized is not None:  # a ViT fine-tuned at another resolution keeps its positions
+                merged[k] = resized
+                logging.getLogger(__name__).warning("init_from: %s interpolated %s -> %s", k, np.shape(p), np.shape(v))
+                continue
             reinit.append(f"{k}: shape {tuple(np.shape(p))} -> {tuple(np.shape(v))}")
             merged[k] = v
         else:
             merged[k] = jnp.asarray(p, dtype=v.dtype)
     return traverse_util.unflatten_dict(merged, sep="/"), reinit
+
+
+def _resize_pos_embed(path: str, pre, init):
+    """``pre`` interpolated to ``init``'s grid when both are learned ViT position embeddings
+    (1, prefix + h*w, D) with the same width and prefix tokens; else None."""
+    from jaxvision.layers import patch
+
+    if not path.endswith(f"{patch.POS_EMBED_MODULE}/{patch.POS_EMBED_PARAM}"):
+        return None
+    if np.ndim(pre) != 3 or np.shape(pre)[-1] != np.shape(init)[-1]:
+        return None
+
+    def split(n):  # (prefix tokens, grid side) of a square grid with 0 or 1 prefix tokens
+        for prefix in (0, 1):
+            side = math.isqrt(n - prefix)
+            if side * side == n - prefix:
+                return prefix, side
+        return None, None
+
+    p_pre, _ = split(np.shape(pre)[1])
+    p_new, side = split(np.shape(init)[1])
+    if p_pre is None or p_pre != p_new:
+        return None
+    out = patch.resize_position_embedding(jnp.asarray(pre, jnp.float32), (side, side),
+                                          num_prefix_tokens=p_pre)
+    return jnp.asarray(out, dtype=init.dtype).reshape(np.shape(init))
 
 
 def _to_dict(tree):

@@ -22,15 +22,21 @@ def param_names(params) -> dict:
 
 
 def decay_mask(params, *, decay_norms_and_biases: bool = False, no_decay_regex: str = ""):
-    """True where weight decay applies: kernels/embeddings (ndim > 1), unless named by the regex.
+    """True where weight decay applies: kernels/embeddings, unless named by the regex.
 
-    Parameters with ndim <= 1 are biases and norm scales/offsets (BatchNorm, LayerNorm); they are not
-    decayed unless ``decay_norms_and_biases`` (the ResNet/EfficientNet recipes exclude them).
+    Biases and norm scales/offsets (BatchNorm, LayerNorm, GroupNorm) are not decayed unless
+    ``decay_norms_and_biases`` (the ResNet/EfficientNet recipes exclude them). They are found by
+    name (``bias``/``scale``) as well as by ndim <= 1, because attention biases are (heads,
+    head_dim) and ``nn.scan`` stacks per-layer norms into (depth, D).
     """
     flat = traverse_util.flatten_dict(params, sep="/")
     rx = re.compile(no_decay_regex) if no_decay_regex else None
+
+    def is_norm_or_bias(k, v):
+        return v.ndim <= 1 or k.rsplit("/", 1)[-1] in ("bias", "scale")
+
     mask = {
-        k: bool((decay_norms_and_biases or v.ndim > 1) and not (rx and rx.search(k)))
+        k: bool((decay_norms_and_biases or not is_norm_or_bias(k, v)) and not (rx and rx.search(k)))
         for k, v in flat.items()
     }
     return traverse_util.unflatten_dict(mask, sep="/")

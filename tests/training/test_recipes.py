@@ -45,7 +45,8 @@ def load_recipe(name: str, *overrides: str):
     argv = ["train", f"--config={os.path.join(REPO, 'configs', name + '.py')}", *overrides]
     train._check_overrides(argv)  # the CLI's unknown-key check (exits on a typo)
     fv = flags.FlagValues()
-    config_flags.DEFINE_config_file("config", None, "recipe", flag_values=fv, lock_config=True)
+    config_flags.DEFINE_config_file("config", None, "recipe", flag_values=fv, lock_config=True,
+                                    sys_argv=argv)  # config_flags reads overrides from sys_argv
     fv(argv)
     return fv.config
 
@@ -125,7 +126,7 @@ def test_recipe_optimizer_is_the_papers(name):
     spe = config_lib.steps_per_epoch(c, paper["n_train"])
     _, shapes = _abstract_params(c, num_classes)
     rng = np.random.default_rng(0)
-    params = jax.tree.map(lambda s: rng.normal(size=s.shape).astype(np.float32), shapes["params"])
+    params = jax.tree.map(lambda s: rng.standard_normal(s.shape, np.float32), shapes["params"])
     tx, schedule = optimizers.build_optimizer(c, params, total_steps=total, steps_per_epoch=spe)
 
     # Learning rate (batch scaling, warm-up, decay) at a few steps.
@@ -138,7 +139,7 @@ def test_recipe_optimizer_is_the_papers(name):
     lr = paper["lr"](t)
     state = optax.tree_utils.tree_set(tx.init(params), count=jnp.asarray(t, jnp.int32))
     if paper.get("clip"):  # gradient of global norm 10 -> clipped to norm 1
-        grads = jax.tree.map(lambda p: rng.normal(size=p.shape).astype(np.float32), params)
+        grads = jax.tree.map(lambda p: rng.standard_normal(p.shape, np.float32), params)
         norm = math.sqrt(sum(float(np.sum(g.astype(np.float64) ** 2))
                              for g in jax.tree.leaves(grads)))
         grads = jax.tree.map(lambda g: g * (10.0 / norm), grads)
