@@ -3,6 +3,7 @@
     python scripts/model_table.py              # markdown (default), for the README
     python scripts/model_table.py --json       # a JSON list of rows
     python scripts/model_table.py --family resnet --no-macs
+    python scripts/model_table.py --update-readme   # rewrite the table in README.md in place
 
 Everything comes from the registry (``jaxvision.models``), so families added later appear
 without changes here.
@@ -90,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
                      help="JSON list of rows")
     parser.add_argument("--family", action="append", help="only these families (repeatable)")
     parser.add_argument("--no-macs", action="store_true", help="skip the GMACs column (faster)")
+    parser.add_argument("--update-readme", action="store_true",
+                        help="replace the table between the MODEL_TABLE markers of README.md")
     parser.set_defaults(format="markdown")
     args = parser.parse_args(argv)
 
@@ -105,11 +108,30 @@ def main(argv: list[str] | None = None) -> int:
     natural = lambda n: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", n)]  # noqa: E731
     names = [n for f in families for n in sorted(models.list_models(f), key=natural)]
     rows = model_rows(names, macs=not args.no_macs)
-    if args.format == "json":
+    if args.update_readme:
+        update_readme(markdown(rows))
+    elif args.format == "json":
         print(json.dumps(rows, indent=1))
     else:
         print(markdown(rows))
     return 0
+
+
+README = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "README.md")
+START, END = "<!-- MODEL_TABLE_START -->", "<!-- MODEL_TABLE_END -->"
+
+
+def update_readme(table: str, path: str = README) -> None:
+    """Replace what stands between the START and END markers of the README with ``table``."""
+    with open(path) as f:
+        text = f.read()
+    if START not in text or END not in text:
+        raise SystemExit(f"{path} has no {START} ... {END} markers")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    with open(path, "w") as f:
+        f.write(f"{head}{START}\n{table}\n{END}{tail}")
+    print(f"updated the model table in {os.path.normpath(path)}")
 
 
 if __name__ == "__main__":
