@@ -84,6 +84,7 @@ class ResNetStages(nn.Module):
     act: Callable[[jnp.ndarray], jnp.ndarray] = nn.relu
     padding: Padding = "SYMMETRIC"
     stem_kernel: int = 7
+    stem_strides: int = 2
     stem_pool: bool = True
     zero_init_last: bool = False
     drop_path_rate: float = 0.0
@@ -93,7 +94,8 @@ class ResNetStages(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool = False):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        x = self.conv(self.width, self.stem_kernel, strides=2, padding=self.padding, use_bias=False,
+        x = self.conv(self.width, self.stem_kernel, strides=self.stem_strides, padding=self.padding,
+                      use_bias=False,
                       name="stem_conv", **kw)(x)
         x = self.act(self.norm(name="stem_norm", **kw)(x, train))
         if self.stem_pool:
@@ -119,9 +121,17 @@ class ResNetStages(nn.Module):
         return x
 
 
+# 'imagenet': 7x7/2 conv + 3x3/2 max pool (torchvision). 'cifar': 3x3/1 conv, no pool, for 32 px
+# inputs (He et al. 2016, sec. 4.2; the usual CIFAR ResNet-18), keeping the 32x32 resolution.
+STEMS = {
+    "imagenet": {"stem_kernel": 7, "stem_strides": 2, "stem_pool": True},
+    "cifar": {"stem_kernel": 3, "stem_strides": 1, "stem_pool": False},
+}
+
+
 class ResNet(nn.Module):
     """ResNet v1.5 classifier: ``ResNetStages`` (submodule ``backbone``) -> global average pool
-    -> dropout -> head. Input (N, H, W, 3) (224 by default). Output (N, num_classes) logits, or
+    -> dropout -> head. ``stem='cifar'`` swaps the ImageNet stem for a 3x3/1 conv without pool. Input (N, H, W, 3) (224 by default). Output (N, num_classes) logits, or
     the pooled features (512 * expansion) when ``num_classes == 0``."""
 
     stage_sizes: Sequence[int]
@@ -133,11 +143,14 @@ class ResNet(nn.Module):
     bn_epsilon: float = 1e-5
     bn_axis_name: str | None = None
     zero_init_residual: bool = False
+    stem: str = "imagenet"
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, train: bool = False):
+        if self.stem not in STEMS:
+            raise ValueError(f"unknown ResNet stem {self.stem!r}; choose one of {sorted(STEMS)}")
         norm = functools.partial(BatchNorm, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
                                  axis_name=self.bn_axis_name)
         x = ResNetStages(
@@ -146,6 +159,7 @@ class ResNet(nn.Module):
             norm=norm,
             zero_init_last=self.zero_init_residual,
             drop_path_rate=self.drop_path_rate,
+            **STEMS[self.stem],
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             name="backbone",
@@ -161,11 +175,13 @@ def _register(depth: int):
     block, stages = RESNET_CONFIGS[depth]
 
     def builder(num_classes, dtype, param_dtype, *, drop_rate=0.0, drop_path_rate=0.0,
-                bn_momentum=0.9, bn_epsilon=1e-5, bn_axis_name=None, zero_init_residual=False):
+                bn_momentum=0.9, bn_epsilon=1e-5, bn_axis_name=None, zero_init_residual=False,
+                stem="imagenet"):
         return ResNet(stages, block=block, num_classes=num_classes, drop_rate=drop_rate,
                       drop_path_rate=drop_path_rate, bn_momentum=bn_momentum,
                       bn_epsilon=bn_epsilon, bn_axis_name=bn_axis_name,
-                      zero_init_residual=zero_init_residual, dtype=dtype, param_dtype=param_dtype)
+                      zero_init_residual=zero_init_residual, stem=stem, dtype=dtype,
+                      param_dtype=param_dtype)
 
     builder.__name__ = builder.__qualname__ = f"resnet{depth}"
     return register(f"resnet{depth}", family="resnet", default_resolution=224,
