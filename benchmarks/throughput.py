@@ -1,7 +1,8 @@
 """Training and inference throughput of one registered model, with compile time, FLOPs, MFU, memory.
 
     python -m benchmarks.throughput --model resnet50 --batch 16 --res 224 [--dtype bfloat16]
-        [--parallel jit|pmap] [--devices N] [--steps S] [--warmup W] [--xla-flags "..."] [--json]
+        [--parallel jit|pmap] [--devices N] [--steps S] [--warmup W] [--xla-flags "..."]
+        [--matmul-precision P] [--bf16-dots xla|amx] [--conv1x1 conv|dot] [--json] [--out FILE]
 
 What is measured (all in this one process, so the numbers share the machine's state):
 
@@ -23,6 +24,11 @@ The train step is the library's own (``jaxvision.training.steps.make_train_step`
 ``TrainState``, compiled by ``jaxvision.training.parallel.DataParallel``: donated state, no host
 sync inside the step) with ``optax.sgd(0.1, momentum=0.9)``. It runs unchanged on GPU/TPU:
 nothing here is CPU specific except the simulated devices.
+
+Experimental switches (prototypes of library changes, measured here on both sides; see
+experiments/xla_cpu_conv/README.md): ``--bf16-dots amx`` makes bf16 Dense layers run all their
+dots as bf16 x bf16 -> float32 (the only bf16 dot XLA:CPU runs on AMX), ``--conv1x1 dot`` runs
+1x1 convolutions as matmuls over channels, ``--xla-flags`` appends XLA flags.
 """
 
 from __future__ import annotations
