@@ -152,7 +152,8 @@ class BasicBlock(nn.Module):
 
 class Bottleneck(BasicBlock):
     """ResNet v1.5 bottleneck: 1x1 -> norm -> act -> 3x3 (stride here, v1.5) -> norm -> act ->
-    1x1 (features * 4) -> norm, + shortcut, act.
+    1x1 (features * 4) -> norm, + shortcut, act. ``stride_in_1x1=True`` gives ResNet v1 (stride on
+    the first 1x1, as the original paper and Keras applications).
 
     ``groups`` / ``base_width`` give ResNeXt / wide variants (width = features * base_width / 64
     * groups, as torchvision). With ``conv=StdConv, norm=GroupNorm`` this is the ResidualUnit of
@@ -161,6 +162,7 @@ class Bottleneck(BasicBlock):
 
     groups: int = 1
     base_width: int = 64
+    stride_in_1x1: bool = False  # ResNet v1 (original paper, Keras/Caffe): stride on conv1
 
     expansion: ClassVar[int] = 4
 
@@ -169,9 +171,10 @@ class Bottleneck(BasicBlock):
         x = jnp.asarray(x, self.dtype)
         width = int(self.features * (self.base_width / 64.0)) * self.groups
         out = self.features * self.expansion
-        y = self._conv(width, 1, 1, "conv1")(x)
+        s1, s3 = (self.strides, 1) if self.stride_in_1x1 else (1, self.strides)
+        y = self._conv(width, 1, s1, "conv1")(x)
         y = self.act(_norm(self.norm, self, "norm1")(y, train))
-        y = self._conv(width, 3, self.strides, "conv2", groups=self.groups)(y)
+        y = self._conv(width, 3, s3, "conv2", groups=self.groups)(y)
         y = self.act(_norm(self.norm, self, "norm2")(y, train))
         y = self._conv(out, 1, 1, "conv3")(y)
         y = _norm(self.norm, self, "norm3", self.zero_init_last)(y, train)

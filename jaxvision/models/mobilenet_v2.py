@@ -51,6 +51,7 @@ class MobileNetV2(nn.Module):
     bn_momentum: float = 0.9
     bn_epsilon: float = 1e-5
     bn_axis_name: str | None = None
+    padding: str = "SYMMETRIC"  # "SYMMETRIC" = torchvision; "SAME" = TF/Keras (asymmetric)
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
@@ -60,14 +61,18 @@ class MobileNetV2(nn.Module):
                                  axis_name=self.bn_axis_name)
         kw = dict(norm=norm, dtype=self.dtype, param_dtype=self.param_dtype)
         w = self.width_multiplier
-        x = ConvNormAct(make_divisible(32 * w), 3, 2, padding=1, act=nn.relu6, name="stem", **kw)(x, train)
+        if self.padding not in ("SYMMETRIC", "SAME"):
+            raise ValueError(f"padding must be 'SYMMETRIC' or 'SAME', got {self.padding!r}")
+        stem_pad = 1 if self.padding == "SYMMETRIC" else "SAME"
+        x = ConvNormAct(make_divisible(32 * w), 3, 2, padding=stem_pad, act=nn.relu6, name="stem",
+                        **kw)(x, train)
         total = sum(n for _, _, n, _ in _SETTINGS)
         k = 0
         for t, c, n, s in _SETTINGS:
             for i in range(n):
                 x = InvertedResidual(make_divisible(c * w), t, s if i == 0 else 1,
                                      drop_path_rate=self.drop_path_rate * k / total,
-                                     name=f"block{k + 1}", **kw)(x, train)
+                                     padding=self.padding, name=f"block{k + 1}", **kw)(x, train)
                 k += 1
         x = ConvNormAct(make_divisible(1280 * max(1.0, w)), 1, padding=0, act=nn.relu6,
                         name="head_conv", **kw)(x, train)
@@ -80,11 +85,13 @@ class MobileNetV2(nn.Module):
 
 @register("mobilenet_v2", family="mobilenet_v2", default_resolution=224)
 def mobilenet_v2(num_classes, dtype, param_dtype, *, width_multiplier=1.0, drop_rate=0.2,
-                 drop_path_rate=0.0, bn_momentum=0.9, bn_epsilon=1e-5, bn_axis_name=None):
-    """MobileNetV2 (torchvision), width multiplier 1.0 by default."""
+                 drop_path_rate=0.0, bn_momentum=0.9, bn_epsilon=1e-5, bn_axis_name=None,
+                 padding="SYMMETRIC"):
+    """MobileNetV2 (torchvision), width multiplier 1.0 by default; ``padding='SAME'`` pads as
+    TF/Keras do (needed for Keras weights at resolutions other than 32k + 1)."""
     if width_multiplier <= 0:
         raise ValueError(f"width_multiplier must be > 0, got {width_multiplier}")
     return MobileNetV2(width_multiplier=width_multiplier, num_classes=num_classes,
                        drop_rate=drop_rate, drop_path_rate=drop_path_rate, bn_momentum=bn_momentum,
-                       bn_epsilon=bn_epsilon, bn_axis_name=bn_axis_name, dtype=dtype,
-                       param_dtype=param_dtype)
+                       bn_epsilon=bn_epsilon, bn_axis_name=bn_axis_name, padding=padding,
+                       dtype=dtype, param_dtype=param_dtype)

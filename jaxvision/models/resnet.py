@@ -86,6 +86,7 @@ class ResNetStages(nn.Module):
     stem_kernel: int = 7
     stem_strides: int = 2
     stem_pool: bool = True
+    stride_in_1x1: bool = False
     zero_init_last: bool = False
     drop_path_rate: float = 0.0
     dtype: Any = jnp.float32
@@ -114,6 +115,7 @@ class ResNetStages(nn.Module):
                     padding=self.padding,
                     zero_init_last=self.zero_init_last,
                     drop_path_rate=rate,
+                    **({"stride_in_1x1": True} if self.stride_in_1x1 else {}),
                     name=f"stage{i + 1}_block{j + 1}",
                     **kw,
                 )(x, train)
@@ -144,11 +146,14 @@ class ResNet(nn.Module):
     bn_axis_name: str | None = None
     zero_init_residual: bool = False
     stem: str = "imagenet"
+    stride_in_1x1: bool = False
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, train: bool = False):
+        if self.stride_in_1x1 and self.block is not Bottleneck:
+            raise ValueError("stride_in_1x1 applies to bottleneck ResNets (50/101/152) only")
         if self.stem not in STEMS:
             raise ValueError(f"unknown ResNet stem {self.stem!r}; choose one of {sorted(STEMS)}")
         norm = functools.partial(BatchNorm, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
@@ -160,6 +165,7 @@ class ResNet(nn.Module):
             zero_init_last=self.zero_init_residual,
             drop_path_rate=self.drop_path_rate,
             **STEMS[self.stem],
+            stride_in_1x1=self.stride_in_1x1,
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             name="backbone",
@@ -176,11 +182,12 @@ def _register(depth: int):
 
     def builder(num_classes, dtype, param_dtype, *, drop_rate=0.0, drop_path_rate=0.0,
                 bn_momentum=0.9, bn_epsilon=1e-5, bn_axis_name=None, zero_init_residual=False,
-                stem="imagenet"):
+                stem="imagenet", stride_in_1x1=False):
         return ResNet(stages, block=block, num_classes=num_classes, drop_rate=drop_rate,
                       drop_path_rate=drop_path_rate, bn_momentum=bn_momentum,
                       bn_epsilon=bn_epsilon, bn_axis_name=bn_axis_name,
-                      zero_init_residual=zero_init_residual, stem=stem, dtype=dtype,
+                      zero_init_residual=zero_init_residual, stem=stem,
+                      stride_in_1x1=stride_in_1x1, dtype=dtype,
                       param_dtype=param_dtype)
 
     builder.__name__ = builder.__qualname__ = f"resnet{depth}"

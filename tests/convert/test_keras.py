@@ -71,14 +71,16 @@ def test_efficientnet_b0_parity_with_in_model_normalization(tmp_path):
 
 
 def test_mobilenet_v2_parity_and_cli(tmp_path, capsys):
-    # 33 px: every stride-2 conv input is odd, where TF-"SAME" and symmetric padding agree.
+    # 32 px: even inputs to every stride-2 conv, where Keras' TF-"SAME" padding is asymmetric;
+    # the converter builds mobilenet_v2 with padding="SAME" to match it.
     km = keras_application(
-        "mobilenet_v2", input_shape=(33, 33, 3), classes=5, classifier_activation=None
+        "mobilenet_v2", input_shape=(32, 32, 3), classes=5, classifier_activation=None
     )
     _randomize_batchnorm(km, seed=2)
     c = convert_keras(km)
     assert c.model_overrides["bn_epsilon"] == 1e-3 and c.mean == (0.5, 0.5, 0.5)
-    pixels = np.random.default_rng(3).uniform(0, 1, (2, 33, 33, 3)).astype("float32")
+    assert c.model_overrides["padding"] == "SAME"
+    pixels = np.random.default_rng(3).uniform(0, 1, (2, 32, 32, 3)).astype("float32")
     got = _logits_equal(c, km, pixels * 2.0 - 1.0, pixels)  # Keras 'tf' preprocessing: [-1, 1]
 
     # The same from a .keras file through the command line, into a run directory.
