@@ -36,6 +36,9 @@ Keys (``None`` means "unset"; placeholders keep their type so the command line c
   grad_accum_steps            optax.MultiSteps; the optimizer updates every N steps
   clip_grad_norm              0 = off; global-norm clipping
   early_stopping.*            metric, mode ('max'|'min'), patience (evaluations, 0 = off), min_delta
+  pruning.*                   target_sparsity (0 = off), begin_step, end_step (0 = total_steps),
+                              update_every: gradual global magnitude pruning (Zhu & Gupta) of the
+                              conv/dense kernels during training (jaxvision.compression.pruning)
   progress_bar                tqdm bar on process 0
 """
 
@@ -135,6 +138,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.early_stopping = ml_collections.ConfigDict(
         {"metric": "top1", "mode": "max", "patience": 0, "min_delta": 0.0}
     )
+    c.pruning = ml_collections.ConfigDict(
+        {"target_sparsity": 0.0, "begin_step": 0, "end_step": 0, "update_every": 100}
+    )
     return c
 
 
@@ -198,6 +204,9 @@ def check(config: ml_collections.ConfigDict) -> None:
         raise ValueError("Set the training length: --config.total_steps=N or --config.epochs=E.")
     if config.total_steps is not None and config.total_steps < 1:
         raise ValueError(f"config.total_steps must be >= 1, got {config.total_steps}.")
+    if not 0.0 <= config.pruning.target_sparsity < 1.0:
+        raise ValueError(
+            f"config.pruning.target_sparsity must be in [0, 1), got {config.pruning.target_sparsity}.")
     if not 0.0 <= config.ema_decay < 1.0:
         raise ValueError(f"config.ema_decay must be in [0, 1), got {config.ema_decay}.")
     if not 0.0 <= config.label_smoothing < 1.0:

@@ -215,6 +215,20 @@ def build_optimizer(
     if factors is not None:
         parts.append(scale_by_tree(factors))
     tx = optax.chain(*parts)
+    tx = _maybe_prune(tx, config, total_steps)
     if config.grad_accum_steps > 1:
         tx = optax.MultiSteps(tx, every_k_schedule=int(config.grad_accum_steps))
     return tx, schedule
+
+
+def _maybe_prune(tx, config, total_steps: int):
+    """Wrap ``tx`` with gradual global magnitude pruning when ``config.pruning.target_sparsity``."""
+    p = config.get("pruning")
+    if p is None or not p.target_sparsity:
+        return tx
+    from jaxvision.compression import pruning
+
+    end = int(p.end_step or total_steps)
+    schedule = pruning.polynomial_sparsity(
+        float(p.target_sparsity), begin_step=int(p.begin_step), end_step=end)
+    return pruning.prune(tx, schedule, update_every=int(p.update_every))
