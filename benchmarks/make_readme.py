@@ -99,6 +99,7 @@ def compare_section(results):
                 _g(kr.get("train_img_per_s"), ".2f"), _g(kr.get("compile_s"), ".1f"),
                 _g(100 * kr["mfu"], ".1f") + "%" if "mfu" in kr else "n/a",
                 _g(row.get("ratio"), ".2f") + "x" if row.get("ratio") else "n/a",
+                _g((jv.get("loadavg") or [None])[0], ".1f"),
             ])
         flags = a.get("xla_flags") or "default"
         if a.get("conv1x1", "conv") != "conv":
@@ -107,14 +108,16 @@ def compare_section(results):
             f"### batch {a['batch']}, {a['res']} px, {a['dtype']}, XLA flags: {flags} "
             f"(`{name}`)\n\n" + _table(
                 ["model", "jaxvision img/s", "compile s", "MFU", "Keras-JAX img/s", "compile s",
-                 "MFU", "jaxvision / Keras"], rows)
+                 "MFU", "jaxvision / Keras", "load"], rows)
         )
     if not parts:
         return ""
     return ("## jaxvision vs Keras 3 on JAX (`benchmarks/compare.py`)\n\nSame model, batch, "
-            "resolution, SGD (lr 0.1, momentum 0.9), softmax cross-entropy; training steps, "
-            "each side in its own process. Keras MFU uses jaxvision's FLOP count of the same "
-            "architecture.\n\n" + "\n\n".join(parts) + "\n")
+            "resolution, SGD (lr 0.1, momentum 0.9), softmax cross-entropy; training steps. "
+            "Both frameworks run in one process per model and their timed steps alternate, so "
+            "the ratio holds under a changing load; absolute img/s depend on the load. Each MFU "
+            "uses its own framework's FLOPs (XLA cost analysis of its compiled step; n/a when "
+            "run with `--no-keras-flops`).\n\n" + "\n\n".join(parts) + "\n")
 
 
 def scaling_section(results):
@@ -161,6 +164,20 @@ def end_to_end_section(results):
     return "\n".join(out) + "\n"
 
 
+def bf16_section():
+    path = os.path.join(ROOT, "experiments", "xla_cpu_conv", "vit_bf16_results.json")
+    if not os.path.exists(path):
+        return ""
+    with open(path) as f:
+        r = json.load(f)
+    rows = [[k, _g(v["train_img_per_s"], ".2f"), _g(v["speedup_vs_f32"], ".2f") + "x",
+             _g(v["compile_s"], ".0f")] for k, v in r["runs"].items()]
+    return (f"## bf16 vs float32 ({r['model']}, batch {r['batch']}, {r['res']} px, training)\n\n"
+            "`experiments/xla_cpu_conv/vit_bf16.py`: the three steps interleaved in one process "
+            f"(load {r['loadavg']:.1f} at the end). `bf16_amx` = `--bf16-dots amx`.\n\n"
+            + _table(["variant", "train img/s", "vs float32", "compile s"], rows) + "\n")
+
+
 def machine_section(results):
     info = next((r for r in results.values() if "jax" in r and "cpu" in r), None)
     if info is None:
@@ -185,6 +202,7 @@ def build(results_dir):
         "edit by hand. Every number comes from one of the commands in the section headings.\n",
         machine_section(results),
         compare_section(results),
+        bf16_section(),
         throughput_section(results),
         scaling_section(results),
         end_to_end_section(results),

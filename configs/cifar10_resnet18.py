@@ -9,9 +9,8 @@ pad-and-crop + horizontal flip, bfloat16 compute.
 
 Result: not measured here (CIFAR-10 cannot be downloaded in this environment; TFDS needs the
 internet once). Reference: with this recipe kuangliu/pytorch-cifar's ResNet-18 (3x3 stem) reaches
-~95% test top-1; jaxvision's resnet18 keeps
-torchvision's ImageNet stem (7x7/2 conv + max pool), which loses resolution on 32 px images, so
-expect a lower number (typically ~87-91% in published runs of the ImageNet-stem ResNet-18 on
+~95% test top-1; jaxvision's resnet18 keeps torchvision's ImageNet stem (7x7/2 conv + max pool),
+which loses resolution on 32 px images, so expect a lower number (typically ~87-91% in published runs of the ImageNet-stem ResNet-18 on
 CIFAR-10).
 """
 

@@ -22,10 +22,17 @@ def _jsonl(workdir):
         return [json.loads(line) for line in f]
 
 
-def test_loss_falls_and_workdir_layout(tmp_path):
-    wd = str(tmp_path / "run")
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """(workdir, result) of one 20-step run, shared read-only by the tests of this module."""
+    fakes.register_tiny()
+    wd = str(tmp_path_factory.mktemp("trained") / "run")
     c = fakes.tiny_config(total_steps=20, log_every_steps=5)
-    res = loop.train_and_evaluate(c, wd, build_data=fakes.make_build())
+    return wd, loop.train_and_evaluate(c, wd, build_data=fakes.make_build())
+
+
+def test_loss_falls_and_workdir_layout(trained_run):
+    wd, res = trained_run
     train = [r for r in _jsonl(wd) if "train/loss" in r]
     assert [r["step"] for r in train] == [5, 10, 15, 20]
     # Chance level for 4 classes is ln 4 = 1.386; the synthetic task is learnable.
@@ -60,14 +67,13 @@ def test_batch_not_divisible_by_devices_is_clear(tmp_path):
         loop.train_and_evaluate(c, str(tmp_path), build_data=fakes.make_build())
 
 
-def test_resume_with_other_class_count_is_clear(tmp_path):
-    wd = str(tmp_path / "run")
-    loop.train_and_evaluate(fakes.tiny_config(total_steps=2, eval_every_steps=0), wd,
-                            build_data=fakes.make_build())
-    c = fakes.tiny_config(total_steps=4)
+def test_resume_with_other_class_count_is_clear(trained_run):
+    wd, _ = trained_run  # 4 classes; the error comes before anything is written to wd
+    c = fakes.tiny_config(total_steps=40)
     with pytest.raises(checkpoints.CheckpointMismatchError,
                        match=r"4 classes \(this config: 6\).*init_from"):
         loop.train_and_evaluate(c, wd, build_data=fakes.make_build(num_classes=6))
+    assert checkpoints.load_run(wd).step == 20
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
@@ -102,10 +108,8 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(run.variables))
 
 
-def test_finetune_other_class_count_reinitializes_head(tmp_path):
-    src = str(tmp_path / "src")
-    loop.train_and_evaluate(fakes.tiny_config(total_steps=5, eval_every_steps=0), src,
-                            build_data=fakes.make_build())
+def test_finetune_other_class_count_reinitializes_head(tmp_path, trained_run):
+    src, _ = trained_run
     dst = str(tmp_path / "dst")
     c = fakes.tiny_config(total_steps=1, eval_every_steps=0, init_from=src,
                           **{"schedule.base_lr": 0.0})  # lr 0: params stay as initialised

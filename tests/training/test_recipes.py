@@ -245,9 +245,10 @@ def test_recipe_runs_on_mock_data(name, tmp_path):
 
     p = run.variables["params"]
     if name == "imagenet_resnet50":  # zero-init residuals: last BN scale of each block starts at 0
-        blocks = p["backbone"]
-        last = np.concatenate([np.ravel(b["norm3"]["scale"]) for b in blocks.values()])
-        first = np.concatenate([np.ravel(b["norm1"]["scale"]) for b in blocks.values()])
+        blocks = [b for k, b in p["backbone"].items() if "_block" in k]
+        assert len(blocks) == 3 + 4 + 6 + 3
+        last = np.concatenate([np.ravel(b["norm3"]["scale"]) for b in blocks])
+        first = np.concatenate([np.ravel(b["norm1"]["scale"]) for b in blocks])
         assert np.abs(last).max() < 0.05 and np.abs(first - 1).max() < 0.05
     if spec["ema"]:
         # TF ExponentialMovingAverage(num_updates=n): decay min(d, (1 + n) / (10 + n)), so after
