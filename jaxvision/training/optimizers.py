@@ -196,17 +196,13 @@ def build_optimizer(
     elif o.name == "rmsprop":
         # TF-style: epsilon inside the square root and the mean square initialised to 1
         # (tf.compat.v1.train.RMSPropOptimizer), as in the official EfficientNet code.
-        parts.append(
-            optax.rmsprop(
-                schedule,
-                decay=o.decay,
-                eps=o.eps,
-                initial_scale=1.0,
-                eps_in_sqrt=True,
-                momentum=o.momentum or None,
-                nesterov=bool(o.nesterov),
-            )
-        )
+        # The learning rate goes inside the momentum (mom = m * mom + lr * g / rms), as TF1 does;
+        # optax.rmsprop applies it after the trace, which differs whenever the rate changes.
+        parts.append(optax.scale_by_rms(decay=o.decay, eps=o.eps, initial_scale=1.0,
+                                        eps_in_sqrt=True))
+        parts.append(optax.scale_by_learning_rate(schedule))
+        if o.momentum:
+            parts.append(optax.trace(decay=o.momentum, nesterov=bool(o.nesterov)))
     elif o.name == "lamb":
         parts.append(optax.lamb(schedule, b1=o.b1, b2=o.b2, eps=o.eps, weight_decay=wd, mask=mask))
     else:  # pragma: no cover

@@ -193,11 +193,13 @@ RUN = {
 
 
 def _expected_params(name, num_classes):
-    info = models.model_info(load_recipe(name).model.name)
-    if num_classes == info["num_classes"]:
-        return info["params"]
-    width = 512  # resnet18's pooled features: the head shrinks from 1000 to num_classes outputs
-    return info["params"] - (width + 1) * (info["num_classes"] - num_classes)
+    """The recipe's model (with its model.* overrides, e.g. the CIFAR stem) counted abstractly."""
+    from jaxvision.training.checkpoints import model_overrides
+
+    c = load_recipe(name)
+    model = models.create(c.model.name, num_classes=num_classes, **model_overrides(c))
+    shape = models.input_shape(c.model.name)
+    return models.count_params(models.abstract_variables(model, shape)["params"])
 
 
 def _run(name, spec, wd):
