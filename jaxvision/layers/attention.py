@@ -18,6 +18,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxvision.layers.dense import f32_accumulating_dot_general
+
 __all__ = [
     "ATTENTION_IMPLEMENTATIONS",
     "MultiHeadSelfAttention",
@@ -153,6 +155,7 @@ class MultiHeadSelfAttention(nn.Module):
                 param_dtype=self.param_dtype,
                 kernel_init=self.kernel_init,
                 bias_init=self.bias_init,
+                dot_general=f32_accumulating_dot_general,
                 name=name,
             )(x)
 
@@ -174,5 +177,6 @@ class MultiHeadSelfAttention(nn.Module):
             param_dtype=self.param_dtype,
             kernel_init=self.kernel_init,
             bias_init=self.bias_init,
+            dot_general=f32_accumulating_dot_general,
             name="out",
         )(y)

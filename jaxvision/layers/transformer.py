@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvision.layers.attention import MultiHeadSelfAttention
+from jaxvision.layers.dense import f32_accumulating_dot_general
 
 __all__ = [
     "Encoder",
@@ -89,6 +90,7 @@ class MlpBlock(nn.Module):
             param_dtype=self.param_dtype,
             kernel_init=self.kernel_init,
             bias_init=self.bias_init,
+            dot_general=f32_accumulating_dot_general,
         )
         out_dim = self.out_dim or x.shape[-1]
         x = nn.Dense(self.mlp_dim, name="fc1", **dense)(x)

@@ -168,7 +168,7 @@ def abstract_variables(model: nn.Module, shape) -> Any:
     return jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0), x)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _param_count(name: str, num_classes: int | None) -> int:
     model = create(name, num_classes=num_classes)
     variables = abstract_variables(model, input_shape(name))
