@@ -147,64 +147,12 @@ def matmul_peak(dtype: Any, n: int | None = None, reps: int = 5) -> float:
 # Experimental: bf16 Dense layers whose forward and backward dots all reach the bf16 matrix units.
 
 
-def _f32acc_dot(lhs, rhs, dims):
-    import jax.numpy as jnp
-    from jax import lax
-
-    return lax.dot_general(lhs, rhs, dims, preferred_element_type=jnp.float32)
-
-
-def _make_amx_dot():
-    import jax
-
-    @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-    def amx_dot(lhs, rhs, k):
-        """lhs (B..., K...) . rhs (K..., N...) -> (B..., N...), contracting the k K axes."""
-        dims = (tuple(range(lhs.ndim - k, lhs.ndim)), tuple(range(k))), ((), ())
-        return _f32acc_dot(lhs, rhs, dims).astype(lhs.dtype)
-
-    def fwd(lhs, rhs, k):
-        return amx_dot(lhs, rhs, k), (lhs, rhs)
-
-    def bwd(k, res, g):
-        lhs, rhs = res
-        g = g.astype(lhs.dtype)
-        n = rhs.ndim - k  # output feature axes
-        b = lhs.ndim - k  # batch axes
-        g_feat = tuple(range(g.ndim - n, g.ndim))
-        dlhs = _f32acc_dot(g, rhs, ((g_feat, tuple(range(k, rhs.ndim))), ((), ())))
-        batch = tuple(range(b))
-        drhs = _f32acc_dot(lhs, g, ((batch, batch), ((), ())))
-        return dlhs.astype(lhs.dtype), drhs.astype(rhs.dtype)
-
-    amx_dot.defvjp(fwd, bwd)
-    return amx_dot
-
-
 def amx_dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):
-    """``lax.dot_general`` for bf16 Dense/DenseGeneral layers on CPU: the forward dot and both
-    backward dots are bf16 x bf16 -> float32 (then cast to bf16), the only form XLA:CPU sends to
-    the AMX bf16 units (a bf16 -> bf16 dot is upcast to float32). Other cases (float32, batch
-    dimensions, contractions other than lhs's last k axes with rhs's first k) use
-    ``lax.dot_general`` unchanged."""
-    import jax.numpy as jnp
-    from jax import lax
+    """The library's float32-accumulating dot (``jaxvision.layers.dense``): bf16 x bf16 -> f32."""
+    from jaxvision.layers.dense import f32_accumulating_dot_general
 
-    (lc, rc), (lb, rb) = dimension_numbers
-    k = len(lc)
-    if (
-        lhs.dtype == jnp.bfloat16
-        and rhs.dtype == jnp.bfloat16
-        and not lb
-        and not rb
-        and tuple(lc) == tuple(range(lhs.ndim - k, lhs.ndim))
-        and tuple(rc) == tuple(range(k))
-    ):
-        return _AMX_DOT[0](lhs, rhs, k)
-    return lax.dot_general(
-        lhs, rhs, dimension_numbers, precision=precision,
-        preferred_element_type=preferred_element_type,
-    )
+    return f32_accumulating_dot_general(lhs, rhs, dimension_numbers, precision=precision,
+                                        preferred_element_type=preferred_element_type)
 
 
 _AMX_DOT: list = []
@@ -212,14 +160,15 @@ _AMX_DOT: list = []
 
 def use_amx_dense() -> None:
     """Make every flax ``nn.Dense`` / ``nn.DenseGeneral`` without its own ``dot_general`` use
-    ``amx_dot_general`` (benchmark switch ``--bf16-dots amx``; a prototype of a library change)."""
+    ``amx_dot_general`` (benchmark switch ``--bf16-dots amx``). The library's attention and MLP
+    layers already do so by default; this extends it to the remaining Dense layers (heads)."""
     import types
 
     import flax.linen.linear as linear
     from jax import lax
 
     if not _AMX_DOT:
-        _AMX_DOT.append(_make_amx_dot())
+        _AMX_DOT.append(True)
     shim = types.SimpleNamespace(**{n: getattr(lax, n) for n in dir(lax) if not n.startswith("__")})
     shim.dot_general = amx_dot_general
     linear.lax = shim

@@ -81,6 +81,29 @@ def _cycle(batches) -> Iterator[dict[str, Any]]:
             raise ValueError("the training batches are empty")
 
 
+def run_steps(step, carry, train_batches, steps: int, seed: int, *, record_every: int = 1):
+    """Run ``step(params, batch_stats, opt_state, image, label, mask, rng) -> (params,
+    batch_stats, opt_state, loss)`` for ``steps`` batches (cycling ``train_batches``).
+
+    Returns (params, batch_stats, opt_state, losses recorded every ``record_every`` steps and at
+    the last). The loss is fetched only when recorded, so steps between stay asynchronous.
+    """
+    params, batch_stats, opt_state = carry
+    rng = jax.random.key(seed)
+    losses = []
+    it = _cycle(train_batches)
+    for i in range(steps):
+        b = next(it)
+        y = jnp.asarray(b["label"])
+        mask = jnp.asarray(b.get("mask", np.ones(y.shape, bool)), jnp.float32)
+        params, batch_stats, opt_state, loss = step(
+            params, batch_stats, opt_state, jnp.asarray(b["image"]), y, mask,
+            jax.random.fold_in(rng, i))
+        if i % record_every == 0 or i == steps - 1:
+            losses.append(float(loss))
+    return params, batch_stats, opt_state, losses
+
+
 def prune_finetune(
     model,
     variables: dict[str, Any],
@@ -152,24 +175,8 @@ def prune_finetune(
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), new_bs, opt_state, loss
 
-    rng = jax.random.key(seed)
-    losses = []
-    it = _cycle(train_batches)
-    for i in range(steps):
-        b = next(it)
-        y = jnp.asarray(b["label"])
-        mask = jnp.asarray(b.get("mask", np.ones(y.shape, bool)), jnp.float32)
-        params, batch_stats, opt_state, loss = step(
-            params,
-            batch_stats,
-            opt_state,
-            jnp.asarray(b["image"]),
-            y,
-            mask,
-            jax.random.fold_in(rng, i),
-        )
-        if i % 10 == 0 or i == steps - 1:
-            losses.append(float(loss))
+    params, batch_stats, opt_state, losses = run_steps(
+        step, (params, batch_stats, opt_state), train_batches, steps, seed, record_every=10)
     out = {"params": params, "batch_stats": batch_stats}
     sp = sparsity_report(params, prunable)
     report.update(

@@ -11,7 +11,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 __all__ = ["distill", "distillation_loss"]
@@ -74,7 +73,7 @@ def distill(
 
     Returns (student variables, report with 'teacher_top1', 'student_top1_before/after', 'losses').
     """
-    from jaxvision.compression import _cycle, top1
+    from jaxvision.compression import run_steps, top1
 
     tx = optimizer or optax.adam(learning_rate)
     params = student_variables["params"]
@@ -114,23 +113,8 @@ def distill(
             ),
             eval_batches,
         )
-    rng = jax.random.key(seed)
-    losses = []
-    it = _cycle(train_batches)
-    for i in range(steps):
-        b = next(it)
-        y = jnp.asarray(b["label"])
-        mask = jnp.asarray(b.get("mask", np.ones(y.shape, bool)), jnp.float32)
-        params, batch_stats, opt_state, loss = step(
-            params,
-            batch_stats,
-            opt_state,
-            jnp.asarray(b["image"]),
-            y,
-            mask,
-            jax.random.fold_in(rng, i),
-        )
-        losses.append(float(loss))
+    params, batch_stats, opt_state, losses = run_steps(
+        step, (params, batch_stats, opt_state), train_batches, steps, seed)
     report["losses"] = [losses[0], losses[-1]] if losses else []
     student = {"params": params, "batch_stats": batch_stats}
     if eval_batches is not None:

@@ -27,7 +27,7 @@ from jaxvision.layers.conv import StdConv
 from jaxvision.layers.norm import GroupNorm
 from jaxvision.models.registry import register
 from jaxvision.models.resnet import ResNetStages
-from jaxvision.models.vit import VIT_SIZES, VisionTransformer
+from jaxvision.models.vit import VIT_SIZES, VisionTransformer, transformer_builder
 
 __all__ = ["hybrid_vit", "resnet_backbone"]
 
@@ -99,44 +99,7 @@ def hybrid_vit(
 
 
 def _register_hybrid(name: str, stage_sizes, vit_size: str, doc: str):
-    def builder(
-        num_classes,
-        dtype,
-        param_dtype,
-        *,
-        drop_rate: float = 0.0,
-        drop_path_rate: float = 0.0,
-        dropout_rate: float = 0.0,
-        attn_drop_rate: float = 0.0,
-        scan_layers: bool = False,
-        remat: bool = False,
-        image_size: int | None = 224,
-        pool: str = "token",
-        posemb: str = "learned",
-        attention_impl: str = "auto",
-        bn_axis_name: str | None = None,  # GroupNorm only: accepted and ignored
-    ):
-        del bn_axis_name
-        return hybrid_vit(
-            stage_sizes,
-            vit_size,
-            num_classes,
-            dtype,
-            param_dtype,
-            drop_rate=drop_rate,
-            drop_path_rate=drop_path_rate,
-            dropout_rate=dropout_rate,
-            attn_drop_rate=attn_drop_rate,
-            scan_layers=scan_layers,
-            remat=remat,
-            image_size=image_size,
-            pool=pool,
-            posemb=posemb,
-            attention_impl=attention_impl,
-        )
-
-    builder.__name__ = name
-    builder.__doc__ = doc
+    builder = transformer_builder(functools.partial(hybrid_vit, stage_sizes, vit_size), name, doc)
     register(name, family="hybrid", default_resolution=224)(builder)
 
 

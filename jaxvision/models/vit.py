@@ -17,6 +17,7 @@ Parameters (``params``):
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -167,8 +168,10 @@ def vit(
     )
 
 
-def _register_vit(size: str, patch: int, long_name: str):
-    name = f"vit_{size}{patch}"
+def transformer_builder(build, name: str, doc: str):
+    """A registry builder taking the transformer overrides as explicit keywords (so that
+    ``models.create`` can name the accepted ones) and passing them on to
+    ``build(num_classes, dtype, param_dtype, **options)``; shared by the ViTs and the hybrids."""
 
     def builder(
         num_classes,
@@ -187,27 +190,23 @@ def _register_vit(size: str, patch: int, long_name: str):
         attention_impl: str = "auto",
         bn_axis_name: str | None = None,  # no BatchNorm: accepted and ignored
     ):
-        del bn_axis_name
-        return vit(
-            size,
-            patch,
-            num_classes,
-            dtype,
-            param_dtype,
-            drop_rate=drop_rate,
-            drop_path_rate=drop_path_rate,
-            dropout_rate=dropout_rate,
-            attn_drop_rate=attn_drop_rate,
-            scan_layers=scan_layers,
-            remat=remat,
-            image_size=image_size,
-            pool=pool,
-            posemb=posemb,
-            attention_impl=attention_impl,
+        options = dict(
+            drop_rate=drop_rate, drop_path_rate=drop_path_rate, dropout_rate=dropout_rate,
+            attn_drop_rate=attn_drop_rate, scan_layers=scan_layers, remat=remat,
+            image_size=image_size, pool=pool, posemb=posemb, attention_impl=attention_impl,
         )
+        return build(num_classes, dtype, param_dtype, **options)
 
-    builder.__name__ = name
-    builder.__doc__ = f"{long_name} (ViT-{size.upper()}/{patch}), 224 px, class token."
+    builder.__name__ = builder.__qualname__ = name
+    builder.__doc__ = doc
+    return builder
+
+
+def _register_vit(size: str, patch: int, long_name: str):
+    name = f"vit_{size}{patch}"
+    builder = transformer_builder(
+        functools.partial(vit, size, patch), name,
+        f"{long_name} (ViT-{size.upper()}/{patch}), 224 px, class token.")
     register(name, family="vit", default_resolution=224)(builder)
 
 

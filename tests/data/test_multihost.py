@@ -180,10 +180,12 @@ def test_streaming_tfds_keeps_per_process_shards_and_exact_resume(bundled_dir, n
     """cache='none': no random access; each process streams its own tfds.even_splits shard."""
     cfg = _digits(bundled_dir, cache="none", rotation=0.0, color_jitter=0.0, flip=False,
                   train_crop="resize", mean="none", std="none")  # fmt: skip
-    builder = tfds.builder("digits", data_dir=bundled_dir)
     b, p_count = 64, 2
     for p, shard in enumerate(tfds.even_splits("train", p_count)):
         pipe, batches = _take(cfg, 24, batch=b, process_count=p_count, process_index=p)
+        # read the builder only now: _take prepares the bundled dataset when this worker is the
+        # first to use it, and a builder made before that has no splits
+        builder = tfds.builder("digits", data_dir=bundled_dir)
         n_p = pipe.info.num_local_examples
         assert n_p == builder.info.splits[shard].num_examples and n_p < 24 * b // p_count
         raw = tfds.as_numpy(builder.as_dataset(split=shard, batch_size=-1))
