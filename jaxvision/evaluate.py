@@ -46,26 +46,18 @@ flags.DEFINE_list("severities", ["1", "3", "5"], "Corruption severities (1..5)."
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from jaxvision import evaluation
-    from jaxvision.training import checkpoints
+    from jaxvision import cli, evaluation
 
+    cli.quiet_logging()
     if not os.path.isdir(FLAGS.workdir):
         raise app.UsageError(f"--workdir {FLAGS.workdir!r} is not a directory")
-    try:
-        which = evaluation.parse_checkpoint(FLAGS.checkpoint)
-    except ValueError as e:
-        raise app.UsageError(str(e)) from e
     try:
         robustness = evaluation.robustness_options(
             FLAGS.attack, FLAGS.eps, FLAGS.attack_steps, FLAGS.attack_norm, FLAGS.corruptions,
             FLAGS.severities)
     except ValueError as e:
         raise app.UsageError(str(e)) from e
-    try:
-        run = checkpoints.load_run(FLAGS.workdir, which)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    run = cli.open_run(FLAGS.workdir, FLAGS.checkpoint)
     # Split strings may hold TFDS slicing ('train[:10%]'): keep the folder name plain.
     out_dir = FLAGS.out_dir or os.path.join(FLAGS.workdir, "eval",
                                             re.sub(r"[^A-Za-z0-9_.-]+", "_", FLAGS.split))

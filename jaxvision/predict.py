@@ -28,18 +28,10 @@ def main(argv):
     paths = argv[1:]
     if not paths:
         raise app.UsageError("give at least one image file or folder after the flags")
-    from jaxvision import evaluation
-    from jaxvision.training import checkpoints
+    from jaxvision import cli, evaluation
 
-    try:
-        which = evaluation.parse_checkpoint(FLAGS.checkpoint)
-    except ValueError as e:
-        raise app.UsageError(str(e)) from e
-    try:
-        run = checkpoints.load_run(FLAGS.workdir, which)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    cli.quiet_logging()
+    run = cli.open_run(FLAGS.workdir, FLAGS.checkpoint)
     results = evaluation.predict_files(run, paths, top_k=FLAGS.top_k,
                                        batch_size=FLAGS.batch_size)
     for r in results:

@@ -9,13 +9,11 @@ checkpoints is resumed. Multi-host: run the same command on every host with
 from __future__ import annotations
 
 import importlib.util
-import logging
 import os
 import re
 import sys
 
 from absl import app, flags
-from absl import logging as absl_logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -80,8 +78,9 @@ def main(argv) -> None:
         _fail(f"unexpected arguments {argv[1:]}; options are --config, --workdir, --config.<key>=...")
     if _WORKDIR.value is None:
         _fail("--workdir is required (a directory for checkpoints and logs).")
-    absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs every save at INFO
-    logging.getLogger("jaxvision").setLevel(logging.INFO)
+    from jaxvision import cli
+
+    cli.quiet_logging()
     from jaxvision.training import distributed
 
     distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
