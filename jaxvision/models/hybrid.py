@@ -117,35 +117,24 @@ _register_hybrid(
 )
 
 
-@register(
-    "hybrid_tiny_mnist",
-    family="hybrid",
-    default_resolution=28,
-    in_channels=1,
-    num_classes=10,
-    description="Tiny ResNet+ViT hybrid for 28x28 digits (mnist5k): 3x3/2 stem, one basic "
-    "block, 2x2 patches, 4-layer ViT of width 64.",
-)
-def hybrid_tiny_mnist(
+def _hybrid_tiny_mnist(
     num_classes,
     dtype,
     param_dtype,
     *,
-    drop_rate: float = 0.0,
-    drop_path_rate: float = 0.0,
-    dropout_rate: float = 0.0,
-    attn_drop_rate: float = 0.0,
-    scan_layers: bool = False,
-    remat: bool = False,
-    image_size: int | None = 28,
-    pool: str = "token",
-    posemb: str = "learned",
-    attention_impl: str = "auto",
-    bn_axis_name: str | None = None,
+    drop_rate: float,
+    drop_path_rate: float,
+    dropout_rate: float,
+    attn_drop_rate: float,
+    scan_layers: bool,
+    remat: bool,
+    image_size: int | None,
+    pool: str,
+    posemb: str,
+    attention_impl: str,
 ):
     """Tiny hybrid for mnist5k: 28x28x1 -> StdConv 3x3/2 (32) + GroupNorm(8) -> one basic
     block (14x14x32) -> 2x2 patches (7x7 tokens) -> ViT (width 64, 4 layers, 4 heads, MLP 128)."""
-    del bn_axis_name
     backbone = ResNetStages(
         (1,),
         block=BasicBlock,
@@ -181,3 +170,15 @@ def hybrid_tiny_mnist(
         dtype=dtype,
         param_dtype=param_dtype,
     )
+
+
+register(
+    "hybrid_tiny_mnist",
+    family="hybrid",
+    default_resolution=28,
+    in_channels=1,
+    num_classes=10,
+    description="Tiny ResNet+ViT hybrid for 28x28 digits (mnist5k): 3x3/2 stem, one basic "
+    "block, 2x2 patches, 4-layer ViT of width 64.",
+)(transformer_builder(_hybrid_tiny_mnist, "hybrid_tiny_mnist", _hybrid_tiny_mnist.__doc__,
+                      default_image_size=28))

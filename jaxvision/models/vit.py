@@ -168,7 +168,7 @@ def vit(
     )
 
 
-def transformer_builder(build, name: str, doc: str):
+def transformer_builder(build, name: str, doc: str, default_image_size: int | None = 224):
     """A registry builder taking the transformer overrides as explicit keywords (so that
     ``models.create`` can name the accepted ones) and passing them on to
     ``build(num_classes, dtype, param_dtype, **options)``; shared by the ViTs and the hybrids."""
@@ -184,7 +184,7 @@ def transformer_builder(build, name: str, doc: str):
         attn_drop_rate: float = 0.0,
         scan_layers: bool = False,
         remat: bool = False,
-        image_size: int | None = 224,
+        image_size: int | None = default_image_size,
         pool: str = "token",
         posemb: str = "learned",
         attention_impl: str = "auto",
