@@ -1,4 +1,5 @@
-"""PyTorch state dicts (torchvision / timm names) -> jaxvision: resnet18..152 and vit_*.
+"""PyTorch state dicts (torchvision / timm names) -> jaxvision: resnet18..152, vit_*,
+mobilenet_v2 (any width) and efficientnet_b0..b7.
 
 Sources: a ``.safetensors`` file (read with ``safetensors.numpy``; no torch needed), a ``.pt``/
 ``.pth``/``.bin`` file read with ``torch.load(weights_only=True)`` (tensors only: arbitrary
@@ -10,6 +11,14 @@ linear (out, in) -> (in, out); timm's fused ``attn.qkv`` splits into query/key/v
 ResNets are v1.5 with symmetric padding and BatchNorm eps 1e-5, as jaxvision's resnets. Inputs are
 normalized with ImageNet mean/std (torchvision, timm ResNets) or 0.5/0.5 (timm ViTs); pass
 ``mean``/``std`` when a checkpoint was trained otherwise.
+
+MobileNetV2 / EfficientNet: depthwise weights (C, 1, kh, kw) become jaxvision's grouped-conv
+kernel (kh, kw, 1, C); SE ``fc1``/``fc2`` (timm ``conv_reduce``/``conv_expand``) are the 1x1
+convs ``se/reduce``/``se/expand``. Both are built with PyTorch's symmetric padding. BatchNorm:
+torchvision mobilenet_v2 and efficientnet_b0..b4 use PyTorch's default (eps 1e-5, momentum 0.1 =
+Flax 0.9); torchvision efficientnet_b5..b7 (ported TF weights) use eps 1e-3, momentum 0.01 (Flax
+0.99); timm ``efficientnet_b*``/``mobilenetv2_*`` use eps 1e-5. timm's ``tf_efficientnet_*``
+ports need ``padding='SAME', bn_epsilon=1e-3`` (their names are the same as the non-TF ones).
 """
 
 from __future__ import annotations
@@ -166,6 +175,119 @@ def _vit(m: _Mapper) -> int:
     return 0
 
 
+def _cna(m: _Mapper, dst: str, conv: str, bn: str) -> None:
+    """A ConvNormAct (conv without bias, then BatchNorm)."""
+    m.conv(f"{dst}/conv", conv)
+    m.bn(f"{dst}/norm", bn)
+
+
+def _se(m: _Mapper, dst: str, reduce: str, expand: str) -> None:
+    m.conv(f"{dst}/se/reduce", reduce, bias=True)
+    m.conv(f"{dst}/se/expand", expand, bias=True)
+
+
+def _head(m: _Mapper, src: str) -> int:
+    if m.has(f"{src}.weight"):
+        m.linear("head", src)
+        return int(m.sd[f"{src}.weight"].shape[0])
+    return 0
+
+
+def _is_timm_mobile(m: _Mapper) -> bool:
+    return m.has("conv_stem.weight")
+
+
+def _timm_mobile_blocks(m: _Mapper, dst_name) -> None:
+    """timm's EfficientNet-builder blocks ``blocks.{s}.{j}``: DepthwiseSeparable (conv_dw, bn1,
+    [se], conv_pw, bn2) or InvertedResidual (conv_pw, bn1, conv_dw, bn2, [se], conv_pwl, bn3)."""
+    s, k = 0, 0
+    while m.has(f"blocks.{s}.0.conv_dw.weight"):
+        j = 0
+        while m.has(f"blocks.{s}.{j}.conv_dw.weight"):
+            src, dst = f"blocks.{s}.{j}", dst_name(s, j, k)
+            if m.has(f"{src}.conv_pwl.weight"):
+                _cna(m, f"{dst}/expand", f"{src}.conv_pw", f"{src}.bn1")
+                _cna(m, f"{dst}/dw", f"{src}.conv_dw", f"{src}.bn2")
+                project = (f"{src}.conv_pwl", f"{src}.bn3")
+            else:
+                _cna(m, f"{dst}/dw", f"{src}.conv_dw", f"{src}.bn1")
+                project = (f"{src}.conv_pw", f"{src}.bn2")
+            if m.has(f"{src}.se.conv_reduce.weight"):
+                _se(m, dst, f"{src}.se.conv_reduce", f"{src}.se.conv_expand")
+            _cna(m, f"{dst}/project", *project)
+            j, k = j + 1, k + 1
+        s += 1
+
+
+def _mobilenet_v2(m: _Mapper) -> int:
+    """torchvision ``features.{0..18}`` / ``classifier.1``, or timm ``mobilenetv2_*``."""
+    if _is_timm_mobile(m):
+        _cna(m, "stem", "conv_stem", "bn1")
+        _timm_mobile_blocks(m, lambda s, j, k: f"block{k + 1}")
+        _cna(m, "head_conv", "conv_head", "bn2")
+        return _head(m, "classifier")
+    _cna(m, "stem", "features.0.0", "features.0.1")
+    k = 1
+    while m.has(f"features.{k}.conv.0.0.weight"):
+        src, dst = f"features.{k}.conv", f"block{k}"
+        if m.has(f"{src}.3.weight"):  # 1x1 expand, dw, 1x1 project + BN
+            _cna(m, f"{dst}/expand", f"{src}.0.0", f"{src}.0.1")
+            _cna(m, f"{dst}/dw", f"{src}.1.0", f"{src}.1.1")
+            _cna(m, f"{dst}/project", f"{src}.2", f"{src}.3")
+        else:  # expand ratio 1: dw, 1x1 project + BN
+            _cna(m, f"{dst}/dw", f"{src}.0.0", f"{src}.0.1")
+            _cna(m, f"{dst}/project", f"{src}.1", f"{src}.2")
+        k += 1
+    _cna(m, "head_conv", f"features.{k}.0", f"features.{k}.1")
+    return _head(m, "classifier.1")
+
+
+def _efficientnet(m: _Mapper) -> int:
+    """torchvision ``features.0`` (stem), ``features.{1..7}.{j}.block.*`` (MBConv: [expand], dw,
+    SE fc1/fc2, project), ``features.8`` (head conv), ``classifier.1``; or timm names."""
+    if _is_timm_mobile(m):
+        _cna(m, "stem", "conv_stem", "bn1")
+        _timm_mobile_blocks(m, lambda s, j, k: f"stage{s + 1}_block{j + 1}")
+        _cna(m, "head_conv", "conv_head", "bn2")
+        return _head(m, "classifier")
+    _cna(m, "stem", "features.0.0", "features.0.1")
+    s = 1
+    while m.has(f"features.{s}.0.block.0.0.weight"):
+        j = 0
+        while m.has(f"features.{s}.{j}.block.0.0.weight"):
+            src, dst = f"features.{s}.{j}.block", f"stage{s}_block{j + 1}"
+            i = 0
+            if m.has(f"{src}.3.0.weight"):  # expand ratio != 1: a 1x1 expand comes first
+                _cna(m, f"{dst}/expand", f"{src}.0.0", f"{src}.0.1")
+                i = 1
+            _cna(m, f"{dst}/dw", f"{src}.{i}.0", f"{src}.{i}.1")
+            _se(m, dst, f"{src}.{i + 1}.fc1", f"{src}.{i + 1}.fc2")
+            _cna(m, f"{dst}/project", f"{src}.{i + 2}.0", f"{src}.{i + 2}.1")
+            j += 1
+        s += 1
+    _cna(m, "head_conv", f"features.{s}.0", f"features.{s}.1")
+    return _head(m, "classifier.1")
+
+
+def _mobilenet_width(sd) -> float:
+    """The width multiplier whose rounded channels give this state dict's stem and last block."""
+    from jaxvision.models.mobilenet_v2 import make_divisible
+
+    stem = sd.get("features.0.0.weight", sd.get("conv_stem.weight"))
+    heads = [int(k.split(".")[1]) for k in sd if re.fullmatch(r"features\.\d+\.0\.weight", k)]
+    head_conv = sd.get("conv_head.weight", sd.get(f"features.{max(heads, default=0)}.0.weight"))
+    if stem is None or head_conv is None or head_conv.ndim != 4:
+        raise ValueError("state dict is not a torchvision/timm MobileNetV2 (no stem/head conv found)")
+    c_stem, c_last = stem.shape[0], head_conv.shape[1]  # the head conv's input = last block's output
+    for w in sorted({0.35, 0.5, 0.75, 1.0, 1.3, 1.4, c_last / 320, c_stem / 32}):
+        if make_divisible(32 * w) == c_stem and make_divisible(320 * w) == c_last:
+            return float(w)
+    raise ValueError(
+        f"no MobileNetV2 width multiplier gives stem {c_stem} and last block {c_last} channels; "
+        "is this mobilenet_v2?"
+    )
+
+
 def _num_heads(width: int) -> int:
     from jaxvision.models.vit import VIT_SIZES
 
@@ -175,6 +297,24 @@ def _num_heads(width: int) -> int:
     raise ValueError(f"no ViT size with hidden size {width}")
 
 
+def _mobile_overrides(family, name, sd, bn_epsilon, padding) -> dict[str, Any]:
+    """Model overrides that reproduce the PyTorch model: symmetric padding, its BatchNorm."""
+    eps, momentum = 1e-5, 0.9  # PyTorch BatchNorm2d defaults (momentum 0.1 = Flax 0.9)
+    if family == "efficientnet" and name in ("efficientnet_b5", "efficientnet_b6", "efficientnet_b7"):
+        if "features.0.0.weight" in sd:  # torchvision's B5..B7: eps 1e-3, momentum 0.01
+            eps, momentum = 1e-3, 0.99
+    out: dict[str, Any] = {
+        "padding": padding or "SYMMETRIC",
+        "bn_epsilon": eps if bn_epsilon is None else float(bn_epsilon),
+        "bn_momentum": momentum,
+    }
+    if family == "mobilenet_v2":
+        w = _mobilenet_width(sd)
+        if w != 1.0:
+            out["width_multiplier"] = w
+    return out
+
+
 def convert_torch(
     source: Any,
     name: str,
@@ -182,8 +322,15 @@ def convert_torch(
     mean: tuple[float, ...] | None = None,
     std: tuple[float, ...] | None = None,
     image_size: int | None = None,
+    bn_epsilon: float | None = None,
+    padding: str | None = None,
 ) -> Converted:
-    """Map a torchvision/timm state dict onto jaxvision model ``name`` (resnet*, vit_*)."""
+    """Map a torchvision/timm state dict onto jaxvision model ``name`` (resnet*, vit_*,
+    mobilenet_v2, efficientnet_b0..b7).
+
+    ``bn_epsilon`` / ``padding`` override what the converter assumes for mobilenet_v2 and
+    efficientnet (torchvision's conventions, see the module docstring), e.g. ``padding='SAME',
+    bn_epsilon=1e-3`` for timm's ``tf_efficientnet_*`` ports."""
     if name is None:
         raise ValueError("convert_torch needs the jaxvision model name (a state dict does not say)")
     from jaxvision import models
@@ -195,15 +342,29 @@ def convert_torch(
         num_classes, norm = _resnet(m), _IMAGENET
     elif spec.family == "vit":
         num_classes, norm = _vit(m), _HALF
+    elif spec.family == "mobilenet_v2":
+        num_classes, norm = _mobilenet_v2(m), _IMAGENET
+    elif spec.family == "efficientnet":
+        num_classes, norm = _efficientnet(m), _IMAGENET
     else:
         raise NotImplementedError(
-            f"no PyTorch converter for {name!r} (family {spec.family!r}) yet; supported: resnet*, vit_*"
+            f"no PyTorch converter for {name!r} (family {spec.family!r}) yet; supported: resnet*, "
+            "vit_*, mobilenet_v2, efficientnet_b0..b7"
         )
     unused = sorted(set(sd) - m.used)
     if unused:
         raise ValueError(f"state-dict entries left unmapped: {unused[:10]}; is this {name}?")
     r = image_size or spec.default_resolution
     overrides: dict[str, Any] = {}
+    notes: list[str] = []
+    if spec.family in ("mobilenet_v2", "efficientnet"):
+        overrides.update(_mobile_overrides(spec.family, name, sd, bn_epsilon, padding))
+        notes.append(
+            f"padding {overrides['padding']}, BatchNorm epsilon {overrides['bn_epsilon']} "
+            f"momentum {overrides['bn_momentum']} (Flax convention)"
+        )
+    elif bn_epsilon is not None or padding is not None:
+        raise ValueError(f"bn_epsilon/padding overrides apply to mobilenet_v2/efficientnet, not {name}")
     if spec.family == "vit":
         patch = sd["patch_embed.proj.weight"].shape[-1]
         tokens = sd["pos_embed"].shape[1] - (1 if "cls_token" in sd else 0)
@@ -220,7 +381,7 @@ def convert_torch(
         std=tuple(std or norm[1]),
         model_overrides=overrides,
         source="torch-state-dict",
-        notes=[] if mean else [f"assumed input normalization mean={norm[0]} std={norm[1]}"],
+        notes=notes + ([] if mean else [f"assumed input normalization mean={norm[0]} std={norm[1]}"]),
     )
     m.out.check_against(converted.create_model(), converted.image_shape)
     return converted
