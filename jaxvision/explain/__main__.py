@@ -40,7 +40,8 @@ def main(argv=None) -> int:
         "--target", default=None, help="class index or name to explain (default: predicted)"
     )
     parser.add_argument(
-        "--which", default="best", type=_which, help="checkpoint: latest, best or a step"
+        "--checkpoint", "--which", dest="which", default="latest", type=_which,
+        help="checkpoint: latest (default, as evaluate and predict), best or a step",
     )
     parser.add_argument("--steps", type=int, default=32, help="integrated-gradients steps")
     parser.add_argument("--output", default=None, help="output folder (default WORKDIR/explain)")
@@ -59,13 +60,7 @@ def main(argv=None) -> int:
     from jaxvision.robustness import normalization_from_config
     from jaxvision.training.checkpoints import load_run
 
-    try:
-        run = load_run(args.workdir, which=args.which)
-    except Exception as e:  # a missing checkpoint 'best' falls back to the latest one
-        if args.which != "best":
-            raise
-        print(f"no 'best' checkpoint ({e}); using the latest", file=sys.stderr)
-        run = load_run(args.workdir, which="latest")
+    run = load_run(args.workdir, which=args.which)
     class_names = list(run.class_names or [])
     target = None
     if args.target is not None:

@@ -7,9 +7,11 @@ Statistics are reduced in float32 whatever the compute dtype; outputs are in ``d
 
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 
-__all__ = ["BatchNorm", "GroupNorm", "LayerNorm"]
+__all__ = ["BatchNorm", "GroupNorm", "LayerNorm", "batch_norm_of"]
 
 
 class BatchNorm(nn.BatchNorm):
@@ -58,3 +60,10 @@ class LayerNorm(nn.LayerNorm):
     def __call__(self, x, train: bool = False):  # type: ignore[override]
         del train
         return super().__call__(x)
+
+
+def batch_norm_of(model) -> functools.partial:
+    """The ``BatchNorm`` a model's layers share: its ``bn_momentum``, ``bn_epsilon`` and
+    ``bn_axis_name`` fields (the last averages statistics across devices under pmap)."""
+    return functools.partial(BatchNorm, momentum=model.bn_momentum, epsilon=model.bn_epsilon,
+                             axis_name=model.bn_axis_name)

@@ -3,14 +3,21 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxvision.layers import BatchNorm, Conv, Dropout, avg_pool, global_avg_pool, max_pool
+from jaxvision.layers import (
+    BatchNorm,
+    Conv,
+    Dropout,
+    avg_pool,
+    batch_norm_of,
+    global_avg_pool,
+    max_pool,
+)
 from jaxvision.models.registry import register
 
 __all__ = ["DenseLayer", "DenseNet"]
@@ -59,8 +66,7 @@ class DenseNet(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool = False):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        norm = functools.partial(BatchNorm, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
-                                 axis_name=self.bn_axis_name)
+        norm = batch_norm_of(self)
         x = Conv(self.num_init_features, 7, 2, padding=3, use_bias=False, name="conv0", **kw)(x)
         x = nn.relu(norm(name="norm0", **kw)(x, train))
         x = max_pool(x, 3, 2, padding=1)

@@ -9,7 +9,6 @@ compound-scaling family (the registered B0..B7 are eight calls of it)."""
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxvision.layers import BatchNorm, ConvNormAct, Dropout, MBConv, global_avg_pool
+from jaxvision.layers import ConvNormAct, Dropout, MBConv, batch_norm_of, global_avg_pool
 from jaxvision.layers.conv import Padding
 from jaxvision.models.registry import register
 
@@ -114,8 +113,7 @@ class EfficientNet(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        norm = functools.partial(BatchNorm, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
-                                 axis_name=self.bn_axis_name)
+        norm = batch_norm_of(self)
         kw = dict(norm=norm, dtype=self.dtype, param_dtype=self.param_dtype)
         x = ConvNormAct(self.stem_features, 3, 2, padding=self.padding, act=nn.swish, name="stem",
                         **kw)(x, train)

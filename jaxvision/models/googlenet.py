@@ -9,7 +9,14 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxvision.layers import BatchNorm, ConvNormAct, Dropout, global_avg_pool, max_pool
+from jaxvision.layers import (
+    BatchNorm,
+    ConvNormAct,
+    Dropout,
+    batch_norm_of,
+    global_avg_pool,
+    max_pool,
+)
 from jaxvision.models.registry import register
 
 __all__ = ["GoogLeNet", "Inception"]
@@ -78,8 +85,7 @@ class GoogLeNet(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        norm = functools.partial(BatchNorm, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
-                                 axis_name=self.bn_axis_name)
+        norm = batch_norm_of(self)
         kw = dict(norm=norm, dtype=self.dtype, param_dtype=self.param_dtype)
         x = ConvNormAct(64, 7, 2, padding=3, name="conv1", **kw)(x, train)
         x = max_pool(x, 3, 2, ceil_mode=True)

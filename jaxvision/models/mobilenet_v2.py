@@ -3,13 +3,18 @@ bottlenecks, ReLU6, PyTorch padding, width multiplier with channels rounded to m
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxvision.layers import BatchNorm, ConvNormAct, Dropout, InvertedResidual, global_avg_pool
+from jaxvision.layers import (
+    ConvNormAct,
+    Dropout,
+    InvertedResidual,
+    batch_norm_of,
+    global_avg_pool,
+)
 from jaxvision.models.registry import register
 
 __all__ = ["MobileNetV2", "make_divisible"]
@@ -57,8 +62,7 @@ class MobileNetV2(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        norm = functools.partial(BatchNorm, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
-                                 axis_name=self.bn_axis_name)
+        norm = batch_norm_of(self)
         kw = dict(norm=norm, dtype=self.dtype, param_dtype=self.param_dtype)
         w = self.width_multiplier
         if self.padding not in ("SYMMETRIC", "SAME"):

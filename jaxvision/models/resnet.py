@@ -4,7 +4,6 @@ weight-standardized convs and GroupNorm by the ViT paper's hybrids)."""
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -17,6 +16,7 @@ from jaxvision.layers import (
     Bottleneck,
     Conv,
     Dropout,
+    batch_norm_of,
     global_avg_pool,
     max_pool,
 )
@@ -156,8 +156,7 @@ class ResNet(nn.Module):
             raise ValueError("stride_in_1x1 applies to bottleneck ResNets (50/101/152) only")
         if self.stem not in STEMS:
             raise ValueError(f"unknown ResNet stem {self.stem!r}; choose one of {sorted(STEMS)}")
-        norm = functools.partial(BatchNorm, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
-                                 axis_name=self.bn_axis_name)
+        norm = batch_norm_of(self)
         x = ResNetStages(
             self.stage_sizes,
             block=self.block,

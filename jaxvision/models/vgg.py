@@ -10,7 +10,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxvision.layers import BatchNorm, Conv, Dropout, adaptive_avg_pool, max_pool
+from jaxvision.layers import Conv, Dropout, adaptive_avg_pool, batch_norm_of, max_pool
 from jaxvision.models.registry import register
 
 __all__ = ["VGG", "VGG_CONFIGS"]
@@ -46,8 +46,7 @@ class VGG(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool = False):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        norm = functools.partial(BatchNorm, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
-                                 axis_name=self.bn_axis_name, **kw)
+        norm = functools.partial(batch_norm_of(self), **kw)
         i = 0
         for v in self.config:
             if v == "M":
