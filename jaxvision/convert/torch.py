@@ -1,5 +1,5 @@
 """PyTorch state dicts (torchvision / timm names) -> jaxvision: resnet18..152, vit_*,
-mobilenet_v2 (any width) and efficientnet_b0..b7.
+r50_vit_b16 / r26_vit_s32 (timm ``vit_base_r50_s16_224`` names), mobilenet_v2 (any width) and efficientnet_b0..b7.
 
 Sources: a ``.safetensors`` file (read with ``safetensors.numpy``; no torch needed), a ``.pt``/
 ``.pth``/``.bin`` file read with ``torch.load(weights_only=True)`` (tensors only: arbitrary
@@ -175,6 +175,49 @@ def _vit(m: _Mapper) -> int:
     return 0
 
 
+_TIMM_HYBRID_BACKBONE = "patch_embed.backbone"
+
+
+def _hybrid(m: _Mapper) -> int:
+    """timm ``vit_base_r50_s16_224`` style hybrids: ``patch_embed.backbone`` is a ResNetV2 without
+    pre-activation (``stem.conv``/``stem.norm``, ``stages.{i}.blocks.{j}.{conv,norm}{1,2,3}``,
+    ``downsample.{conv,norm}``; GroupNorm ``weight``/``bias``), then ``patch_embed.proj`` and the
+    ViT names of ``_vit``."""
+    b = _TIMM_HYBRID_BACKBONE
+    m.conv("backbone/stem_conv", f"{b}.stem.conv")
+    m.ln("backbone/stem_norm", f"{b}.stem.norm")
+    i = 0
+    while m.has(f"{b}.stages.{i}.blocks.0.conv1.weight"):
+        j = 0
+        while m.has(f"{b}.stages.{i}.blocks.{j}.conv1.weight"):
+            src, dst = f"{b}.stages.{i}.blocks.{j}", f"backbone/stage{i + 1}_block{j + 1}"
+            k = 1
+            while m.has(f"{src}.conv{k}.weight"):
+                m.conv(f"{dst}/conv{k}", f"{src}.conv{k}")
+                m.ln(f"{dst}/norm{k}", f"{src}.norm{k}")
+                k += 1
+            if m.has(f"{src}.downsample.conv.weight"):
+                m.conv(f"{dst}/downsample_conv", f"{src}.downsample.conv")
+                m.ln(f"{dst}/downsample_norm", f"{src}.downsample.norm")
+            j += 1
+        i += 1
+    if i == 0:
+        raise ValueError(
+            f"state dict has no {b}.stages.0.blocks.0.conv1.weight; is it a timm ResNet hybrid "
+            "(vit_base_r50_s16_224 names)?"
+        )
+    return _vit(m)
+
+
+def _hybrid_stride(sd) -> int:
+    """Output stride of the hybrid's backbone: stem /4 (conv /2, max pool /2), then /2 per stage
+    after the first."""
+    from jaxvision.models.hybrid import backbone_stride
+
+    stages = {k.split(".")[3] for k in sd if k.startswith(f"{_TIMM_HYBRID_BACKBONE}.stages.")}
+    return backbone_stride(len(stages))
+
+
 def _cna(m: _Mapper, dst: str, conv: str, bn: str) -> None:
     """A ConvNormAct (conv without bias, then BatchNorm)."""
     m.conv(f"{dst}/conv", conv)
@@ -342,6 +385,8 @@ def convert_torch(
         num_classes, norm = _resnet(m), _IMAGENET
     elif spec.family == "vit":
         num_classes, norm = _vit(m), _HALF
+    elif spec.family == "hybrid":
+        num_classes, norm = _hybrid(m), _HALF
     elif spec.family == "mobilenet_v2":
         num_classes, norm = _mobilenet_v2(m), _IMAGENET
     elif spec.family == "efficientnet":
@@ -349,7 +394,7 @@ def convert_torch(
     else:
         raise NotImplementedError(
             f"no PyTorch converter for {name!r} (family {spec.family!r}) yet; supported: resnet*, "
-            "vit_*, mobilenet_v2, efficientnet_b0..b7"
+            "vit_*, r50_vit_b16/r26_vit_s32, mobilenet_v2, efficientnet_b0..b7"
         )
     unused = sorted(set(sd) - m.used)
     if unused:
@@ -365,8 +410,10 @@ def convert_torch(
         )
     elif bn_epsilon is not None or padding is not None:
         raise ValueError(f"bn_epsilon/padding overrides apply to mobilenet_v2/efficientnet, not {name}")
-    if spec.family == "vit":
+    if spec.family in ("vit", "hybrid"):
         patch = sd["patch_embed.proj.weight"].shape[-1]
+        if spec.family == "hybrid":  # 1x1 patches of the backbone's feature map
+            patch *= _hybrid_stride(sd)
         tokens = sd["pos_embed"].shape[1] - (1 if "cls_token" in sd else 0)
         stored = int(round(tokens**0.5)) * patch
         if stored != spec.default_resolution:
