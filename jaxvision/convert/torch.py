@@ -119,22 +119,37 @@ class _Mapper:
         self.out.put(f"{dst}/bias", self.take(f"{src}.bias"))
 
 
+def _resnet_blocks(m: _Mapper, block, norm, norm_name: str, down_conv: str, down_norm: str,
+                   first_stage: int) -> int:
+    """Map every residual block onto ``ResNetStages`` names; returns the number of stages.
+
+    ``block(stage, j)`` is the source prefix of block j of stage ``stage`` (counted from
+    ``first_stage``); each block has ``conv{k}`` + ``{norm_name}{k}`` and an optional projection
+    ``down_conv`` + ``down_norm``; ``norm`` is ``m.bn`` (torchvision) or ``m.ln`` (GroupNorm)."""
+    stage = first_stage
+    while m.has(f"{block(stage, 0)}.conv1.weight"):
+        j = 0
+        while m.has(f"{block(stage, j)}.conv1.weight"):
+            src = block(stage, j)
+            dst = f"backbone/stage{stage - first_stage + 1}_block{j + 1}"
+            k = 1
+            while m.has(f"{src}.conv{k}.weight"):
+                m.conv(f"{dst}/conv{k}", f"{src}.conv{k}")
+                norm(f"{dst}/norm{k}", f"{src}.{norm_name}{k}")
+                k += 1
+            if m.has(f"{src}.{down_conv}.weight"):
+                m.conv(f"{dst}/downsample_conv", f"{src}.{down_conv}")
+                norm(f"{dst}/downsample_norm", f"{src}.{down_norm}")
+            j += 1
+        stage += 1
+    return stage - first_stage
+
+
 def _resnet(m: _Mapper) -> int:
     m.conv("backbone/stem_conv", "conv1")
     m.bn("backbone/stem_norm", "bn1")
-    for stage in range(1, 5):
-        j = 0
-        while m.has(f"layer{stage}.{j}.conv1.weight"):
-            src, dst = f"layer{stage}.{j}", f"backbone/stage{stage}_block{j + 1}"
-            i = 1
-            while m.has(f"{src}.conv{i}.weight"):
-                m.conv(f"{dst}/conv{i}", f"{src}.conv{i}")
-                m.bn(f"{dst}/norm{i}", f"{src}.bn{i}")
-                i += 1
-            if m.has(f"{src}.downsample.0.weight"):
-                m.conv(f"{dst}/downsample_conv", f"{src}.downsample.0")
-                m.bn(f"{dst}/downsample_norm", f"{src}.downsample.1")
-            j += 1
+    _resnet_blocks(m, lambda i, j: f"layer{i}.{j}", m.bn, "bn", "downsample.0", "downsample.1",
+                   first_stage=1)
     if m.has("fc.weight"):
         m.linear("head", "fc")
         return int(m.sd["fc.weight"].shape[0])
@@ -186,21 +201,8 @@ def _hybrid(m: _Mapper) -> int:
     b = _TIMM_HYBRID_BACKBONE
     m.conv("backbone/stem_conv", f"{b}.stem.conv")
     m.ln("backbone/stem_norm", f"{b}.stem.norm")
-    i = 0
-    while m.has(f"{b}.stages.{i}.blocks.0.conv1.weight"):
-        j = 0
-        while m.has(f"{b}.stages.{i}.blocks.{j}.conv1.weight"):
-            src, dst = f"{b}.stages.{i}.blocks.{j}", f"backbone/stage{i + 1}_block{j + 1}"
-            k = 1
-            while m.has(f"{src}.conv{k}.weight"):
-                m.conv(f"{dst}/conv{k}", f"{src}.conv{k}")
-                m.ln(f"{dst}/norm{k}", f"{src}.norm{k}")
-                k += 1
-            if m.has(f"{src}.downsample.conv.weight"):
-                m.conv(f"{dst}/downsample_conv", f"{src}.downsample.conv")
-                m.ln(f"{dst}/downsample_norm", f"{src}.downsample.norm")
-            j += 1
-        i += 1
+    i = _resnet_blocks(m, lambda i, j: f"{b}.stages.{i}.blocks.{j}", m.ln, "norm",
+                       "downsample.conv", "downsample.norm", first_stage=0)
     if i == 0:
         raise ValueError(
             f"state dict has no {b}.stages.0.blocks.0.conv1.weight; is it a timm ResNet hybrid "
