@@ -21,10 +21,13 @@ import flax.linen as nn
 import jax.numpy as jnp
 from jax import lax
 
+from jaxvision.layers.lowering import conv_impl, pointwise_conv
+
 __all__ = [
     "Conv",
     "DepthwiseConv",
     "StdConv",
+    "conv2d",
     "conv_padding",
     "weight_standardize",
 ]
@@ -78,6 +81,47 @@ def weight_standardize(kernel: jnp.ndarray, eps: float = 1e-5) -> jnp.ndarray:
     return kernel / (jnp.std(kernel, axis=axes, keepdims=True) + eps)
 
 
+def _pads_nothing(padding: str | list[tuple[int, int]]) -> bool:
+    if isinstance(padding, str):  # "SAME" and "VALID" pad nothing around a 1x1 kernel
+        return True
+    return all(tuple(p) == (0, 0) for p in padding)
+
+
+def conv2d(
+    x: jnp.ndarray,
+    kernel: jnp.ndarray,
+    *,
+    strides: tuple[int, int] = (1, 1),
+    padding: str | list[tuple[int, int]] = "SAME",
+    dilation: tuple[int, int] = (1, 1),
+    groups: int = 1,
+    impl: str | None = None,
+) -> jnp.ndarray:
+    """x (N, H, W, C) * kernel (kh, kw, C / groups, F) -> (N, H', W', F), in x's dtype.
+
+    ``padding`` as ``lax`` takes it ("SAME", "VALID" or (low, high) pairs; see ``conv_padding``).
+    ``impl``: 'xla' (``lax.conv_general_dilated``), 'matmul' (1x1 convolutions as matmuls, see
+    ``jaxvision.layers.lowering``) or None for ``lowering.conv_impl()`` (matmul on CPU).
+    """
+    impl = impl or conv_impl()
+    if (
+        impl == "matmul"
+        and kernel.shape[:2] == (1, 1)
+        and groups == 1
+        and _pads_nothing(padding)
+    ):
+        return pointwise_conv(x, kernel[0, 0], tuple(strides))
+    return lax.conv_general_dilated(
+        x,
+        kernel,
+        window_strides=strides,
+        padding=padding,
+        rhs_dilation=dilation,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=groups,
+    )
+
+
 def _conv(
     module: nn.Module,
     x: jnp.ndarray,
@@ -111,15 +155,8 @@ def _conv(
         kernel = weight_standardize(kernel, standardize_eps)
     bias = module.param("bias", bias_init, (features,), param_dtype) if use_bias else None
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=dtype)
-    y = lax.conv_general_dilated(
-        x,
-        kernel,
-        window_strides=strides,
-        padding=conv_padding(padding, kernel_size, dilation),
-        rhs_dilation=dilation,
-        dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        feature_group_count=groups,
-    )
+    y = conv2d(x, kernel, strides=strides, padding=conv_padding(padding, kernel_size, dilation),
+               dilation=dilation, groups=groups)
     if bias is not None:
         y = y + bias
     return y

@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxvision.layers.lowering import weight_grad
+
 __all__ = ["f32_accumulating_dot_general"]
 
 _LOW_PRECISION = (jnp.bfloat16, jnp.float16)
@@ -44,8 +46,12 @@ def _bwd(k, res, g):
     b = lhs.ndim - k  # batch axes of lhs
     g_feat = tuple(range(g.ndim - n, g.ndim))
     dlhs = _dot_f32(g, rhs, ((g_feat, tuple(range(k, rhs.ndim))), ((), ())))
-    batch = tuple(range(b))
-    drhs = _dot_f32(lhs, g, ((batch, batch), ((), ())))
+    if k == 1 and n == 1:
+        # (..., K) x (..., N) -> (K, N) with the narrow operand transposed (see lowering).
+        drhs = weight_grad(lhs, g, b)
+    else:
+        batch = tuple(range(b))
+        drhs = _dot_f32(lhs, g, ((batch, batch), ((), ())))
     return dlhs.astype(lhs.dtype), drhs.astype(rhs.dtype)
 
 
