@@ -21,7 +21,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 from jax import lax
 
-from jaxvision.layers.lowering import conv_impl, pointwise_conv
+from jaxvision.layers.lowering import conv_impl, depthwise_conv, pointwise_conv
 
 __all__ = [
     "Conv",
@@ -100,17 +100,16 @@ def conv2d(
     """x (N, H, W, C) * kernel (kh, kw, C / groups, F) -> (N, H', W', F), in x's dtype.
 
     ``padding`` as ``lax`` takes it ("SAME", "VALID" or (low, high) pairs; see ``conv_padding``).
-    ``impl``: 'xla' (``lax.conv_general_dilated``), 'matmul' (1x1 convolutions as matmuls, see
-    ``jaxvision.layers.lowering``) or None for ``lowering.conv_impl()`` (matmul on CPU).
+    ``impl``: 'xla' (``lax.conv_general_dilated``), 'cpu' (1x1 convolutions as matmuls and
+    depthwise ones as sums of shifted products, see ``jaxvision.layers.lowering``) or None for
+    ``lowering.conv_impl()`` ('cpu' on the CPU backend).
     """
     impl = impl or conv_impl()
-    if (
-        impl == "matmul"
-        and kernel.shape[:2] == (1, 1)
-        and groups == 1
-        and _pads_nothing(padding)
-    ):
-        return pointwise_conv(x, kernel[0, 0], tuple(strides))
+    if impl == "cpu":
+        if kernel.shape[:2] == (1, 1) and groups == 1 and _pads_nothing(padding):
+            return pointwise_conv(x, kernel[0, 0], tuple(strides))
+        if groups == x.shape[-1] and groups > 1 and kernel.shape[2] == 1:
+            return depthwise_conv(x, kernel, strides=strides, padding=padding, dilation=dilation)
     return lax.conv_general_dilated(
         x,
         kernel,

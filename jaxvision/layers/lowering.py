@@ -1,10 +1,17 @@
-"""How convolutions reach the hardware: XLA's convolution op, or matrix products where XLA:CPU runs
-those several times faster.
+"""How convolutions reach the hardware: XLA's convolution op, or formulations XLA:CPU runs several
+times faster.
 
 On GPUs and TPUs XLA's convolution (cuDNN / the TPU conv units) is the fast path and is kept. On
-CPUs, XLA:CPU (jaxlib 0.10) runs a 1x1 convolution 2-5x slower than the identical matmul over
-channels and its weight gradient 5-10x slower (experiments/xla_cpu_conv), so there a pointwise
-(1x1) convolution is computed as a matmul with its own VJP:
+CPUs (jaxlib 0.10, experiments/xla_cpu_conv) XLA:CPU runs a 1x1 convolution 2-5x slower than the
+identical matmul over channels and its weight gradient 5-10x slower, and depthwise convolutions
+10-30x slower than the same sum of shifted products (its depthwise weight gradient computes a
+dense C x C kernel). The 'cpu' lowering therefore computes
+
+**Depthwise convolutions** (``groups == in_channels``) as a sum over the kh * kw taps of a
+strided slice of the padded input times that tap's per-channel weights, accumulated in float32;
+XLA fuses the sum into one pass and autodiff gives the backward pass as fused pads and products.
+
+**Pointwise (1x1) convolutions** as a matmul with its own VJP:
 
 * forward ``y = x[:, ::s, ::s] @ w`` over the channel axis;
 * ``dx = dy @ w.T`` (scattered back to the strided positions for stride > 1);
@@ -17,7 +24,7 @@ channels and its weight gradient 5-10x slower (experiments/xla_cpu_conv), so the
 bf16/fp16 products accumulate in float32 (the form XLA:CPU runs on the AMX bf16 units; GPUs
 accumulate in float32 anyway). The choice is made at trace time: ``conv_impl()`` is 'matmul' on
 the CPU backend and 'xla' elsewhere, unless set by ``set_conv_impl`` or the environment variable
-``JAXVISION_CONV_IMPL`` (``xla`` | ``matmul`` | ``auto``). Both give the same results up to float
+``JAXVISION_CONV_IMPL`` (``xla`` | ``cpu`` | ``auto``). Both give the same results up to float
 rounding (tests/layers/test_lowering.py).
 """
 
@@ -31,16 +38,18 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-__all__ = ["conv_impl", "set_conv_impl", "pointwise_conv", "weight_grad", "matmul"]
+__all__ = [
+    "conv_impl", "set_conv_impl", "pointwise_conv", "depthwise_conv", "weight_grad", "matmul",
+]
 
-IMPLS = ("auto", "xla", "matmul")
+IMPLS = ("auto", "xla", "cpu")
 _LOW_PRECISION = (jnp.bfloat16, jnp.float16)
 _override: list[str] = []
 
 
 def set_conv_impl(impl: str | None) -> None:
     """Choose how convolutions are lowered from now on (traced functions keep what they traced
-    with): 'auto' (matmul on CPU, XLA's conv elsewhere), 'xla', 'matmul'; None restores the
+    with): 'auto' ('cpu' on the CPU backend, 'xla' elsewhere), 'xla', 'cpu'; None restores the
     default (``JAXVISION_CONV_IMPL`` or 'auto')."""
     if impl is not None and impl not in IMPLS:
         raise ValueError(f"unknown conv impl {impl!r}: use one of {IMPLS}")
@@ -48,14 +57,14 @@ def set_conv_impl(impl: str | None) -> None:
 
 
 def conv_impl() -> str:
-    """'xla' or 'matmul': the lowering used for convolutions traced now (see module docstring)."""
+    """'xla' or 'cpu': the lowering used for convolutions traced now (see module docstring)."""
     impl = _override[0] if _override else os.environ.get("JAXVISION_CONV_IMPL", "auto")
     if impl not in IMPLS:
         raise ValueError(
             f"JAXVISION_CONV_IMPL={impl!r} is not one of {IMPLS}; unset it or pick one of these"
         )
     if impl == "auto":
-        return "matmul" if jax.default_backend() == "cpu" else "xla"
+        return "cpu" if jax.default_backend() == "cpu" else "xla"
     return impl
 
 
@@ -115,3 +124,58 @@ def _pointwise_bwd(strides, res, dy):
 
 
 pointwise_conv.defvjp(_pointwise_fwd, _pointwise_bwd)
+
+
+def explicit_padding(
+    padding: str | Sequence[tuple[int, int]],
+    spatial: Sequence[int],
+    kernel: Sequence[int],
+    strides: Sequence[int],
+    dilation: Sequence[int],
+) -> list[tuple[int, int]]:
+    """(low, high) pixels per spatial axis for "SAME" / "VALID" / explicit pairs, as
+    ``lax.conv_general_dilated`` pads (dilated kernels count their effective size)."""
+    if isinstance(padding, str):
+        window = [(k - 1) * d + 1 for k, d in zip(kernel, dilation, strict=True)]
+        return [tuple(p) for p in lax.padtype_to_pads(spatial, window, strides, padding)]
+    return [tuple(int(v) for v in p) for p in padding]
+
+
+def depthwise_conv(
+    x: jnp.ndarray,
+    kernel: jnp.ndarray,
+    *,
+    strides: Sequence[int],
+    padding: str | Sequence[tuple[int, int]],
+    dilation: Sequence[int] = (1, 1),
+) -> jnp.ndarray:
+    """Depthwise convolution as a sum of shifted products.
+
+    x (N, H, W, C), kernel (kh, kw, 1, C * m) -> (N, H', W', C * m) in x's dtype; output channel
+    ``c * m + j`` is filter ``j`` of input channel ``c`` (``lax.conv_general_dilated`` with
+    ``feature_group_count=C``). Accumulates in float32 for bf16/fp16 inputs.
+    """
+    kh, kw, _, features = kernel.shape
+    c = x.shape[-1]
+    if features != c:  # channel multiplier m > 1: filter j of channel c reads channel c
+        x = jnp.repeat(x, features // c, axis=-1)
+    (sh, sw), (dh, dw) = tuple(strides), tuple(dilation)
+    pads = explicit_padding(padding, x.shape[1:3], (kh, kw), (sh, sw), (dh, dw))
+    acc = jnp.promote_types(x.dtype, jnp.float32)
+    xp = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0), (*pads[0], 0), (*pads[1], 0), (0, 0, 0)])
+    n, hp, wp, _ = xp.shape
+    ho = (hp - (kh - 1) * dh - 1) // sh + 1
+    wo = (wp - (kw - 1) * dw - 1) // sw + 1
+    w = kernel[:, :, 0, :].astype(acc)
+    y = None
+    for i in range(kh):
+        for j in range(kw):
+            tap = lax.slice(
+                xp,
+                (0, i * dh, j * dw, 0),
+                (n, i * dh + (ho - 1) * sh + 1, j * dw + (wo - 1) * sw + 1, features),
+                (1, sh, sw, 1),
+            )
+            term = tap.astype(acc) * w[i, j]
+            y = term if y is None else y + term
+    return y.astype(x.dtype)
