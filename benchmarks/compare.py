@@ -1,7 +1,8 @@
 """jaxvision vs Keras 3 (JAX backend) on the same model, batch, resolution and optimizer.
 
     python -m benchmarks.compare [--models resnet50,efficientnet_b0,mobilenet_v2] [--batch 16]
-        [--res 224] [--steps 3] [--warmup 1] [--dtype float32] [--xla-flags "..."] [--out FILE]
+        [--res 224] [--steps 3] [--warmup 1] [--dtype float32] [--conv-impl auto|xla|cpu]
+        [--xla-flags "..."] [--out FILE]
 
 Each model runs in its own subprocess (a fresh XLA), holding both frameworks: after both steps
 are compiled, their timed steps alternate (jaxvision, Keras, jaxvision, ...), so both see the same
@@ -98,10 +99,9 @@ def worker(args) -> dict:
 
     if args.matmul_precision:
         jax.config.update("jax_default_matmul_precision", args.matmul_precision)
-    if args.conv1x1 == "dot":
-        from benchmarks.throughput import use_conv_1x1_as_dot
+    from benchmarks.throughput import apply_conv_impl, conv_impl_used
 
-        use_conv_1x1_as_dot()
+    apply_conv_impl(args.conv_impl)
     kr, step = None, None
     if KERAS_NAMES.get(args.model) and not args.no_keras:
         import keras
@@ -120,7 +120,7 @@ def worker(args) -> dict:
     jv = benchmark(args.model, args.batch, args.res, dtype=args.dtype, steps=args.steps,
                    warmup=args.warmup, infer=False, probe=True, companion=step)
     jv.pop("_state", None)
-    jv["conv1x1"] = args.conv1x1
+    jv["conv_impl"] = conv_impl_used(args.conv_impl)
     ktimes = jv.pop("companion_step_s_all", None)
     if kr is not None:
         med = statistics.median(ktimes)
@@ -170,8 +170,7 @@ def compare(args) -> list[dict]:
             cmd += ["--matmul-precision", args.matmul_precision]
         if args.no_keras:
             cmd.append("--no-keras")
-        if args.conv1x1 != "conv":
-            cmd += ["--conv1x1", args.conv1x1]
+        cmd += ["--conv-impl", args.conv_impl]
         if args.no_keras_flops:
             cmd.append("--no-keras-flops")
         row, err = _run(cmd, env)
@@ -218,9 +217,9 @@ def main(argv=None):
     p.add_argument("--xla-flags", default="", help="extra XLA flags for both sides")
     p.add_argument("--matmul-precision", default=None)
     p.add_argument("--no-keras", action="store_true")
-    p.add_argument("--conv1x1", default="conv", choices=["conv", "dot"],
-                   help="jaxvision side: 'dot' runs 1x1 convolutions as matmuls (see "
-                   "benchmarks.throughput --conv1x1)")
+    p.add_argument("--conv-impl", default="auto", choices=["auto", "xla", "cpu"],
+                   help="jaxvision side: how its convolutions are lowered (see "
+                   "benchmarks.throughput --conv-impl); Keras always uses XLA's convolution")
     p.add_argument("--out", default=None, help="JSON file for the rows (default: "
                    "benchmarks/results/compare_<dtype>_b<batch>_r<res>.json)")
     p.add_argument("--no-keras-flops", action="store_true",

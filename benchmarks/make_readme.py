@@ -66,7 +66,7 @@ def throughput_section(results):
             " ".join(x for x in (r.get("xla_flags", "").replace(
                 "--xla_force_host_platform_device_count=1", "").strip(),
                 f"--bf16-dots {r['bf16_dots']}" if r.get("bf16_dots", "xla") != "xla" else "",
-                f"--conv1x1 {r['conv1x1']}" if r.get("conv1x1", "conv") != "conv" else "")
+                f"conv {r.get('conv_impl', 'xla')}")
                 if x) or "-",
         ])
     if not rows:
@@ -74,7 +74,7 @@ def throughput_section(results):
     rows.sort(key=lambda r: (r[0], r[3], r[12]))
     return "## Throughput (`benchmarks/throughput.py`)\n\n" + _table(
         ["model", "batch", "res", "dtype", "parallel", "train img/s", "infer img/s",
-         "compile s", "train GFLOP/img", "MFU", "peak MiB", "load", "XLA flags"], rows
+         "compile s", "train GFLOP/img", "MFU", "peak MiB", "load", "flags"], rows
     ) + (
         "\n\nMFU = achieved train FLOP/s (XLA cost analysis of the compiled step) / the best "
         "matmul FLOP/s measured in the same process for the compute dtype. `load` = 1-minute "
@@ -102,8 +102,9 @@ def compare_section(results):
                 _g((jv.get("loadavg") or [None])[0], ".1f"),
             ])
         flags = a.get("xla_flags") or "default"
-        if a.get("conv1x1", "conv") != "conv":
-            flags += f", jaxvision --conv1x1 {a['conv1x1']}"
+        impl = next((row["jaxvision"].get("conv_impl") for row in r["rows"]
+                     if row.get("jaxvision")), "xla")
+        flags += f", jaxvision convolutions: {impl}"
         parts.append(
             f"### batch {a['batch']}, {a['res']} px, {a['dtype']}, XLA flags: {flags} "
             f"(`{name}`)\n\n" + _table(

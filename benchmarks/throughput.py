@@ -2,7 +2,7 @@
 
     python -m benchmarks.throughput --model resnet50 --batch 16 --res 224 [--dtype bfloat16]
         [--parallel jit|pmap] [--devices N] [--steps S] [--warmup W] [--xla-flags "..."]
-        [--matmul-precision P] [--bf16-dots xla|amx] [--conv1x1 conv|dot] [--json] [--out FILE]
+        [--matmul-precision P] [--bf16-dots xla|amx] [--conv-impl auto|xla|cpu] [--json] [--out FILE]
 
 What is measured (all in this one process, so the numbers share the machine's state):
 
@@ -25,10 +25,10 @@ The train step is the library's own (``jaxvision.training.steps.make_train_step`
 sync inside the step) with ``optax.sgd(0.1, momentum=0.9)``. It runs unchanged on GPU/TPU:
 nothing here is CPU specific except the simulated devices.
 
-Experimental switches (prototypes of library changes, measured here on both sides; see
-experiments/xla_cpu_conv/README.md): ``--bf16-dots amx`` makes bf16 Dense layers run all their
-dots as bf16 x bf16 -> float32 (the only bf16 dot XLA:CPU runs on AMX), ``--conv1x1 dot`` runs
-1x1 convolutions as matmuls over channels, ``--xla-flags`` appends XLA flags.
+Switches for studies (experiments/xla_cpu_conv/README.md): ``--conv-impl xla`` measures the
+library with XLA's own convolutions instead of its CPU lowerings (``jaxvision.layers.lowering``;
+the default 'auto' uses them on the CPU backend only), ``--bf16-dots amx`` extends the float32
+accumulating bf16 dot to every flax Dense layer, ``--xla-flags`` appends XLA flags.
 """
 
 from __future__ import annotations
@@ -174,62 +174,18 @@ def use_amx_dense() -> None:
     linear.lax = shim
 
 
-def _is_zero_padding(padding) -> bool:
-    if isinstance(padding, str):
-        return padding.upper() in ("SAME", "VALID")  # both pad nothing for a 1x1 kernel
-    return all(tuple(p) == (0, 0) for p in padding)
+def apply_conv_impl(impl: str) -> None:
+    """Make jaxvision trace its convolutions with ``impl`` (see jaxvision.layers.lowering)."""
+    from jaxvision.layers import set_conv_impl
+
+    set_conv_impl(None if impl == "auto" else impl)
 
 
-def conv_1x1_as_dot(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
-                    dimension_numbers=None, feature_group_count=1, batch_group_count=1,
-                    precision=None, preferred_element_type=None):
-    """``lax.conv_general_dilated`` that computes 1x1 NHWC/HWIO convolutions (no groups, no
-    padding) as one matmul over channels (strides by slicing): XLA:CPU runs such a dot 2-5x
-    faster than the same convolution (experiments/xla_cpu_conv). Other convolutions unchanged."""
-    from jax import lax
+def conv_impl_used(impl: str) -> str:
+    """What ``impl`` resolves to on this backend ('auto' -> 'cpu' or 'xla')."""
+    from jaxvision.layers import conv_impl
 
-    if (
-        rhs.ndim == 4
-        and rhs.shape[:2] == (1, 1)
-        and tuple(dimension_numbers or ()) == ("NHWC", "HWIO", "NHWC")
-        and feature_group_count == 1
-        and batch_group_count == 1
-        and not lhs_dilation
-        and _is_zero_padding(padding)
-    ):
-        sh, sw = window_strides
-        x = lhs[:, ::sh, ::sw, :] if (sh, sw) != (1, 1) else lhs
-        dims = (((3,), (0,)), ((), ()))
-        if _AMX_DOT and x.dtype == rhs.dtype == jnp_bfloat16():
-            return amx_dot_general(x, rhs[0, 0], dims)
-        return lax.dot_general(x, rhs[0, 0], dims, precision=precision,
-                               preferred_element_type=preferred_element_type)
-    return lax.conv_general_dilated(
-        lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
-        dimension_numbers=dimension_numbers, feature_group_count=feature_group_count,
-        batch_group_count=batch_group_count, precision=precision,
-        preferred_element_type=preferred_element_type,
-    )
-
-
-def jnp_bfloat16():
-    import jax.numpy as jnp
-
-    return jnp.bfloat16
-
-
-def use_conv_1x1_as_dot() -> None:
-    """Route ``jaxvision.layers.conv``'s 1x1 convolutions through ``conv_1x1_as_dot`` (benchmark
-    switch ``--conv1x1 dot``; a prototype of a change to jaxvision/layers/conv.py)."""
-    import types
-
-    from jax import lax
-
-    import jaxvision.layers.conv as conv
-
-    shim = types.SimpleNamespace(**{n: getattr(lax, n) for n in dir(lax) if not n.startswith("__")})
-    shim.conv_general_dilated = conv_1x1_as_dot
-    conv.lax = shim
+    return conv_impl() if impl == "auto" else impl
 
 
 # ---------------------------------------------------------------------------------------------
@@ -558,11 +514,12 @@ def parse_args(argv=None):
         "form XLA:CPU runs on AMX; 'xla': as the library builds them",
     )
     p.add_argument(
-        "--conv1x1",
-        default="conv",
-        choices=["conv", "dot"],
-        help="'dot': jaxvision.layers 1x1 convolutions run as a matmul over channels "
-        "(with --bf16-dots amx, as bf16 x bf16 -> f32 dots); 'conv': as the library builds them",
+        "--conv-impl",
+        default="auto",
+        choices=["auto", "xla", "cpu"],
+        help="how jaxvision lowers convolutions (jaxvision.layers.lowering): 'xla' = XLA's "
+        "convolution everywhere; 'cpu' = 1x1/patchify as matmuls, depthwise as fused shifted "
+        "products; 'auto' (default) = 'cpu' on the CPU backend, 'xla' elsewhere",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--out", default=None, help="also write the JSON result to this file")
@@ -578,8 +535,7 @@ def main(argv=None) -> dict[str, Any]:
         jax.config.update("jax_default_matmul_precision", args.matmul_precision)
     if args.bf16_dots == "amx":
         use_amx_dense()
-    if args.conv1x1 == "dot":
-        use_conv_1x1_as_dot()
+    apply_conv_impl(args.conv_impl)
     try:
         result = benchmark(
             args.model,
@@ -600,7 +556,7 @@ def main(argv=None) -> dict[str, Any]:
         raise
     result["matmul_precision"] = args.matmul_precision or "default"
     result["bf16_dots"] = args.bf16_dots
-    result["conv1x1"] = args.conv1x1
+    result["conv_impl"] = conv_impl_used(args.conv_impl)
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out, "w") as f:

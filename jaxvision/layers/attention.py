@@ -24,10 +24,12 @@ __all__ = [
     "ATTENTION_IMPLEMENTATIONS",
     "MultiHeadSelfAttention",
     "dot_product_attention",
+    "float32_accumulating_attention",
     "reference_attention",
 ]
 
-ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "cudnn", "reference")
+ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "cudnn", "float32_accumulate", "reference")
+_LOW_PRECISION = (jnp.bfloat16, jnp.float16)
 
 
 def _as_4d_mask(mask):
@@ -67,6 +69,51 @@ def reference_attention(q, k, v, mask=None, *, dropout_rate=0.0, dropout_rng=Non
     return jnp.einsum("nhqk,nkhd->nqhd", weights.astype(v.dtype), v)
 
 
+def _attention_forward(q, k, v, mask):
+    scale = 1.0 / jnp.sqrt(jnp.asarray(q.shape[-1], jnp.float32))
+    logits = jnp.einsum("nqhd,nkhd->nhqk", q, k, preferred_element_type=jnp.float32) * scale
+    if mask is not None:
+        logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+    p = jax.nn.softmax(logits, axis=-1)
+    out = jnp.einsum("nhqk,nkhd->nqhd", p.astype(v.dtype), v, preferred_element_type=jnp.float32)
+    return out.astype(q.dtype), p
+
+
+@jax.custom_vjp
+def float32_accumulating_attention(q, k, v, mask=None):
+    """softmax(q k^T / sqrt(d)) v for bf16/fp16 q, k, v where all six products (two forward, four
+    backward) are low-precision x low-precision -> float32 and softmax is float32.
+
+    Autodiff of the reference version mixes a float32 cotangent with a bf16 operand, which
+    XLA:CPU computes in float32; this form keeps every product on the bf16 matrix units (AMX) and
+    is what ``implementation='auto'`` runs for low-precision inputs on the CPU backend.
+    Shapes as ``reference_attention``; mask: boolean broadcastable to (N, H, Tq, Tk) or None.
+    """
+    return _attention_forward(q, k, v, mask)[0]
+
+
+def _f32acc_attention_fwd(q, k, v, mask=None):
+    out, p = _attention_forward(q, k, v, mask)
+    return out, (q, k, v, p)
+
+
+def _f32acc_attention_bwd(res, dout):
+    q, k, v, p = res
+    scale = 1.0 / jnp.sqrt(jnp.asarray(q.shape[-1], jnp.float32))
+    dout = dout.astype(v.dtype)
+    f32 = jnp.float32
+    dv = jnp.einsum("nhqk,nqhd->nkhd", p.astype(v.dtype), dout, preferred_element_type=f32)
+    dp = jnp.einsum("nqhd,nkhd->nhqk", dout, v, preferred_element_type=f32)
+    # Softmax derivative; masked positions have p == 0 and so get no gradient.
+    ds = (p * (dp - jnp.sum(p * dp, axis=-1, keepdims=True)) * scale).astype(q.dtype)
+    dq = jnp.einsum("nhqk,nkhd->nqhd", ds, k, preferred_element_type=f32)
+    dk = jnp.einsum("nhqk,nqhd->nkhd", ds, q, preferred_element_type=f32)
+    return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype), None
+
+
+float32_accumulating_attention.defvjp(_f32acc_attention_fwd, _f32acc_attention_bwd)
+
+
 def _cudnn_can_run(q) -> bool:
     # cuDNN flash attention: GPU, half precision, head dim a multiple of 8 up to 128.
     head_dim = q.shape[-1]
@@ -86,8 +133,10 @@ def dot_product_attention(
     Args:
       q: (N, Tq, H, Dh); k, v: (N, Tk, H, Dh).
       mask: optional boolean, broadcastable to (N, H, Tq, Tk); True = attend.
-      implementation: ``'auto'`` (cuDNN's fused kernel where it can run, else XLA), ``'xla'``,
-        ``'cudnn'`` (both through ``jax.nn.dot_product_attention``) or ``'reference'``.
+      implementation: ``'auto'`` (cuDNN's fused kernel where it can run; on the CPU backend
+        ``'float32_accumulate'`` for bf16/fp16 inputs; else XLA), ``'xla'``, ``'cudnn'`` (both
+        through ``jax.nn.dot_product_attention``), ``'float32_accumulate'``
+        (``float32_accumulating_attention``) or ``'reference'``.
       dropout_rate, dropout_rng: attention-weight dropout; the fused kernels have none, so a
         positive rate always runs the reference implementation.
 
@@ -110,7 +159,10 @@ def dot_product_attention(
                 return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation="cudnn")
             except Exception:  # noqa: BLE001 - unsupported shape/GPU: fall back to XLA
                 pass
-        implementation = "xla"
+        low = q.dtype in _LOW_PRECISION
+        implementation = "float32_accumulate" if low and jax.default_backend() == "cpu" else "xla"
+    if implementation == "float32_accumulate":
+        return float32_accumulating_attention(q, k, v, mask)
     return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=implementation)
 
 

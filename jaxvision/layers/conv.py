@@ -21,7 +21,13 @@ import flax.linen as nn
 import jax.numpy as jnp
 from jax import lax
 
-from jaxvision.layers.lowering import conv_impl, depthwise_conv, pointwise_conv
+from jaxvision.layers.lowering import (
+    conv_impl,
+    depthwise_conv,
+    explicit_padding,
+    patchify_conv,
+    pointwise_conv,
+)
 
 __all__ = [
     "Conv",
@@ -100,8 +106,8 @@ def conv2d(
     """x (N, H, W, C) * kernel (kh, kw, C / groups, F) -> (N, H', W', F), in x's dtype.
 
     ``padding`` as ``lax`` takes it ("SAME", "VALID" or (low, high) pairs; see ``conv_padding``).
-    ``impl``: 'xla' (``lax.conv_general_dilated``), 'cpu' (1x1 convolutions as matmuls and
-    depthwise ones as sums of shifted products, see ``jaxvision.layers.lowering``) or None for
+    ``impl``: 'xla' (``lax.conv_general_dilated``), 'cpu' (1x1 and patchify (kernel == stride)
+    convolutions as matmuls, depthwise ones as sums of shifted products, see ``jaxvision.layers.lowering``) or None for
     ``lowering.conv_impl()`` ('cpu' on the CPU backend).
     """
     impl = impl or conv_impl()
@@ -110,6 +116,10 @@ def conv2d(
             return pointwise_conv(x, kernel[0, 0], tuple(strides))
         if groups == x.shape[-1] and groups > 1 and kernel.shape[2] == 1:
             return depthwise_conv(x, kernel, strides=strides, padding=padding, dilation=dilation)
+        if groups == 1 and tuple(kernel.shape[:2]) == tuple(strides) and tuple(dilation) == (1, 1):
+            pads = explicit_padding(padding, x.shape[1:3], kernel.shape[:2], strides, dilation)
+            if all(p == (0, 0) for p in pads):
+                return patchify_conv(x, kernel)
     return lax.conv_general_dilated(
         x,
         kernel,

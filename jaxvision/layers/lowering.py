@@ -11,6 +11,9 @@ dense C x C kernel). The 'cpu' lowering therefore computes
 strided slice of the padded input times that tap's per-channel weights, accumulated in float32;
 XLA fuses the sum into one pass and autodiff gives the backward pass as fused pads and products.
 
+**Patchify convolutions** (kernel == stride, no padding: ViT's patch embedding) as
+space-to-depth followed by a pointwise convolution.
+
 **Pointwise (1x1) convolutions** as a matmul with its own VJP:
 
 * forward ``y = x[:, ::s, ::s] @ w`` over the channel axis;
@@ -39,7 +42,8 @@ import jax.numpy as jnp
 from jax import lax
 
 __all__ = [
-    "conv_impl", "set_conv_impl", "pointwise_conv", "depthwise_conv", "weight_grad", "matmul",
+    "conv_impl", "set_conv_impl", "pointwise_conv", "depthwise_conv", "patchify_conv",
+    "weight_grad", "matmul",
 ]
 
 IMPLS = ("auto", "xla", "cpu")
@@ -179,3 +183,15 @@ def depthwise_conv(
             term = tap.astype(acc) * w[i, j]
             y = term if y is None else y + term
     return y.astype(x.dtype)
+
+
+def patchify_conv(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
+    """Non-overlapping convolution (kernel == stride, no padding; ViT's patch embedding) as
+    space-to-depth and one ``pointwise_conv``: x (N, H, W, C), kernel (p, q, C, F) ->
+    (N, H // p, W // q, F); rows and columns beyond a whole patch are dropped, as VALID does."""
+    p, q, c, f = kernel.shape
+    n, h, w, _ = x.shape
+    ho, wo = h // p, w // q
+    x = x[:, : ho * p, : wo * q]
+    patches = x.reshape(n, ho, p, wo, q, c).transpose(0, 1, 3, 2, 4, 5).reshape(n, ho, wo, p * q * c)
+    return pointwise_conv(patches, kernel.reshape(p * q * c, f), (1, 1))

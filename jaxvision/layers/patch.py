@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxvision.layers.conv import Conv
+
 __all__ = [
     "ClassToken",
     "PatchEmbed",
@@ -65,7 +67,7 @@ class PatchEmbed(nn.Module):
                 f"input of {x.shape[1]}x{x.shape[2]} is not divisible into {ph}x{pw} patches; "
                 f"resize or crop the input to a multiple of {ph}x{pw}"
             )
-        x = nn.Conv(
+        x = Conv(
             self.hidden_size,
             (ph, pw),
             strides=(ph, pw),

@@ -23,6 +23,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxvision.layers.dense import f32_accumulating_dot_general
 from jaxvision.layers.patch import (
     POS_EMBED_MODULE,
     ClassToken,
@@ -141,6 +142,7 @@ class VisionTransformer(nn.Module):
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             kernel_init=nn.initializers.zeros,
+            dot_general=f32_accumulating_dot_general,
             name="head",
         )(features)
 

@@ -36,7 +36,7 @@ def _mask(n=2, h=3, t=7, seed=1):
     return m
 
 
-@pytest.mark.parametrize("impl", ["reference", "xla", "auto"])
+@pytest.mark.parametrize("impl", ["reference", "xla", "float32_accumulate", "auto"])
 @pytest.mark.parametrize("masked", [False, True])
 def test_attention_equals_numpy(impl, masked):
     q, k, v = _qkv()
@@ -63,10 +63,31 @@ def test_bf16_softmax_in_float32():
     q, k, v = _qkv()
     qb, kb, vb = (jnp.asarray(a, jnp.bfloat16) for a in (q, k, v))
     expected = numpy_attention(qb.astype(np.float32), kb.astype(np.float32), vb.astype(np.float32))
-    for impl in ("reference", "xla"):
+    for impl in ("reference", "xla", "float32_accumulate", "auto"):
         out = dot_product_attention(qb, kb, vb, implementation=impl)
         assert out.dtype == jnp.bfloat16
         chex.assert_trees_all_close(out.astype(np.float32), expected.astype(np.float32), atol=3e-2)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_float32_accumulating_attention_gradients(masked):
+    # The hand-written VJP against autodiff of the float32 reference on the same bf16 inputs.
+    q, k, v = (jnp.asarray(a, jnp.bfloat16) for a in _qkv())
+    mask = _mask() if masked else None
+    cot = jnp.asarray(np.random.default_rng(5).normal(size=q.shape), jnp.float32)
+
+    def loss(impl, *qkv):
+        if impl == "reference":
+            qkv = [a.astype(jnp.float32) for a in qkv]
+        out = dot_product_attention(*qkv, mask, implementation=impl)
+        return jnp.sum(out.astype(jnp.float32) * cot)
+
+    got = jax.grad(lambda *a: loss("float32_accumulate", *a), (0, 1, 2))(q, k, v)
+    want = jax.grad(lambda *a: loss("reference", *a), (0, 1, 2))(q, k, v)
+    for g, w in zip(got, want, strict=True):
+        assert g.dtype == jnp.bfloat16
+        scale = float(jnp.max(jnp.abs(w)))
+        chex.assert_trees_all_close(g.astype(jnp.float32), w, atol=2e-2 * scale)
 
 
 def test_multi_head_self_attention_module_equals_numpy():
