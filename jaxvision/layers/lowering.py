@@ -8,8 +8,10 @@ identical matmul over channels and its weight gradient 5-10x slower, and depthwi
 dense C x C kernel). The 'cpu' lowering therefore computes
 
 **Depthwise convolutions** (``groups == in_channels``) as a sum over the kh * kw taps of a
-strided slice of the padded input times that tap's per-channel weights, accumulated in float32;
-XLA fuses the sum into one pass and autodiff gives the backward pass as fused pads and products.
+strided slice of the padded input times that tap's per-channel weights, accumulated in float32
+(XLA fuses the sum into one pass), with a VJP that keeps only the input: dx is the same sum over
+the stride-dilated dy with the flipped kernel, dw one product-and-sum per tap. (Autodiff of the
+sum would keep every shifted copy: 2.2x Keras' memory on EfficientNet-B0.)
 
 **Patchify convolutions** (kernel == stride, no padding: ViT's patch embedding) as
 space-to-depth followed by a pointwise convolution.
@@ -145,6 +147,86 @@ def explicit_padding(
     return [tuple(int(v) for v in p) for p in padding]
 
 
+def _shifted_products(xp, w, strides, dilation, out_hw):
+    """sum_t xp[o * s + t * d] * w[t] over the kh * kw taps t: xp (N, Hp, Wp, C) already padded,
+    w (kh, kw, C) -> (N, Ho, Wo, C) in w's dtype (float32 for low-precision inputs)."""
+    kh, kw, c = w.shape
+    (sh, sw), (dh, dw), (ho, wo) = strides, dilation, out_hw
+    n = xp.shape[0]
+    y = None
+    for i in range(kh):
+        for j in range(kw):
+            tap = lax.slice(
+                xp,
+                (0, i * dh, j * dw, 0),
+                (n, i * dh + (ho - 1) * sh + 1, j * dw + (wo - 1) * sw + 1, c),
+                (1, sh, sw, 1),
+            )
+            term = tap.astype(w.dtype) * w[i, j]
+            y = term if y is None else y + term
+    return y
+
+
+def _pad(x, pads, interior=(0, 0)):
+    """Pad (or crop, for negative amounts) the two spatial axes of an NHWC array."""
+    cfg = [(0, 0, 0), (*pads[0], interior[0]), (*pads[1], interior[1]), (0, 0, 0)]
+    return lax.pad(x, jnp.zeros((), x.dtype), cfg)
+
+
+def _depthwise_out_hw(x_hw, kernel_hw, strides, dilation, pads):
+    return tuple(
+        (n + lo + hi - (k - 1) * d - 1) // s + 1
+        for n, k, s, d, (lo, hi) in zip(x_hw, kernel_hw, strides, dilation, pads, strict=True)
+    )
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _depthwise(x, w, strides, dilation, pads):
+    """x (N, H, W, C), w (kh, kw, C) in the accumulation dtype -> (N, Ho, Wo, C) in that dtype."""
+    return _depthwise_fwd(x, w, strides, dilation, pads)[0]
+
+
+def _depthwise_fwd(x, w, strides, dilation, pads):
+    out_hw = _depthwise_out_hw(x.shape[1:3], w.shape[:2], strides, dilation, pads)
+    # Only x and w are kept for the backward pass (autodiff would keep every shifted copy).
+    return _shifted_products(_pad(x, pads), w, strides, dilation, out_hw), (x, w)
+
+
+def _depthwise_bwd(strides, dilation, pads, res, dy):
+    x, w = res
+    kh, kw, _ = w.shape
+    dy = dy.astype(w.dtype)
+    xp = _pad(x, pads)
+    hp, wp = xp.shape[1:3]
+    ho, wo = dy.shape[1:3]
+    # dx: the strided products spread dy back over the padded input; that is dy dilated by the
+    # strides, correlated with the flipped kernel, then cropped to the unpadded input.
+    reach = [(k - 1) * d for k, d in zip((kh, kw), dilation, strict=True)]
+    dyd = _pad(dy, [(reach[0], hp - (ho - 1) * strides[0] - 1),
+                    (reach[1], wp - (wo - 1) * strides[1] - 1)],
+               interior=(strides[0] - 1, strides[1] - 1))
+    dxp = _shifted_products(dyd, w[::-1, ::-1], (1, 1), dilation, (hp, wp))
+    dx = _pad(dxp, [(-lo, -hi) for lo, hi in pads])
+    # dw: per tap, the sum over N, Ho, Wo of the shifted input times dy. One tap per scan step:
+    # XLA:CPU materializes each shifted copy for its reduction, and unrolled they would all be
+    # live at once (k * k copies of the input: 7x the temporary memory of EfficientNet-B0).
+    n, _, _, c = xp.shape
+    span = ((ho - 1) * strides[0] + 1, (wo - 1) * strides[1] + 1)
+
+    def tap_grad(_, t):
+        i, j = t // kw, t % kw
+        window = lax.dynamic_slice(xp, (0, i * dilation[0], j * dilation[1], 0), (n, *span, c))
+        tap = window[:, :: strides[0], :: strides[1]]
+        return None, jnp.sum(tap.astype(w.dtype) * dy, axis=(0, 1, 2))
+
+    _, dw = lax.scan(tap_grad, None, jnp.arange(kh * kw))
+    dw = dw.reshape(w.shape)
+    return dx.astype(x.dtype), dw
+
+
+_depthwise.defvjp(_depthwise_fwd, _depthwise_bwd)
+
+
 def depthwise_conv(
     x: jnp.ndarray,
     kernel: jnp.ndarray,
@@ -153,35 +235,22 @@ def depthwise_conv(
     padding: str | Sequence[tuple[int, int]],
     dilation: Sequence[int] = (1, 1),
 ) -> jnp.ndarray:
-    """Depthwise convolution as a sum of shifted products.
+    """Depthwise convolution as a sum of shifted products, with its own VJP.
 
     x (N, H, W, C), kernel (kh, kw, 1, C * m) -> (N, H', W', C * m) in x's dtype; output channel
     ``c * m + j`` is filter ``j`` of input channel ``c`` (``lax.conv_general_dilated`` with
-    ``feature_group_count=C``). Accumulates in float32 for bf16/fp16 inputs.
+    ``feature_group_count=C``). Accumulates in float32 for bf16/fp16 inputs. The backward pass
+    keeps only x and the kernel: dx is the same sum of shifted products over the stride-dilated
+    dy with the flipped kernel, dw a product-and-sum per tap.
     """
     kh, kw, _, features = kernel.shape
     c = x.shape[-1]
     if features != c:  # channel multiplier m > 1: filter j of channel c reads channel c
         x = jnp.repeat(x, features // c, axis=-1)
-    (sh, sw), (dh, dw) = tuple(strides), tuple(dilation)
-    pads = explicit_padding(padding, x.shape[1:3], (kh, kw), (sh, sw), (dh, dw))
+    strides, dilation = tuple(strides), tuple(dilation)
+    pads = tuple(explicit_padding(padding, x.shape[1:3], (kh, kw), strides, dilation))
     acc = jnp.promote_types(x.dtype, jnp.float32)
-    xp = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0), (*pads[0], 0), (*pads[1], 0), (0, 0, 0)])
-    n, hp, wp, _ = xp.shape
-    ho = (hp - (kh - 1) * dh - 1) // sh + 1
-    wo = (wp - (kw - 1) * dw - 1) // sw + 1
-    w = kernel[:, :, 0, :].astype(acc)
-    y = None
-    for i in range(kh):
-        for j in range(kw):
-            tap = lax.slice(
-                xp,
-                (0, i * dh, j * dw, 0),
-                (n, i * dh + (ho - 1) * sh + 1, j * dw + (wo - 1) * sw + 1, features),
-                (1, sh, sw, 1),
-            )
-            term = tap.astype(acc) * w[i, j]
-            y = term if y is None else y + term
+    y = _depthwise(x, kernel[:, :, 0, :].astype(acc), strides, dilation, pads)
     return y.astype(x.dtype)
 
 

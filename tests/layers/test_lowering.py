@@ -116,3 +116,13 @@ def test_impl_selection_and_errors(monkeypatch):
         conv_impl()
     with pytest.raises(ValueError, match="unknown conv impl"):
         set_conv_impl("cudnn")
+
+
+@pytest.mark.parametrize("dtype,rtol", [(jnp.float32, 1e-5), (jnp.bfloat16, 2e-2)])
+@pytest.mark.parametrize("size,patch,padding", [(8, 4, "VALID"), (9, 3, "SAME"), (10, 4, "VALID")])
+def test_patchify_matches_xla(size, patch, padding, dtype, rtol):
+    # kernel == stride: ViT's patch embedding; 10 px with 4 px patches drops the last 2 (VALID).
+    rng = np.random.default_rng(4)
+    x = jnp.asarray(rng.normal(size=(2, size, size, 3)), dtype)
+    w = jnp.asarray(rng.normal(size=(patch, patch, 3, 5)), dtype)
+    _check_against_xla(x, w, rtol, strides=(patch, patch), padding=padding)
