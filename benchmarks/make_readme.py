@@ -76,7 +76,7 @@ def throughput_section(results):
         ["model", "batch", "res", "dtype", "parallel", "train img/s", "infer img/s",
          "compile s", "train GFLOP/img", "MFU", "peak MiB", "load", "flags"], rows
     ) + (
-        "\n\nMFU = achieved train FLOP/s (XLA cost analysis of the compiled step) / the best "
+        "\n\nMFU = achieved train FLOP/s (XLA cost analysis of the lowered step, i.e. the model's FLOPs before XLA rewrites them) / the best "
         "matmul FLOP/s measured in the same process for the compute dtype. `load` = 1-minute "
         "load average when the run ended (2 cores; > 2 means shared). `*`: measured before the "
         "memory fix, from `peak_memory_in_bytes` alone, which on XLA:CPU leaves out temporaries "
@@ -117,7 +117,7 @@ def compare_section(results):
             "resolution, SGD (lr 0.1, momentum 0.9), softmax cross-entropy; training steps. "
             "Both frameworks run in one process per model and their timed steps alternate, so "
             "the ratio holds under a changing load; absolute img/s depend on the load. Each MFU "
-            "uses its own framework's FLOPs (XLA cost analysis of its compiled step; n/a when "
+            "uses its own framework's FLOPs (XLA cost analysis of its lowered step; n/a when "
             "run with `--no-keras-flops`).\n\n" + "\n\n".join(parts) + "\n")
 
 

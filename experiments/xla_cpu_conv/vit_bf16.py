@@ -47,12 +47,13 @@ def main():
         step, state = build_train_step(model, v, 1000, dp)
         state = dp.put_state(state)
         t0 = time.perf_counter()
-        compiled = dp.compile_train_step(step).lower(state, batch).compile()
+        lowered = dp.compile_train_step(step).lower(state, batch)
+        compiled = lowered.compile()
         compile_s = time.perf_counter() - t0
         state, m = compiled(state, batch)  # warm-up
         jax.block_until_ready(state)
         runs[name] = {"compiled": compiled, "state": state, "compile_s": compile_s,
-                      "flops_per_img": _flops(compiled) / args.batch, "times": [],
+                      "flops_per_img": _flops(lowered) / args.batch, "times": [],
                       "loss0": float(m["loss"])}
         print(f"{name}: compiled in {compile_s:.0f} s, first loss {float(m['loss']):.4f}",
               flush=True)
