@@ -94,3 +94,31 @@ def test_library_train_step_is_traced_once():
     assert losses[2] < losses[0]
     assert isinstance(state.tx, optax.GradientTransformation)
     chex.assert_trees_all_equal_dtypes(state.params, jax.tree.map(jnp.asarray, variables["params"]))
+
+
+def test_flops_do_not_depend_on_the_conv_lowering():
+    """MFU counts the model's FLOPs: the lowered step's count is the same (within the few
+    elementwise ops) whether convolutions run as XLA convs or as the CPU lowering's matmuls and
+    shifted products. (The compiled count is not: XLA's depthwise weight gradient computes a
+    dense C x C kernel.)"""
+    from benchmarks.throughput import _flops, build_train_step
+    from jaxvision import models
+    from jaxvision.layers import set_conv_impl
+    from jaxvision.training.parallel import DataParallel
+
+    x = np.zeros((2, 32, 32, 3), np.float32)
+    dp = DataParallel("jit", devices=jax.devices()[:1])
+    counts = {}
+    try:
+        for impl in ("xla", "cpu"):
+            set_conv_impl(impl)
+            model = models.create("mobilenet_v2", num_classes=10)
+            variables = jax.eval_shape(lambda k, x: model.init(k, x, train=False),
+                                       jax.random.key(0), x)
+            variables = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), variables)
+            step, state = build_train_step(model, variables, 10, dp)
+            batch = {"image": x, "label": np.zeros(2, np.int32)}
+            counts[impl] = _flops(dp.compile_train_step(step).lower(state, batch))
+    finally:
+        set_conv_impl(None)
+    assert counts["cpu"] == pytest.approx(counts["xla"], rel=0.05)
