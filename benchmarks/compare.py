@@ -102,7 +102,8 @@ def worker(args) -> dict:
 
     if args.matmul_precision:
         jax.config.update("jax_default_matmul_precision", args.matmul_precision)
-    from benchmarks.throughput import apply_conv_impl, conv_impl_used
+    from benchmarks.throughput import apply_conv_impl
+    from jaxvision.layers import conv_impl
 
     apply_conv_impl(args.conv_impl)
     kr, step = None, None
@@ -126,7 +127,7 @@ def worker(args) -> dict:
     jv = benchmark(args.model, args.batch, args.res, dtype=args.dtype, steps=args.steps,
                    warmup=args.warmup, infer=False, probe=True, companion=step)
     jv.pop("_state", None)
-    jv["conv_impl"] = conv_impl_used(args.conv_impl)
+    jv["conv_impl"] = conv_impl()
     ktimes = jv.pop("companion_step_s_all", None)
     if kr is not None:
         med = statistics.median(ktimes)

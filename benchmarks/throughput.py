@@ -182,13 +182,6 @@ def apply_conv_impl(impl: str) -> None:
     set_conv_impl(None if impl == "auto" else impl)
 
 
-def conv_impl_used(impl: str) -> str:
-    """What ``impl`` resolves to on this backend ('auto' -> 'cpu' or 'xla')."""
-    from jaxvision.layers import conv_impl
-
-    return conv_impl() if impl == "auto" else impl
-
-
 # ---------------------------------------------------------------------------------------------
 # Train step: the library's own, placed and compiled by the library's DataParallel.
 
@@ -542,6 +535,7 @@ def main(argv=None) -> dict[str, Any]:
     if args.bf16_dots == "amx":
         use_amx_dense()
     apply_conv_impl(args.conv_impl)
+    from jaxvision.layers import conv_impl
     try:
         result = benchmark(
             args.model,
@@ -562,7 +556,7 @@ def main(argv=None) -> dict[str, Any]:
         raise
     result["matmul_precision"] = args.matmul_precision or "default"
     result["bf16_dots"] = args.bf16_dots
-    result["conv_impl"] = conv_impl_used(args.conv_impl)
+    result["conv_impl"] = conv_impl()
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out, "w") as f:

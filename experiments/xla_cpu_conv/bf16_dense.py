@@ -11,14 +11,14 @@ GELU) in four forms:
   they do not use the bf16 matrix units;
 * ``bf16_f32acc``: the forward dots as bf16 x bf16 -> float32 (``preferred_element_type``), cast
   back to bf16; autodiff's backward dots then mix f32 cotangents with bf16 operands (f32 dots);
-* ``bf16_amx``: ``amx_dot_general`` below: a custom VJP whose three dots (forward, input gradient,
+* ``bf16_amx``: ``jaxvision.layers.dense.f32_accumulating_dot_general`` (prototyped here): a
+  custom VJP whose three dots (forward, input gradient,
   kernel gradient) are all bf16 x bf16 -> float32, the form YNNPACK runs on AMX.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import statistics
 import time
@@ -32,40 +32,13 @@ def _f32acc(lhs, rhs, dims):
     return lax.dot_general(lhs, rhs, dims, preferred_element_type=jnp.float32)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _amx_dot(lhs, rhs, dims):
-    return _f32acc(lhs, rhs, dims).astype(lhs.dtype)
-
-
-def _amx_fwd(lhs, rhs, dims):
-    return _amx_dot(lhs, rhs, dims), (lhs, rhs)
-
-
-def _amx_bwd(dims, res, g):
-    lhs, rhs = res
-    g = g.astype(lhs.dtype)
-    # Only the (..., K) x (K, N) form Dense uses: contract lhs's last axis with rhs's first.
-    (lc, rc), (lb, rb) = dims
-    assert lc == (lhs.ndim - 1,) and rc == (0,) and not lb and not rb, dims
-    dlhs = _f32acc(g, rhs, (((g.ndim - 1,), (1,)), ((), ()))).astype(lhs.dtype)
-    batch_axes = tuple(range(lhs.ndim - 1))
-    drhs = _f32acc(lhs, g, ((batch_axes, batch_axes), ((), ()))).astype(rhs.dtype)
-    return dlhs, drhs
-
-
-_amx_dot.defvjp(_amx_fwd, _amx_bwd)
-
-
 def amx_dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):
-    """Drop-in ``dot_general`` for ``nn.Dense(dot_general=...)`` (bf16 compute dtype): every dot
-    of the forward and backward pass is bf16 x bf16 -> float32, then cast to the compute dtype.
-    Falls back to ``lax.dot_general`` for float32 inputs or other contraction forms."""
-    del precision, preferred_element_type
-    (lc, rc), (lb, rb) = dimension_numbers
-    if (lhs.dtype != jnp.bfloat16 or rhs.dtype != jnp.bfloat16 or tuple(rc) != (0,)
-            or tuple(lc) != (lhs.ndim - 1,) or lb or rb or rhs.ndim != 2):
-        return lax.dot_general(lhs, rhs, dimension_numbers)
-    return _amx_dot(lhs, rhs, ((tuple(lc), tuple(rc)), ((), ())))
+    """The form adopted by the library (``jaxvision.layers.dense``): all three dots of a Dense
+    layer bf16 x bf16 -> float32, through a custom VJP."""
+    from jaxvision.layers.dense import f32_accumulating_dot_general
+
+    return f32_accumulating_dot_general(lhs, rhs, dimension_numbers, precision=precision,
+                                        preferred_element_type=preferred_element_type)
 
 
 def mlp(x, w1, w2, form):

@@ -264,13 +264,19 @@ def _timm_mobile_blocks(m: _Mapper, dst_name) -> None:
         s += 1
 
 
+def _timm_mobile(m: _Mapper, block_name) -> int:
+    """A whole timm MobileNetV2/EfficientNet: stem, blocks (named by ``block_name(stage, index in
+    stage, running index)``), head conv, classifier."""
+    _cna(m, "stem", "conv_stem", "bn1")
+    _timm_mobile_blocks(m, block_name)
+    _cna(m, "head_conv", "conv_head", "bn2")
+    return _head(m, "classifier")
+
+
 def _mobilenet_v2(m: _Mapper) -> int:
     """torchvision ``features.{0..18}`` / ``classifier.1``, or timm ``mobilenetv2_*``."""
     if _is_timm_mobile(m):
-        _cna(m, "stem", "conv_stem", "bn1")
-        _timm_mobile_blocks(m, lambda s, j, k: f"block{k + 1}")
-        _cna(m, "head_conv", "conv_head", "bn2")
-        return _head(m, "classifier")
+        return _timm_mobile(m, lambda s, j, k: f"block{k + 1}")
     _cna(m, "stem", "features.0.0", "features.0.1")
     k = 1
     while m.has(f"features.{k}.conv.0.0.weight"):
@@ -291,10 +297,7 @@ def _efficientnet(m: _Mapper) -> int:
     """torchvision ``features.0`` (stem), ``features.{1..7}.{j}.block.*`` (MBConv: [expand], dw,
     SE fc1/fc2, project), ``features.8`` (head conv), ``classifier.1``; or timm names."""
     if _is_timm_mobile(m):
-        _cna(m, "stem", "conv_stem", "bn1")
-        _timm_mobile_blocks(m, lambda s, j, k: f"stage{s + 1}_block{j + 1}")
-        _cna(m, "head_conv", "conv_head", "bn2")
-        return _head(m, "classifier")
+        return _timm_mobile(m, lambda s, j, k: f"stage{s + 1}_block{j + 1}")
     _cna(m, "stem", "features.0.0", "features.0.1")
     s = 1
     while m.has(f"features.{s}.0.block.0.0.weight"):

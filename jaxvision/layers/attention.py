@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxvision.layers.dense import f32_accumulating_dot_general
+from jaxvision.layers.lowering import LOW_PRECISION
 
 __all__ = [
     "ATTENTION_IMPLEMENTATIONS",
@@ -29,7 +30,6 @@ __all__ = [
 ]
 
 ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "cudnn", "float32_accumulate", "reference")
-_LOW_PRECISION = (jnp.bfloat16, jnp.float16)
 
 
 def _as_4d_mask(mask):
@@ -44,6 +44,19 @@ def _as_4d_mask(mask):
     return jnp.expand_dims(mask, tuple(range(4 - mask.ndim)))
 
 
+def _attention_scale(q):
+    return 1.0 / jnp.sqrt(jnp.asarray(q.shape[-1], jnp.float32))
+
+
+def _attention_weights(q, k, mask):
+    """softmax(q k^T / sqrt(d)) in float32, (N, H, Tq, Tk); mask 4-d boolean or None."""
+    logits = jnp.einsum("nqhd,nkhd->nhqk", q, k, preferred_element_type=jnp.float32)
+    logits = logits * _attention_scale(q)
+    if mask is not None:
+        logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+    return jax.nn.softmax(logits, axis=-1)
+
+
 def reference_attention(q, k, v, mask=None, *, dropout_rate=0.0, dropout_rng=None):
     """softmax(q k^T / sqrt(d)) v written out, logits and softmax in float32.
 
@@ -55,12 +68,7 @@ def reference_attention(q, k, v, mask=None, *, dropout_rate=0.0, dropout_rng=Non
     Returns:
       (N, Tq, H, Dh) in the dtype of ``q``.
     """
-    scale = 1.0 / jnp.sqrt(jnp.asarray(q.shape[-1], jnp.float32))
-    logits = jnp.einsum("nqhd,nkhd->nhqk", q, k, preferred_element_type=jnp.float32) * scale
-    mask = _as_4d_mask(mask)
-    if mask is not None:
-        logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
-    weights = jax.nn.softmax(logits, axis=-1)
+    weights = _attention_weights(q, k, _as_4d_mask(mask))
     if dropout_rate > 0.0:
         if dropout_rng is None:
             raise ValueError("attention dropout needs a dropout_rng")
@@ -70,11 +78,7 @@ def reference_attention(q, k, v, mask=None, *, dropout_rate=0.0, dropout_rng=Non
 
 
 def _attention_forward(q, k, v, mask):
-    scale = 1.0 / jnp.sqrt(jnp.asarray(q.shape[-1], jnp.float32))
-    logits = jnp.einsum("nqhd,nkhd->nhqk", q, k, preferred_element_type=jnp.float32) * scale
-    if mask is not None:
-        logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
-    p = jax.nn.softmax(logits, axis=-1)
+    p = _attention_weights(q, k, mask)
     out = jnp.einsum("nhqk,nkhd->nqhd", p.astype(v.dtype), v, preferred_element_type=jnp.float32)
     return out.astype(q.dtype), p
 
@@ -99,7 +103,7 @@ def _f32acc_attention_fwd(q, k, v, mask=None):
 
 def _f32acc_attention_bwd(res, dout):
     q, k, v, p = res
-    scale = 1.0 / jnp.sqrt(jnp.asarray(q.shape[-1], jnp.float32))
+    scale = _attention_scale(q)
     dout = dout.astype(v.dtype)
     f32 = jnp.float32
     dv = jnp.einsum("nhqk,nqhd->nkhd", p.astype(v.dtype), dout, preferred_element_type=f32)
@@ -159,7 +163,7 @@ def dot_product_attention(
                 return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation="cudnn")
             except Exception:  # noqa: BLE001 - unsupported shape/GPU: fall back to XLA
                 pass
-        low = q.dtype in _LOW_PRECISION
+        low = q.dtype in LOW_PRECISION
         implementation = "float32_accumulate" if low and jax.default_backend() == "cpu" else "xla"
     if implementation == "float32_accumulate":
         return float32_accumulating_attention(q, k, v, mask)

@@ -87,12 +87,6 @@ def weight_standardize(kernel: jnp.ndarray, eps: float = 1e-5) -> jnp.ndarray:
     return kernel / (jnp.std(kernel, axis=axes, keepdims=True) + eps)
 
 
-def _pads_nothing(padding: str | list[tuple[int, int]]) -> bool:
-    if isinstance(padding, str):  # "SAME" and "VALID" pad nothing around a 1x1 kernel
-        return True
-    return all(tuple(p) == (0, 0) for p in padding)
-
-
 def conv2d(
     x: jnp.ndarray,
     kernel: jnp.ndarray,
@@ -106,19 +100,20 @@ def conv2d(
     """x (N, H, W, C) * kernel (kh, kw, C / groups, F) -> (N, H', W', F), in x's dtype.
 
     ``padding`` as ``lax`` takes it ("SAME", "VALID" or (low, high) pairs; see ``conv_padding``).
-    ``impl``: 'xla' (``lax.conv_general_dilated``), 'cpu' (1x1 and patchify (kernel == stride)
-    convolutions as matmuls, depthwise ones as sums of shifted products, see ``jaxvision.layers.lowering``) or None for
-    ``lowering.conv_impl()`` ('cpu' on the CPU backend).
+    ``impl``: 'xla' (``lax.conv_general_dilated``), 'cpu' (unpadded 1x1 and patchify
+    (kernel == stride) convolutions as matmuls, depthwise ones as sums of shifted products; see
+    ``jaxvision.layers.lowering``) or None for ``lowering.conv_impl()`` ('cpu' on the CPU
+    backend).
     """
     impl = impl or conv_impl()
     if impl == "cpu":
-        if kernel.shape[:2] == (1, 1) and groups == 1 and _pads_nothing(padding):
-            return pointwise_conv(x, kernel[0, 0], tuple(strides))
         if groups == x.shape[-1] and groups > 1 and kernel.shape[2] == 1:
             return depthwise_conv(x, kernel, strides=strides, padding=padding, dilation=dilation)
-        if groups == 1 and tuple(kernel.shape[:2]) == tuple(strides) and tuple(dilation) == (1, 1):
-            pads = explicit_padding(padding, x.shape[1:3], kernel.shape[:2], strides, dilation)
-            if all(p == (0, 0) for p in pads):
+        pads = explicit_padding(padding, x.shape[1:3], kernel.shape[:2], strides, dilation)
+        if groups == 1 and all(p == (0, 0) for p in pads):
+            if kernel.shape[:2] == (1, 1):
+                return pointwise_conv(x, kernel[0, 0], tuple(strides))
+            if tuple(kernel.shape[:2]) == tuple(strides) and tuple(dilation) == (1, 1):
                 return patchify_conv(x, kernel)
     return lax.conv_general_dilated(
         x,

@@ -14,25 +14,17 @@ from __future__ import annotations
 import functools
 
 import jax
-import jax.numpy as jnp
 from jax import lax
 
-from jaxvision.layers.lowering import weight_grad
+from jaxvision.layers.lowering import LOW_PRECISION, matmul, weight_grad
 
 __all__ = ["f32_accumulating_dot_general"]
-
-_LOW_PRECISION = (jnp.bfloat16, jnp.float16)
-
-
-def _dot_f32(lhs, rhs, dims):
-    return lax.dot_general(lhs, rhs, dims, preferred_element_type=jnp.float32)
-
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _low_precision_dot(lhs, rhs, k: int):
     """lhs (B..., K...) . rhs (K..., N...) -> (B..., N...) contracting the last/first ``k`` axes."""
     dims = (tuple(range(lhs.ndim - k, lhs.ndim)), tuple(range(k))), ((), ())
-    return _dot_f32(lhs, rhs, dims).astype(lhs.dtype)
+    return matmul(lhs, rhs, dims)
 
 
 def _fwd(lhs, rhs, k):
@@ -45,14 +37,14 @@ def _bwd(k, res, g):
     n = rhs.ndim - k  # output feature axes
     b = lhs.ndim - k  # batch axes of lhs
     g_feat = tuple(range(g.ndim - n, g.ndim))
-    dlhs = _dot_f32(g, rhs, ((g_feat, tuple(range(k, rhs.ndim))), ((), ())))
+    dlhs = matmul(g, rhs, ((g_feat, tuple(range(k, rhs.ndim))), ((), ())))
     if k == 1 and n == 1:
         # (..., K) x (..., N) -> (K, N) with the narrow operand transposed (see lowering).
         drhs = weight_grad(lhs, g, b)
     else:
         batch = tuple(range(b))
-        drhs = _dot_f32(lhs, g, ((batch, batch), ((), ())))
-    return dlhs.astype(lhs.dtype), drhs.astype(rhs.dtype)
+        drhs = matmul(lhs, g, ((batch, batch), ((), ())))
+    return dlhs, drhs.astype(rhs.dtype)
 
 
 _low_precision_dot.defvjp(_fwd, _bwd)
@@ -68,7 +60,7 @@ def f32_accumulating_dot_general(lhs, rhs, dimension_numbers, precision=None,
     (lc, rc), (lb, rb) = dimension_numbers
     k = len(lc)
     if (
-        lhs.dtype in _LOW_PRECISION
+        lhs.dtype in LOW_PRECISION
         and rhs.dtype == lhs.dtype
         and not lb
         and not rb

@@ -27,7 +27,7 @@ space-to-depth followed by a pointwise convolution.
   from 4.8 s to 3.9 s at batch 16.
 
 bf16/fp16 products accumulate in float32 (the form XLA:CPU runs on the AMX bf16 units; GPUs
-accumulate in float32 anyway). The choice is made at trace time: ``conv_impl()`` is 'matmul' on
+accumulate in float32 anyway). The choice is made at trace time: ``conv_impl()`` is 'cpu' on
 the CPU backend and 'xla' elsewhere, unless set by ``set_conv_impl`` or the environment variable
 ``JAXVISION_CONV_IMPL`` (``xla`` | ``cpu`` | ``auto``). Both give the same results up to float
 rounding (tests/layers/test_lowering.py).
@@ -49,7 +49,7 @@ __all__ = [
 ]
 
 IMPLS = ("auto", "xla", "cpu")
-_LOW_PRECISION = (jnp.bfloat16, jnp.float16)
+LOW_PRECISION = (jnp.bfloat16, jnp.float16)  # dtypes whose products accumulate in float32
 _override: list[str] = []
 
 
@@ -76,7 +76,7 @@ def conv_impl() -> str:
 
 def matmul(a: jnp.ndarray, b: jnp.ndarray, dims) -> jnp.ndarray:
     """``lax.dot_general`` in ``a``'s dtype; bf16/fp16 operands accumulate in float32."""
-    if a.dtype in _LOW_PRECISION:
+    if a.dtype in LOW_PRECISION:
         return lax.dot_general(a, b.astype(a.dtype), dims,
                                preferred_element_type=jnp.float32).astype(a.dtype)
     return lax.dot_general(a, b, dims)
