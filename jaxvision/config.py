@@ -145,8 +145,30 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 def lock(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """Lock ``config`` (unknown keys become errors) and return it."""
+    """Lock ``config`` (unknown keys become errors) and return it.
+
+    Every key left ``None`` becomes an untyped placeholder first (see `settable_nones`), so the
+    command line can set it.
+    """
+    settable_nones(config)
     config.lock()
+    return config
+
+
+def settable_nones(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Turns every plain ``None`` leaf into ``config_dict.placeholder(object)``, in place.
+
+    ml_collections' flag parser refuses to override a field whose value is a plain ``None`` ("Type
+    NoneType ... is not supported for overriding"); a placeholder of type ``object`` reads its
+    command-line value as a Python literal (``1``, ``0.5``, ``'(0.5, 0.5)'``, ``None``) and
+    anything else as a string (``/some/dir``). Keys declared with a typed placeholder keep it.
+    """
+    for key in list(config.keys()):
+        value = config[key]
+        if isinstance(value, ml_collections.ConfigDict):
+            settable_nones(value)
+        elif value is None and config.get_type(key) is type(None):
+            config[key] = config_dict.placeholder(object)
     return config
 
 

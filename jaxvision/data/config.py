@@ -1,12 +1,15 @@
 """Default data configuration: every key of `config.data`, with its meaning."""
 
 import ml_collections
+from ml_collections import config_dict
 
 
 def default_config() -> ml_collections.ConfigDict:
     """Returns the data ConfigDict with every key and its default.
 
-    `None` means "decided from the dataset" (see each key); such a field takes any type once set.
+    `None` means "decided from the dataset" (see each key). Such keys are typed placeholders
+    (`config_dict.placeholder`), so the command line can set them like any other key
+    (`--config.data.data_dir=/x`, `--config.data.image_size=64`, `--config.data.mean='(0.5,)'`).
 
     Source
       name: TFDS dataset name ('cifar10', 'imagenet2012', ...), a bundled dataset ('mnist5k',
@@ -30,6 +33,11 @@ def default_config() -> ml_collections.ConfigDict:
       mean / std: per-channel normalization in [0, 1] units, image = (x/255 - mean) / std.
         None -> known constants of the dataset (cifar10/100, mnist, imagenet; ImageNet's for image
         folders and unknown datasets); 'none' -> no normalization (images in [0, 1]).
+      alpha_background: colour under transparent pixels (alpha, palette or colour-key
+        transparency), composited as a viewer shows the image: a PIL colour name, '#rrggbb',
+        'rgb(r, g, b)' or an (r, g, b) tuple; default 'white' (browsers and image viewers on a
+        light page). Every file is read by `jaxvision.data.image_file` (EXIF orientation, ICC
+        -> sRGB, 16-bit, first frame of animations; see its docstring).
 
     Training augmentation (all random draws are stateless, seeded by (seed, position in stream))
       train_crop: 'inception' (random resized crop), 'random_pad' (pad by pad_pixels, random crop,
@@ -84,7 +92,7 @@ def default_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.name = "cifar10"
     c.path = ""
-    c.data_dir = None
+    c.data_dir = config_dict.placeholder(str)
     c.download = True
     c.train_split = "train"
     c.eval_split = "auto"
@@ -94,16 +102,18 @@ def default_config() -> ml_collections.ConfigDict:
     c.split_seed = 0
     c.skip_corrupt = False
 
-    c.image_size = None
-    c.channels = None
-    c.mean = None
-    c.std = None
+    c.image_size = config_dict.placeholder(int)
+    c.channels = config_dict.placeholder(int)
+    # a tuple of numbers or the string 'none': any Python literal on the command line
+    c.mean = config_dict.placeholder(object)
+    c.std = config_dict.placeholder(object)
+    c.alpha_background = "white"
 
     c.train_crop = "auto"
     c.crop_area_min = 0.08
     c.crop_aspect_min = 3 / 4
     c.crop_aspect_max = 4 / 3
-    c.pad_pixels = None
+    c.pad_pixels = config_dict.placeholder(int)
     c.flip = True
     c.rotation = 0.0
     c.color_jitter = 0.0
@@ -114,7 +124,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.cutmix_alpha = 0.0
     c.mixup_switch_prob = 0.5
 
-    c.eval_crop_fraction = None
+    c.eval_crop_fraction = config_dict.placeholder(float)
 
     c.class_weighting = "none"
     c.class_weight_beta = 0.999

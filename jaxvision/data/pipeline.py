@@ -55,6 +55,7 @@ class PipelineInfo:
     local_batch_size: int
     num_local_examples: int  # this process's shard
     num_skipped: int = 0  # corrupt files skipped in an image folder
+    skipped: tuple = dataclasses.field(default=(), repr=False)  # their (path, reason) pairs
     mean: tuple = ()
     std: tuple = ()
 
@@ -154,10 +155,10 @@ def build(
         split=split,
         local_batch_size=batch,
         num_skipped=getattr(source, "num_skipped", 0),
+        skipped=getattr(source, "skipped", ()),
         mean=r.mean,
         std=r.std,
     )
-    decode_channels = source.channels
 
     if train and source.random_access(cfg.cache):
         table = source.table(split)
@@ -173,7 +174,7 @@ def build(
         aug_seed = _seed_pair(seed, 1_000_003)  # the same on every process
 
         def global_map(g, idx):
-            image = preprocess.decode(table.load(tf.gather(keys, idx)), decode_channels)
+            image = preprocess.decode(table.load(tf.gather(keys, idx)), r)
             elem_seed = tf.stack([tf.constant(aug_seed, tf.int64), g])
             image = preprocess.train_transform(image, elem_seed, r, cfg)
             return {"image": image, "label": tf.gather(labels, idx), "mask": tf.constant(True)}
@@ -195,7 +196,7 @@ def build(
 
         def train_map(g, ex):
             ex = local.load(ex)
-            image = preprocess.decode(ex["image"], decode_channels)
+            image = preprocess.decode(ex["image"], r)
             elem_seed = tf.stack([tf.constant(aug_seed, tf.int64), g])
             image = preprocess.train_transform(image, elem_seed, r, cfg)
             return {"image": image, "label": ex["label"], "mask": tf.constant(True)}
@@ -207,7 +208,7 @@ def build(
 
         def eval_map(ex):
             ex = local.load(ex)
-            image = preprocess.decode(ex["image"], decode_channels)
+            image = preprocess.decode(ex["image"], r)
             image = preprocess.eval_transform(image, r)
             return {"image": image, "label": ex["label"], "mask": tf.constant(True)}
 

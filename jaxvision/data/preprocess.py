@@ -1,8 +1,8 @@
 """Decoding, resolution of 'auto' config values, and the per-example train / eval transforms.
 
-An example on its way through the pipeline is `{'image': encoded bytes (PNG/JPEG/BMP/GIF),
-'label': int}`; `decode` turns the bytes into uint8 (H, W, C); the transforms return float32
-(size, size, channels), normalized.
+An example on its way through the pipeline is `{'image': encoded bytes (any image format),
+'label': int}`; `decode` turns the bytes into uint8 (H, W, channels) with the one file -> pixels
+decoder (`image_file`); the transforms return float32 (size, size, channels), normalized.
 """
 
 import dataclasses
@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from jaxvision.data import augment
+from jaxvision.data import augment, image_file
 from jaxvision.data._tf import tf
 
 # Per-dataset mean / std in [0, 1] units (per channel).
@@ -51,6 +51,7 @@ class Resolved:
     pad_pixels: int
     eval_crop_fraction: float
     native_fixed: bool  # every image of the dataset has one size
+    alpha_background: tuple = (255, 255, 255)  # uint8 RGB under transparent pixels
 
 
 TRAIN_CROPS = ("inception", "random_pad", "center", "resize")
@@ -90,7 +91,13 @@ def resolve(cfg, meta: Meta) -> Resolved:
         frac = 1.0 if fixed else 0.875
     if not 0 < frac <= 1:
         raise ValueError(f"config.data.eval_crop_fraction must be in (0, 1], got {frac}")
-    return Resolved(int(size), int(channels), mean, std, crop, int(pad), float(frac), fixed)
+    try:
+        background = image_file.background_rgb(cfg.get("alpha_background", "white"))
+    except ValueError as e:
+        raise ValueError(f"config.data.alpha_background: {e}") from None
+    return Resolved(
+        int(size), int(channels), mean, std, crop, int(pad), float(frac), fixed, background
+    )
 
 
 def _fit_channels(values, channels):
@@ -105,14 +112,11 @@ def _fit_channels(values, channels):
 
 
 # ----------------------------------------------------------------------------- decode
-def decode(encoded, channels: int):
-    """Encoded PNG/JPEG/BMP/GIF bytes -> uint8 (H, W, channels); gray/RGB/RGBA are converted.
-
-    `channels` is the source's native channel count (1 or 3); the model's channel count is
-    applied later by the transforms.
-    """
-    # channels=3 turns gray into RGB and drops alpha (RGBA -> RGB); channels=1 turns RGB to gray.
-    return tf.io.decode_image(encoded, channels=channels, expand_animations=False)
+def decode(encoded, r: Resolved):
+    """Encoded image bytes (string scalar, any format) -> uint8 (H, W, r.channels) tensor, read
+    as a person sees it by the one decoder of `jaxvision.data.image_file` (upright, sRGB, alpha
+    composited over r.alpha_background)."""
+    return image_file.decode_tf(encoded, r.channels, r.alpha_background)
 
 
 def _to_unit(image):

@@ -19,19 +19,13 @@ import os
 
 import numpy as np
 
-from jaxvision.data import bundled, preprocess
+from jaxvision.data import bundled, image_file, preprocess
 from jaxvision.data._tf import tf, tfds
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
-TF_DECODABLE = (
-    "JPEG",
-    "PNG",
-    "BMP",
-    "GIF",
-    "MPO",
-)  # PIL format names that tf.io.decode_image reads
+SKIPPED_FILES = "skipped_files.txt"  # in the workdir: every file skip_corrupt left out
+_SKIPPED_LOGGED = 5  # names in the log line; all of them go to SKIPPED_FILES
 SPLIT_ALIASES = {
     "train": "train",
     "training": "train",
@@ -266,21 +260,6 @@ class FolderIndex:
     skipped: tuple  # (path, reason) of files skipped as corrupt
 
 
-def _check_image(path):
-    """Returns None if PIL can fully read `path` in a TF-decodable format, else the reason."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            fmt = im.format
-            im.load()
-    except Exception as e:
-        return f"not a readable image ({type(e).__name__}: {e})"
-    if fmt not in TF_DECODABLE:
-        return f"format {fmt} is not decodable by TensorFlow; convert it to PNG or JPEG"
-    return None
-
-
 def _class_files(class_dir):
     out = []
     for dirpath, dirnames, filenames in os.walk(class_dir):
@@ -329,7 +308,7 @@ def index_folder(
             files = _class_files(cdir)
             good = []
             for f in files:
-                reason = _check_image(f)
+                reason = image_file.check(f)
                 if reason:
                     bad.append((f, reason))
                 else:
@@ -351,7 +330,12 @@ def index_folder(
             "\nRemove them, or set config.data.skip_corrupt=True to skip them."
         )
     if bad:
-        log.warning("image folder %s: skipped %d corrupt/non-image file(s)", root, len(bad))
+        shown = "; ".join(f"{p}: {r}" for p, r in bad[:_SKIPPED_LOGGED])
+        more = f"; ... ({len(bad) - _SKIPPED_LOGGED} more)" if len(bad) > _SKIPPED_LOGGED else ""
+        log.warning(
+            "image folder %s: skipped %d unreadable file(s) (skip_corrupt=True; all listed in "
+            "WORKDIR/%s): %s%s", root, len(bad), SKIPPED_FILES, shown, more,
+        )
     if "all" in found:
         paths, labels = found.pop("all")
         parts = bundled.stratified_split(
@@ -361,6 +345,19 @@ def index_folder(
             found[split] = ([paths[i] for i in idx], labels[idx])
     splits = {s: (tuple(p), lab) for s, (p, lab) in found.items()}
     return FolderIndex(tuple(class_names), splits, tuple(bad))
+
+
+def write_skipped_files(skipped, workdir: str) -> str | None:
+    """Writes `(path, reason)` pairs, one `path<TAB>reason` line each, to WORKDIR/SKIPPED_FILES
+    (replaced each run); returns its path, or None (and removes a stale file) when none."""
+    out = os.path.join(workdir, SKIPPED_FILES)
+    if not skipped:
+        if os.path.exists(out):
+            os.remove(out)
+        return None
+    with open(out, "w", encoding="utf-8") as f:
+        f.writelines(f"{path}\t{reason}\n" for path, reason in skipped)
+    return out
 
 
 class FolderSource:
@@ -375,7 +372,8 @@ class FolderSource:
         )
         self.channels = 3
         self.meta = preprocess.Meta("image_folder", (None, None, 3), self.index.class_names)
-        self.num_skipped = len(self.index.skipped)
+        self.skipped = self.index.skipped
+        self.num_skipped = len(self.skipped)
 
     def has_split(self, split):
         return split in self.index.splits and len(self.index.splits[split][0]) > 0

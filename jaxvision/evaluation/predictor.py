@@ -4,8 +4,9 @@
     for r in predict_files(run, ["cat.png", "folder/"], top_k=5):
         print(r["file"], r.get("top_k") or r["error"])
 
-Images are read with ``jaxvision.data.load_image`` and preprocessed with
-``jaxvision.data.preprocess_for_eval(run.config.data, image)``, exactly as the evaluation pipeline.
+Each file becomes model input through ``jaxvision.data.load_for_eval(run.config.data, path)``: the
+pipelines' own decoder and evaluation transform, so the input is bit-identical to the file's row
+in an evaluation batch.
 """
 
 from __future__ import annotations
@@ -99,16 +100,14 @@ def predict_files(run, paths: Iterable[str], top_k: int = 5, batch_size: int = 6
         try:
             if not os.path.exists(f):
                 raise FileNotFoundError(f"no such file: {f}")
-            image = data.load_image(f)
-            images.append(np.asarray(data.preprocess_for_eval(run.config.data, image),
-                                     np.float32))
+            images.append(np.asarray(data.load_for_eval(run.config.data, f), np.float32))
             ok.append(i)
         except Exception as e:  # noqa: BLE001 - any failure is reported per file
             results[i]["error"] = f"{type(e).__name__}: {e}"
     if images:
         shapes = {im.shape for im in images}
         if len(shapes) != 1:
-            raise ValueError(f"preprocess_for_eval returned different shapes {sorted(shapes)}")
+            raise ValueError(f"load_for_eval returned different shapes {sorted(shapes)}")
         probs = predict_images(run, np.stack(images), batch_size=batch_size)
         names = class_names_of(run, probs.shape[-1])
         for i, top in zip(ok, top_k_from_probs(probs, top_k, names), strict=True):

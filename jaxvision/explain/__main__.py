@@ -75,7 +75,7 @@ def main(argv=None) -> int:
 
     inputs = np.stack(
         [
-            np.asarray(data.preprocess_for_eval(run.config.data, data.load_image(p)), np.float32)
+            np.asarray(data.load_for_eval(run.config.data, p), np.float32)
             for p in args.images
         ]
     )

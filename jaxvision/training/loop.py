@@ -209,6 +209,10 @@ def train_and_evaluate(
     train_data = build_data(config.data, train_split, global_batch_size=config.batch_size,
                             train=True, seed=config.seed, start_step=start_step)
     info = train_data.info
+    if chief:  # issue 13: name every file skip_corrupt left out, in WORKDIR/skipped_files.txt
+        from jaxvision.data.sources import write_skipped_files
+
+        write_skipped_files(getattr(info, "skipped", ()), workdir)
     num_classes = int(config.model.num_classes or info.num_classes)
     image_shape = tuple(int(d) for d in info.image_shape)
     total_steps = config_lib.resolve_total_steps(config, info.num_examples)

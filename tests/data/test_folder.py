@@ -86,12 +86,14 @@ def test_gray_and_rgba_decoding_values(tmp_path):
         cfg, "train", global_batch_size=2, train=False, process_index=0, process_count=1
     )
     b = next(iter(ev))
-    # gray 200 -> RGB (200, 200, 200); RGBA (100, 100, 100, a) -> RGB (100, 100, 100)
+    # gray 200 -> RGB (200, 200, 200); RGBA (100, 100, 100, alpha 90) over the default white
+    # background -> 100 * 90/255 + 255 * (1 - 90/255) = 200.3 -> 200
+    over_white = round((100 * 90 + 255 * (255 - 90)) / 255)
     chex.assert_trees_all_close(
         b["image"][0], np.full((16, 16, 3), 200 / 255, np.float32), atol=1e-5
     )
     chex.assert_trees_all_close(
-        b["image"][1], np.full((16, 16, 3), 100 / 255, np.float32), atol=1e-5
+        b["image"][1], np.full((16, 16, 3), over_white / 255, np.float32), atol=1e-5
     )
     # predict/explain path gives the same numbers as the eval pipeline
     img = data.load_image(str(root / "a" / "g.png"))

@@ -1,0 +1,64 @@
+"""Model input from a file or from pixels, exactly as the evaluation pipeline makes it.
+
+`load_for_eval(config.data, path)` is what `predict`, `explain` and the Python API feed a model:
+the file is read by the pipelines' own decoder (`image_file.decode`, with the config's channels
+and alpha background) and transformed by the pipelines' own `preprocess.eval_transform`, so its
+result is bit-identical to the same file's row in an evaluation batch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from jaxvision.data import image_file, preprocess, sources
+from jaxvision.data._tf import tf
+from jaxvision.data.sources import DataError
+
+
+def dataset_meta(config_data) -> preprocess.Meta:
+    """Name, native image shape and class names of the configured dataset (no data read; a
+    bundled dataset is built if needed, an image folder is indexed)."""
+    return sources.get_source(config_data).meta
+
+
+def resolve_config(config_data) -> preprocess.Resolved:
+    """Concrete image_size, channels, mean, std, crops of config.data for its dataset."""
+    return preprocess.resolve(config_data, dataset_meta(config_data))
+
+
+def load_image(path: str, *, channels: int = 3, background=image_file.DEFAULT_BACKGROUND
+               ) -> np.ndarray:
+    """Reads an image file as a person sees it: uint8 numpy (H, W, channels) (`image_file.read`:
+    upright, sRGB, transparency composited over `background`).
+
+    Raises DataError naming the file when it is missing, corrupt or not an image.
+    """
+    try:
+        return image_file.read(path, channels=channels, background=background)
+    except image_file.ImageFileError as e:
+        raise DataError(str(e)) from None
+
+
+def preprocess_for_eval(config_data, image_uint8) -> np.ndarray:
+    """uint8 (H, W) or (H, W, C) (C in 1, 3, 4) -> float32 numpy (size, size, channels), the
+    evaluation pipeline's transform for this config (RGBA composited over its background)."""
+    r = resolve_config(config_data)
+    return _eval_transform(_pixels(image_uint8, r), r)
+
+
+def load_for_eval(config_data, path: str) -> np.ndarray:
+    """An image file -> float32 numpy (size, size, channels): the model input the evaluation
+    pipeline makes of this file, bit for bit. Raises DataError naming a bad file."""
+    r = resolve_config(config_data)
+    return _eval_transform(load_image(path, channels=r.channels, background=r.alpha_background), r)
+
+
+def _pixels(image_uint8, r: preprocess.Resolved) -> np.ndarray:
+    try:
+        return image_file.from_array(image_uint8, channels=r.channels, background=r.alpha_background)
+    except image_file.ImageFileError as e:
+        raise DataError(f"preprocess_for_eval: {e}") from None
+
+
+def _eval_transform(pixels: np.ndarray, r: preprocess.Resolved) -> np.ndarray:
+    return preprocess.eval_transform(tf.constant(pixels), r).numpy()
