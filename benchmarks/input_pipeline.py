@@ -9,6 +9,8 @@ warm-up batch, of
   - an image folder of photo-sized JPEG files (`--folder_images`, 4:2:0, quality 90, sizes
     around 500 x 375 as ImageNet's) at 224 px: the file -> pixels path users' own images take.
 Files are written to a temporary folder first (in the page cache: disk reads are not measured).
+Besides images/s (wall clock) it prints images per CPU-second of the process (all threads): the
+pipeline's work per image, which other load on a shared machine does not change.
 """
 
 import argparse
@@ -28,15 +30,16 @@ def _time_pipeline(cfg, batch, batches):
     )
     it = iter(pipe)
     next(it)  # warm-up: graph tracing, thread pools, cache fill
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for _ in range(batches):
         b = next(it)
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     assert b["image"].shape == (batch, cfg.image_size, cfg.image_size, 3)
-    return elapsed
+    return elapsed, cpu
 
 
-def _result(dataset, size, batch, batches, elapsed):
+def _result(dataset, size, batch, batches, times):
+    elapsed, cpu = times
     return {
         "dataset": dataset,
         "image_size": size,
@@ -44,6 +47,8 @@ def _result(dataset, size, batch, batches, elapsed):
         "batches": batches,
         "seconds": round(elapsed, 3),
         "images_per_s": round(batch * batches / elapsed, 1),
+        # CPU work per image (all threads), robust to other load on a shared machine
+        "images_per_cpu_s": round(batch * batches / cpu, 1),
         "cpus": os.cpu_count(),
     }
 
@@ -58,8 +63,8 @@ def measure(name, size, batch, batches, examples, **overrides):
     for k, v in overrides.items():
         cfg[k] = v
     with tfds.testing.mock_data(num_examples=examples):
-        elapsed = _time_pipeline(cfg, batch, batches)
-    return _result(f"mock {name}", size, batch, batches, elapsed)
+        times = _time_pipeline(cfg, batch, batches)
+    return _result(f"mock {name}", size, batch, batches, times)
 
 
 def write_jpeg_folder(root, num_images, classes=4, seed=0):
@@ -87,8 +92,8 @@ def measure_folder(size, batch, batches, num_images):
         cfg = data.default_config()
         cfg.name, cfg.path, cfg.image_size = "image_folder", root, size
         cfg.val_fraction, cfg.test_fraction = 0.0, 0.0
-        elapsed = _time_pipeline(cfg, batch, batches)
-    return _result(f"jpeg folder ({num_images} files)", size, batch, batches, elapsed)
+        times = _time_pipeline(cfg, batch, batches)
+    return _result(f"jpeg folder ({num_images} files)", size, batch, batches, times)
 
 
 def main():
@@ -116,7 +121,8 @@ def main():
         else:
             print(
                 f"{r['dataset']:>26s} @ {r['image_size']:3d} px: {r['images_per_s']:9.1f} "
-                f"images/s ({r['batches']} batches of {r['batch']}, {r['cpus']} CPUs)"
+                f"images/s, {r['images_per_cpu_s']:9.1f} images/CPU-s ({r['batches']} batches "
+                f"of {r['batch']}, {r['cpus']} CPUs, load {os.getloadavg()[0]:.1f})"
             )
 
 
