@@ -7,6 +7,7 @@ what makes a training stream a pure function of (seed, position) and resumable e
 `mixup_cutmix` runs inside the jitted train step on a batch `(B, H, W, C)`.
 """
 
+import functools
 import math
 
 import jax
@@ -169,10 +170,31 @@ def _gray(image):
 
 
 # ----------------------------------------------------------------------------- RandAugment
-# Cubuk et al. 2020, "RandAugment"; op list and magnitude mapping of the TF reference
-# implementation (tensorflow/tpu EfficientNet autoaugment.py, used by big_vision): each layer picks
-# one op uniformly and applies it with probability 0.5; magnitudes on a 0..10 scale.
+# Cubuk et al. 2020, "RandAugment"; the op list of the TF reference implementation
+# (tensorflow/tpu models/official/efficientnet/autoaugment.py, `distort_image_with_randaugment`,
+# used by big_vision): each layer picks one op uniformly and applies it with probability 0.5;
+# magnitude m on the 0..10 scale, level = m / 10.
+#
+# Audited so that for every op magnitude 0 is the identity (or, for the three ops without a
+# magnitude, the op itself), strength grows with m and no m gives a constant image. The reference
+# maps three kinds of op the other way round, and so do we not (as timm's "increasing" ops):
+#   posterize  reference keeps int(4 level) bits: 0 bits (an all-black image) at m < 2.5 and
+#              weaker as m grows. Here 8 - int(4 level) bits: 8 (identity) at m = 0, 4 at m = 10,
+#              the paper's range [4, 8].
+#   solarize   reference threshold int(256 level): every pixel inverted at m = 0. Here pixels at or
+#              above (256 - int(256 level)) / 255 are inverted: none at m = 0, all at m = 10.
+#   color, contrast, brightness, sharpness: reference factor 1.8 level + 0.1 (strongest at m = 0,
+#              identity at m = 5). Here 1 +- 0.9 level (random sign): identity at m = 0, 0.1 or 1.9
+#              at m = 10, the reference's range.
+# Unchanged from the reference: rotate +-30 level degrees, shear +-0.3 level, translate +-0.45
+# level of the side (the reference's 100 px at 224), cutout of half-side 40 level px at 224
+# (scaled to the image; none at m = 0), solarize-add of 110 level / 255 below 0.5.
 _MAX_LEVEL = 10.0
+RANDAUGMENT_OPS = (
+    "autocontrast", "equalize", "invert", "rotate", "posterize", "solarize", "color", "contrast",
+    "brightness", "sharpness", "shear_x", "shear_y", "translate_x", "translate_y", "cutout",
+    "solarize_add",
+)
 
 
 def _blend(degenerate, image, factor):
@@ -245,54 +267,69 @@ def _affine(image, a, b, c, d, e, f):
     return _transform(image, tf.stack([a, b, c, d, e, f, 0.0, 0.0]), GREY)
 
 
-def randaugment(image, seed, num_layers: int, magnitude: float):
-    """RandAugment(n=num_layers, m=magnitude) on one image float32 (H, W, C) in [0, 1]."""
+def randaugment_op(name: str, image, magnitude: float, seed):
+    """One RandAugment op at `magnitude` (0..10) on float32 (H, W, C) in [0, 1] (C = 1 or 3).
+
+    `seed` int64 (2,) draws the op's random sign (rotate, shear, translate, enhance ops) and the
+    cutout position. Raises ValueError for an unknown op or a magnitude outside [0, 10].
+    """
+    if name not in RANDAUGMENT_OPS:
+        raise ValueError(f"unknown RandAugment op {name!r}; choose from {RANDAUGMENT_OPS}")
+    if not 0.0 <= float(magnitude) <= _MAX_LEVEL:
+        raise ValueError(
+            f"RandAugment magnitude must be in [0, {_MAX_LEVEL:g}], got {magnitude} "
+            "(config.data.randaugment_m)"
+        )
     image = tf.cast(image, tf.float32)
     level = float(magnitude) / _MAX_LEVEL
     height, width = image.shape[0], image.shape[1]
-    zero = tf.constant(0.0)
-    one = tf.constant(1.0)
+    s = split_seed(seed, 2)
+    sign = tf.where(_uniform(s[0]) < 0.5, -1.0, 1.0)
+    factor = 1.0 + sign * 0.9 * level  # color / contrast / brightness / sharpness
+    shear = sign * level * 0.3
+    zero, one = tf.constant(0.0), tf.constant(1.0)
+    ops = {
+        "autocontrast": lambda: _autocontrast(image),
+        "equalize": lambda: _equalize(image),
+        "invert": lambda: 1.0 - image,
+        "rotate": lambda: rotate(image, sign * level * 30.0, GREY),
+        "posterize": lambda: _posterize(image, 8 - int(level * 4)),
+        "solarize": lambda: tf.where(
+            image < (256 - int(256 * level)) / 255.0, image, 1.0 - image
+        ),
+        "color": lambda: _blend(_gray(image) * tf.ones_like(image), image, factor),
+        "contrast": lambda: _blend(
+            tf.reduce_mean(_gray(image)) * tf.ones_like(image), image, factor
+        ),
+        "brightness": lambda: _blend(tf.zeros_like(image), image, factor),
+        "sharpness": lambda: _sharpness(image, factor),
+        "shear_x": lambda: _affine(image, one, shear, -shear * (height - 1) / 2, zero, one, zero),
+        "shear_y": lambda: _affine(image, one, zero, zero, shear, one, -shear * (width - 1) / 2),
+        "translate_x": lambda: _affine(image, one, zero, sign * level * 0.45 * width, zero, one,
+                                       zero),
+        "translate_y": lambda: _affine(image, one, zero, zero, zero, one,
+                                       sign * level * 0.45 * height),
+        "cutout": lambda: _cutout(image, s[1], int(level * 40 * min(height, width) / 224)),
+        "solarize_add": lambda: tf.clip_by_value(
+            tf.where(image < 0.5, image + level * 110.0 / 255.0, image), 0.0, 1.0
+        ),
+    }
+    return tf.ensure_shape(ops[name](), image.shape)
 
-    def ops(op_seed):
-        s = split_seed(op_seed, 2)
-        sign = tf.where(_uniform(s[0]) < 0.5, -1.0, 1.0)
-        enhance = level * 1.8 + 0.1
-        shear = sign * level * 0.3
-        tx = (
-            sign * level * 0.45 * width
-        )  # timm's translate fraction; 100 px at 224 in the reference
-        ty = sign * level * 0.45 * height
-        return [
-            lambda: _autocontrast(image),
-            lambda: _equalize(image),
-            lambda: 1.0 - image,
-            lambda: rotate(image, sign * level * 30.0, GREY),
-            lambda: _posterize(image, int(level * 4)),
-            lambda: tf.where(
-                image < 1.0 - level, image, 1.0 - image
-            ),  # solarize threshold 256*(1-m/10)
-            lambda: _blend(_gray(image) * tf.ones_like(image), image, enhance),  # color
-            lambda: _blend(tf.reduce_mean(_gray(image)) * tf.ones_like(image), image, enhance),
-            lambda: _blend(tf.zeros_like(image), image, enhance),  # brightness
-            lambda: _sharpness(image, enhance),
-            lambda: _affine(image, one, shear, -shear * (height - 1) / 2, zero, one, zero),
-            lambda: _affine(image, one, zero, zero, shear, one, -shear * (width - 1) / 2),
-            lambda: _affine(image, one, zero, tx, zero, one, zero),
-            lambda: _affine(image, one, zero, zero, zero, one, ty),
-            lambda: _cutout(image, s[1], max(1, int(level * 40 * min(height, width) / 224))),
-            lambda: tf.clip_by_value(
-                tf.where(image < 0.5, image + level * 110.0 / 255.0, image), 0.0, 1.0
-            ),  # solarize-add
-        ]
 
-    num_ops = len(ops(tf.constant([0, 0], tf.int64)))
+def randaugment(image, seed, num_layers: int, magnitude: float):
+    """RandAugment(n=num_layers, m=magnitude) on one image float32 (H, W, C) in [0, 1]: each
+    layer applies one op of RANDAUGMENT_OPS, drawn uniformly, with probability 0.5."""
+    image = tf.cast(image, tf.float32)
     for layer_seed in tf.unstack(split_seed(seed, num_layers)):
         s = split_seed(layer_seed, 3)
-        op_index = tf.random.stateless_uniform([], s[0], 0, num_ops, tf.int32)
-        branches = ops(s[1])
+        op_index = tf.random.stateless_uniform([], s[0], 0, len(RANDAUGMENT_OPS), tf.int32)
+        branches = [
+            functools.partial(randaugment_op, name, image, magnitude, s[1])
+            for name in RANDAUGMENT_OPS
+        ]
         applied = tf.switch_case(op_index, branches)
-        image = tf.where(_uniform(s[2]) < 0.5, applied, image)
-        image = tf.ensure_shape(image, [height, width, image.shape[-1]])
+        image = tf.ensure_shape(tf.where(_uniform(s[2]) < 0.5, applied, image), image.shape)
     return image
 
 
