@@ -28,9 +28,11 @@ False) up to the same number of batches on every process; over all processes eve
 the split is seen exactly once.
 """
 
+import atexit
 import dataclasses
 import logging
 import math
+import weakref
 
 import numpy as np
 
@@ -75,6 +77,11 @@ class Pipeline:
         self.num_batches = num_batches
 
     def __iter__(self):
+        batches = self._batches()
+        _LIVE_ITERATORS.add(batches)
+        return batches
+
+    def _batches(self):
         for batch in self.dataset.as_numpy_iterator():
             yield {
                 "image": batch["image"],
@@ -86,6 +93,23 @@ class Pipeline:
         if self.num_batches is None:
             raise TypeError("a training pipeline is infinite; it has no len()")
         return self.num_batches
+
+
+# Decoding runs Python (Pillow, `image_file.decode_tf`) in tf.data's own threads. An iterator
+# still alive when the interpreter shuts down (a training stream held by a frame of an uncaught
+# exception, a global in a script) keeps those threads calling into Python while it finalizes,
+# and the process never exits. Closing every live iterator at exit, while Python still runs,
+# releases its tf.data threads first.
+_LIVE_ITERATORS = weakref.WeakSet()
+
+
+@atexit.register
+def _close_live_iterators():
+    for batches in list(_LIVE_ITERATORS):
+        try:
+            batches.close()
+        except ValueError:  # running in another thread right now: nothing to close here
+            pass
 
 
 def _seed_pair(seed: int, salt: int) -> int:

@@ -145,3 +145,22 @@ def test_skip_corrupt_names_the_skipped_files(tmp_path, caplog):
     assert sorted(line.split("\t")[0] for line in lines) == sorted(map(str, broken))
     assert data.write_skipped_files((), str(tmp_path)) is None
     assert not (tmp_path / "skipped_files.txt").exists()
+
+
+
+def test_live_training_streams_are_closed_at_exit(tmp_path):
+    """Python decoding runs in tf.data threads; a stream still alive when the interpreter shuts
+    down could keep the process from exiting, so the exit hook closes every live one."""
+    from jaxvision.data import pipeline
+
+    for c in ("a", "b"):
+        (tmp_path / c).mkdir()
+        for i in range(2):
+            Image.new("RGB", (9, 7), (30 * i, 60, 90)).save(tmp_path / c / f"{i}.png")
+    it = iter(data.build(_cfg(tmp_path), "train", global_batch_size=2, train=True,
+                         process_index=0, process_count=1))
+    assert next(it)["image"].shape == (2, 8, 8, 3)
+    assert it in pipeline._LIVE_ITERATORS
+    pipeline._close_live_iterators()  # what atexit runs
+    with pytest.raises(StopIteration):
+        next(it)
