@@ -262,3 +262,36 @@ def decode_tf(encoded, channels: int, background=DEFAULT_BACKGROUND):
 
     image = tf.numpy_function(run, [encoded], tf.uint8, stateful=False)
     return tf.ensure_shape(image, [None, None, channels])
+
+
+def decode_many(encoded, *, channels: int, background, height: int, width: int) -> np.ndarray:
+    """`decode` of each of a sequence of same-sized encoded images -> uint8 (N, height, width,
+    channels). Raises ImageFileError when one has another size."""
+    out = np.empty((len(encoded), height, width, channels), np.uint8)
+    for i, data in enumerate(encoded):
+        image = decode(data, channels=channels, background=background)
+        if image.shape != out.shape[1:]:
+            raise ImageFileError(
+                f"image {i} of a fixed-size dataset is {image.shape[:2]}, not ({height}, {width})"
+            )
+        out[i] = image
+    return out
+
+
+def decode_many_tf(encoded, channels: int, background, height: int, width: int):
+    """`decode_many` as a tf.data op: string (N,) -> uint8 (N, height, width, channels).
+
+    For datasets whose images all have one size: one Python call per chunk instead of per image
+    (the call itself costs about as much as decoding a 32 x 32 PNG), the same pixels as
+    `decode_tf`.
+    """
+    from jaxvision.data._tf import tf
+
+    background_rgb(background)
+
+    def run(data):
+        return decode_many(data, channels=channels, background=background, height=height,
+                           width=width)
+
+    images = tf.numpy_function(run, [encoded], tf.uint8, stateful=False)
+    return tf.ensure_shape(images, [None, height, width, channels])

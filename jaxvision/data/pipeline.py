@@ -184,6 +184,14 @@ def build(
         std=r.std,
     )
 
+
+    def train_transform(image, ex):
+        return preprocess.train_transform(image, ex["seed"], r, cfg)
+
+    def eval_transform(image, ex):
+        del ex
+        return preprocess.eval_transform(image, r)
+
     if train and source.random_access(cfg.cache):
         table = source.table(split)
         n = len(table.labels)
@@ -197,13 +205,15 @@ def build(
         labels = tf.constant(table.labels, tf.int32)
         aug_seed = _seed_pair(seed, 1_000_003)  # the same on every process
 
-        def global_map(g, idx):
-            image = preprocess.decode(table.load(tf.gather(keys, idx)), r)
-            elem_seed = tf.stack([tf.constant(aug_seed, tf.int64), g])
-            image = preprocess.train_transform(image, elem_seed, r, cfg)
-            return {"image": image, "label": tf.gather(labels, idx), "mask": tf.constant(True)}
+        def global_load(g, idx):
+            return {
+                "encoded": table.load(tf.gather(keys, idx)),
+                "label": tf.gather(labels, idx),
+                "seed": tf.stack([tf.constant(aug_seed, tf.int64), g]),
+            }
 
-        ds = ds.map(global_map, num_parallel_calls=AUTOTUNE)
+        ds = ds.map(global_load, num_parallel_calls=AUTOTUNE)
+        ds = _decode_and_transform(ds, r, source.meta, train_transform)
         ds = ds.batch(batch, drop_remainder=True)
         ds = ds.prefetch(AUTOTUNE).with_options(_options())
         return Pipeline(ds, info, train, None)
@@ -218,26 +228,24 @@ def build(
         ds = _train_stream(raw, local, cfg, seed, process_index, start_step * batch)
         aug_seed = _seed_pair(seed, 1_000_003 + process_index)
 
-        def train_map(g, ex):
+        def train_load(g, ex):
             ex = local.load(ex)
-            image = preprocess.decode(ex["image"], r)
-            elem_seed = tf.stack([tf.constant(aug_seed, tf.int64), g])
-            image = preprocess.train_transform(image, elem_seed, r, cfg)
-            return {"image": image, "label": ex["label"], "mask": tf.constant(True)}
+            seed = tf.stack([tf.constant(aug_seed, tf.int64), g])
+            return {"encoded": ex["image"], "label": ex["label"], "seed": seed}
 
-        ds = ds.map(train_map, num_parallel_calls=AUTOTUNE)
+        ds = ds.map(train_load, num_parallel_calls=AUTOTUNE)
+        ds = _decode_and_transform(ds, r, source.meta, train_transform)
         ds = ds.batch(batch, drop_remainder=True)
         num_batches = None
     else:
 
-        def eval_map(ex):
+        def eval_load(ex):
             ex = local.load(ex)
-            image = preprocess.decode(ex["image"], r)
-            image = preprocess.eval_transform(image, r)
-            return {"image": image, "label": ex["label"], "mask": tf.constant(True)}
+            return {"encoded": ex["image"], "label": ex["label"]}
 
         num_batches = math.ceil(local.max_local / batch)
-        ds = raw.map(eval_map, num_parallel_calls=AUTOTUNE)
+        ds = raw.map(eval_load, num_parallel_calls=AUTOTUNE)
+        ds = _decode_and_transform(ds, r, source.meta, eval_transform)
         pad = num_batches * batch - local.num_local
         if pad:
             filler = {
@@ -249,6 +257,36 @@ def build(
         ds = ds.batch(batch, drop_remainder=True)
     ds = ds.prefetch(AUTOTUNE).with_options(_options())
     return Pipeline(ds, info, train, num_batches)
+
+
+_DECODE_CHUNK = 64  # images per Python decode call when all images have one size
+
+
+def _decode_and_transform(ds, r, meta, transform):
+    """Elements {'encoded': string, 'label', ...} -> {'image': float32, 'label', 'mask'}, with
+    `transform(uint8 image, element)` after the one decoder (`preprocess.decode`).
+
+    Images of any size are decoded one per call, in the parallel map that transforms them. When
+    every image of the dataset has one size (TFDS image features with a fixed shape: mnist,
+    cifar, the bundled datasets), chunks of _DECODE_CHUNK are decoded per Python call and the
+    transforms follow per image: the same pixels, a fraction of the per-call cost.
+    """
+
+    def finish(ex, image):
+        return {"image": transform(image, ex), "label": ex["label"], "mask": tf.constant(True)}
+
+    height, width = meta.image_shape[:2]
+    if height is None or width is None:
+        return ds.map(
+            lambda ex: finish(ex, preprocess.decode(ex["encoded"], r)), num_parallel_calls=AUTOTUNE
+        )
+
+    def decode_chunk(ex):
+        rest = {k: v for k, v in ex.items() if k != "encoded"}
+        return {**rest, "pixels": preprocess.decode_many(ex["encoded"], r, height, width)}
+
+    ds = ds.batch(_DECODE_CHUNK).map(decode_chunk, num_parallel_calls=AUTOTUNE).unbatch()
+    return ds.map(lambda ex: finish(ex, ex["pixels"]), num_parallel_calls=AUTOTUNE)
 
 
 def _positions_of_process(n, global_batch, batch, process_index) -> int:

@@ -119,6 +119,12 @@ def decode(encoded, r: Resolved):
     return image_file.decode_tf(encoded, r.channels, r.alpha_background)
 
 
+def decode_many(encoded, r: Resolved, height: int, width: int):
+    """`decode` of a string (N,) tensor of images of one size -> uint8 (N, height, width,
+    r.channels), in one Python call (for datasets whose images all have one size)."""
+    return image_file.decode_many_tf(encoded, r.channels, r.alpha_background, height, width)
+
+
 def _to_unit(image):
     return tf.cast(image, tf.float32) / 255.0
 
