@@ -113,7 +113,8 @@ def _pixels(im: Image.Image, channels: int, fill: tuple[int, int, int]) -> np.nd
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
     image = _composite(im, fill)
-    out = np.array(image.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
+    target = "L" if channels == 1 else "RGB"
+    out = np.array(image if image.mode == target else image.convert(target), dtype=np.uint8)
     return out.reshape(out.shape[0], out.shape[1], channels)
 
 
