@@ -1,6 +1,6 @@
 """Hyper-parameter search on Optuna: ``python -m jaxvision.sweep`` (see ``__main__``)."""
 
-from jaxvision.sweep.report import rows, summary, write_plots, write_tables
+from jaxvision.sweep.report import figures, rows, summary, write_plots, write_tables
 from jaxvision.sweep.space import parse_space, parse_spaces
 from jaxvision.sweep.study import (
     Sweep,
@@ -15,7 +15,7 @@ from jaxvision.sweep.trial import TrialError
 from jaxvision.sweep.worker import Worker, trial_dir
 
 __all__ = [
-    "Sweep", "TrialError", "Worker", "default_storage", "make_pruner", "make_sampler",
+    "Sweep", "TrialError", "Worker", "default_storage", "figures", "make_pruner", "make_sampler",
     "make_storage", "make_sweep", "open_study", "parse_space", "parse_spaces", "rows", "summary",
     "trial_dir", "write_plots", "write_tables",
 ]

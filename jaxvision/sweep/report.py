@@ -109,47 +109,55 @@ def write_tables(study: optuna.Study, workdir: str, metric: str) -> list[str]:
     return paths
 
 
-def write_plots(study: optuna.Study, workdir: str, metric: str) -> list[str]:
-    """Optuna's matplotlib plots as PNG files (see the module docstring); returns their paths.
-    A plot that needs more finished trials than the study has is left out."""
+def figures(study: optuna.Study, metric: str) -> dict:
+    """{file stem: matplotlib Figure} of Optuna's plots (see the module docstring), each with a
+    title; a plot that needs more completed trials than the study has is left out."""
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as ovm
 
     target = f"val/{metric}"
-    name = study.study_name
-    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    plots = {
-        "optimization_history": (lambda: ovm.plot_optimization_history(
-            study, target_name=target), f"{target} of each trial and best so far ({name})", 1),
+    n_done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    plots = {  # stem: (draw, title, completed trials needed)
+        "optimization_history": (lambda: ovm.plot_optimization_history(study, target_name=target),
+                                 f"{study.study_name}: {target} per trial, best so far", 1),
         "intermediate_values": (lambda: ovm.plot_intermediate_values(study),
-                                f"{target} at each evaluation, per trial ({name})", 0),
+                                f"{target} at each evaluation (pruned trials stop early)", 0),
         "param_importances": (lambda: ovm.plot_param_importances(study, target_name=target),
-                              f"Parameter importances for {target} (fANOVA, {name})", 2),
+                              f"Importance for {target} (fANOVA)", 2),
     }
-    for key, dist in study.user_attrs.get("jaxvision_sweep", {}).get("space", {}).items():
-        log = dist.get("attributes", {}).get("log", False)
+    for key in study.user_attrs.get("jaxvision_sweep", {}).get("space", {}):
         plots[f"slice_{key}"] = (
             lambda key=key: ovm.plot_slice(study, params=[key], target_name=target),
-            f"{target} vs {key}{' (log axis)' if log else ''} ({name})", 1)
-    paths = []
+            f"{target} vs {key}", 1)
+    out = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         for stem, (draw, title, needs) in plots.items():
-            if len(done) < needs:
+            if n_done < needs:
                 continue
             ax = draw()
-            fig = ax.figure
+            for loc in ("left", "right"):  # Optuna puts some titles on the left
+                ax.set_title("", loc=loc)
             ax.set_title(title)
             if stem == "intermediate_values":
                 ax.set_ylabel(target)
-            fig.tight_layout()
-            path = os.path.join(workdir, f"{stem.replace('/', '_')}.png")
-            _replace(path, lambda tmp, fig=fig: fig.savefig(tmp, dpi=110, format="png"))
-            plt.close(fig)
-            paths.append(path)
+            ax.figure.tight_layout()
+            out[stem] = ax.figure
+    return out
+
+
+def write_plots(study: optuna.Study, workdir: str, metric: str) -> list[str]:
+    """The :func:`figures` as ``<workdir>/<stem>.png``; returns their paths."""
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for stem, fig in figures(study, metric).items():
+        path = os.path.join(workdir, f"{stem}.png")
+        _replace(path, lambda tmp, fig=fig: fig.savefig(tmp, dpi=110, format="png"))
+        plt.close(fig)
+        paths.append(path)
     return paths
 
 

@@ -17,6 +17,7 @@ takes over that trial's outcome (user attribute ``duplicate_of``).
 from __future__ import annotations
 
 import os
+import socket
 import time
 from collections.abc import Callable
 
@@ -115,6 +116,7 @@ class Worker:
         resuming = "workdir" in trial.user_attrs
         overrides = self.sweep.trial_overrides(params)
         trial.set_user_attr("workdir", workdir)
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         trial.set_user_attr("command", trial_lib.command_line(self.sweep.config, workdir,
                                                               overrides))
         self.log(f"trial {trial.number} ({shown}): {'resuming' if resuming else 'training'} "
