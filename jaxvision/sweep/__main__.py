@@ -16,7 +16,6 @@ import json
 import os
 import signal
 import sys
-import warnings
 
 from absl import app, flags
 
@@ -93,7 +92,6 @@ def main(overrides: list[str]) -> None:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the worker prints its own lines
-    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats, retries
     signal.signal(signal.SIGTERM, _interrupt)  # a preempted worker stops like a Ctrl-C
     workdir = os.path.abspath(_WORKDIR.value)
     name = _STUDY.value or os.path.splitext(os.path.basename(_CONFIG.value.partition(":")[0]))[0]
@@ -108,7 +106,7 @@ def main(overrides: list[str]) -> None:
             name, storage, sweep, sampler=study_lib.make_sampler(_SAMPLER.value, sweep, _SEED.value),
             pruner=study_lib.make_pruner(_PRUNER.value, startup_trials=_PRUNER_STARTUP.value,
                                          warmup_steps=_PRUNER_WARMUP.value))
-        run = worker.Worker(sweep, study, workdir, _TRIALS.value, poll_seconds=_HEARTBEAT.value,
+        run = worker.Worker(sweep, study, workdir, _TRIALS.value, poll_seconds=min(_HEARTBEAT.value, 10),
                             max_retries=_MAX_RETRIES.value,
                             log=lambda line: print(line, file=sys.stderr, flush=True))
         run.run()

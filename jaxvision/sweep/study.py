@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 
 import optuna
@@ -103,21 +104,25 @@ def make_storage(url: str, *, heartbeat_interval: int, max_retries: int
         # Several workers write one SQLite file: wait for its lock rather than fail at once.
         engine_kwargs = {"connect_args": {"timeout": 60}}
     try:
-        return optuna.storages.RDBStorage(
-            url,
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=heartbeat_interval,
-            grace_period=2 * heartbeat_interval,
-            heartbeat_stale_trial_callback=retry_callback(max_retries),
-        )
+        with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=heartbeat_interval,
+                grace_period=2 * heartbeat_interval,
+                heartbeat_stale_trial_callback=retry_callback(max_retries),
+            )
     except Exception as e:  # noqa: BLE001 - SQLAlchemy/driver errors of many kinds
         raise ValueError(f"--storage {url!r} cannot be opened: {type(e).__name__}: {e}") from e
 
 
 def retry_callback(max_retries: int):
     """Queues a failed trial again (same parameters, user attributes and reported values)."""
-    return optuna.storages.RetryHeartbeatStaleTrialCallback(
-        max_retry=max_retries, inherit_intermediate_values=True)
+    with warnings.catch_warnings():  # "experimental" since Optuna 2.8
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RetryHeartbeatStaleTrialCallback(
+            max_retry=max_retries, inherit_intermediate_values=True)
 
 
 def make_sampler(name: str, sweep: Sweep, seed: int | None) -> optuna.samplers.BaseSampler:

@@ -60,6 +60,8 @@ def run(config: str, overrides: Sequence[str], workdir: str,
                                                   log_path), name="jaxvision-trial")
     child.start()
     theirs.close()
+    with open(log_path, "a") as log:
+        log.write(f"# trial process {child.pid}, worker process {os.getpid()}\n")
     outcome: dict = {}
     try:
         _relay(ours, on_evaluate, outcome)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+import warnings
 from collections.abc import Callable
 
 import optuna
@@ -84,7 +85,9 @@ class Worker:
 
     def _next_action(self) -> str:
         """'run' a trial, 'wait' for other workers' trials, or 'done'."""
-        optuna.storages.fail_stale_trials(self.study)
+        with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(self.study)
         sampler = self.study.sampler
         if isinstance(sampler, optuna.samplers.GridSampler) and sampler.is_exhausted(self.study):
             return "done"
