@@ -107,3 +107,20 @@ def test_median_pruner_stops_a_trial_below_the_median(tmp_path, monkeypatch):
                                ("pruned", 10)]
     assert [c[1] for c in calls] == [worker_lib.trial_dir(tmp_path, i) for i in range(4)]
     assert all(c[0][-1].startswith("--config.schedule.base_lr=") for c in calls)
+
+
+def test_a_study_started_with_other_flags_is_not_joined(tmp_path):
+    url = study_lib.default_storage(tmp_path)
+    storage = study_lib.make_storage(url, heartbeat_interval=60, max_retries=1)
+    lr = study_lib.make_sweep(CONFIG, [], ["schedule.base_lr=loguniform(1e-4,1e-1)"], "top1", None)
+    study_lib.open_study("s", storage, lr)
+    study_lib.open_study("s", storage, lr)  # the same flags: joins
+    wd = study_lib.make_sweep(CONFIG, [], ["optimizer.weight_decay=uniform(0,0.1)"], "top1", None)
+    with pytest.raises(ValueError, match="another --space; rerun with the same flags"):
+        study_lib.open_study("s", storage, wd)
+    fixed = study_lib.make_sweep(CONFIG, ["--config.batch_size=64"],
+                                 ["schedule.base_lr=loguniform(1e-4,1e-1)"], "top1", None)
+    with pytest.raises(ValueError, match=r"another recipe \(--config and --config.\* overrides\)"):
+        study_lib.open_study("s", storage, fixed)
+    with pytest.raises(ValueError, match="cannot be opened"):
+        study_lib.make_storage("nosuchdb://x/y", heartbeat_interval=60, max_retries=1)
