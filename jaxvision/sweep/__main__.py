@@ -91,7 +91,7 @@ def main(overrides: list[str]) -> None:
     cli.quiet_logging()
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the worker prints its own lines
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # the worker prints its own lines
     signal.signal(signal.SIGTERM, _interrupt)  # a preempted worker stops like a Ctrl-C
     workdir = os.path.abspath(_WORKDIR.value)
     name = _STUDY.value or os.path.splitext(os.path.basename(_CONFIG.value.partition(":")[0]))[0]
