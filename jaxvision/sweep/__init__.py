@@ -12,10 +12,10 @@ from jaxvision.sweep.study import (
     open_study,
 )
 from jaxvision.sweep.trial import TrialError
-from jaxvision.sweep.worker import Worker, trial_dir
+from jaxvision.sweep.worker import Worker, prepare_data, trial_dir
 
 __all__ = [
     "Sweep", "TrialError", "Worker", "default_storage", "figures", "make_pruner", "make_sampler",
-    "make_storage", "make_sweep", "open_study", "parse_space", "parse_spaces", "rows", "summary",
-    "trial_dir", "write_plots", "write_tables",
+    "make_storage", "make_sweep", "open_study", "parse_space", "parse_spaces", "prepare_data",
+    "rows", "summary", "trial_dir", "write_plots", "write_tables",
 ]

@@ -25,6 +25,7 @@ from collections.abc import Callable
 import optuna
 from optuna.trial import TrialState
 
+from jaxvision import config as config_lib
 from jaxvision.sweep import report
 from jaxvision.sweep import space as space_lib
 from jaxvision.sweep import study as study_lib
@@ -38,6 +39,22 @@ MAX_FAILURES_IN_A_ROW = 3  # a recipe that cannot train should not fill the stud
 
 class SurplusTrialError(RuntimeError):
     """The study already has its N trials; this one is not run."""
+
+
+def prepare_data(sweep: Sweep, workdir: str) -> None:
+    """Build or download the recipe's dataset once, before any trial, so that parallel trials
+    (of this and other workers, serialised by a lock file in ``workdir``) never prepare it at
+    the same time. A dataset chosen by a searched ``data.*`` key is prepared by its trials.
+    Raises ValueError (jaxvision.data.DataError) for a dataset that cannot be had."""
+    import fcntl
+
+    from jaxvision.data import sources
+
+    data = config_lib.from_flags(sweep.config, sweep.fixed).data
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, ".prepare_data.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        sources.get_source(data)
 
 
 def trial_dir(workdir: str, number: int) -> str:
@@ -63,6 +80,7 @@ class Worker:
     # ---- the worker loop ---------------------------------------------------------------------
     def run(self) -> int:
         """Run trials until the study is done; returns how many this worker ran."""
+        prepare_data(self.sweep, self.workdir)
         failures = 0
         while (action := self._next_action()) != "done":
             if action == "wait":
