@@ -66,12 +66,12 @@ def test_two_workers_from_outside_the_repo_share_one_study(tmp_path):
     env = _outside_repo(tmp_path)
     cmd = [*_readme_command(), "--trials=3", "--heartbeat_interval=2", "--config.total_steps=4",
            "--config.eval_every_steps=4", *TINY]
-    workers = [subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    workers = [subprocess.Popen(cmd + extra, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for extra in ([], ["--json"])]
     outs = [w.communicate(timeout=900) for w in workers]
-    for w, (out, err) in zip(workers, outs, strict=True):
-        assert w.returncode == 0, err[-3000:]
-        assert "best: trial" in out and "Traceback" not in err
+    for w, (_, err) in zip(workers, outs, strict=True):
+        assert w.returncode == 0 and "Traceback" not in err, err[-3000:]
+    assert "best: trial" in outs[0][0]
     sweep_dir = tmp_path / "workdirs" / "sweep"
     study = optuna.load_study(study_name="lenet_lr_wd", storage=f"sqlite:///{sweep_dir}/study.db")
     trials = study.get_trials()
@@ -82,6 +82,9 @@ def test_two_workers_from_outside_the_repo_share_one_study(tmp_path):
     for t in trials:  # each value is what that run itself logged
         assert _val_curve(t.user_attrs["workdir"]) == {4: t.value}
         assert t.user_attrs["workdir"].startswith(str(sweep_dir / "trials"))
+    summary = json.loads(outs[1][0])  # --json: stdout is one JSON document
+    assert summary["best"]["trial"] == study.best_trial.number
+    assert summary["best"]["val/top1"] == study.best_value and summary["trials"] == {"complete": 3}
     with open(sweep_dir / "results.csv") as f:
         lines = f.read().splitlines()
     best_first = sorted(trials, key=lambda t: -t.value)
