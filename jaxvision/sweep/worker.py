@@ -10,8 +10,8 @@ count is full but other workers' trials still run, the worker waits for them: if
 dies, its retry is run here, so the last worker leaves N finished trials behind.
 
 Trial ``k`` trains in ``<workdir>/trials/<k>`` (a retry trains in its original trial's folder and
-resumes from its checkpoints). A point equal to a finished trial's is not trained again: the trial
-takes over that trial's outcome (user attribute ``duplicate_of``).
+resumes from its checkpoints). A point equal to an earlier trial's is not trained again: the trial
+waits for that one to finish and takes over its outcome (user attribute ``duplicate_of``).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from jaxvision.sweep.study import Sweep
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 COUNTED = (*FINISHED, TrialState.RUNNING, TrialState.WAITING)
+TWIN_STATES = (*FINISHED, TrialState.RUNNING)
 MAX_FAILURES_IN_A_ROW = 3  # a recipe that cannot train should not fill the study with failures
 
 
@@ -55,6 +56,13 @@ def prepare_data(sweep: Sweep, workdir: str) -> None:
     with open(os.path.join(workdir, ".prepare_data.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         sources.get_source(data)
+
+
+def fail_stale_trials(study: optuna.Study) -> None:
+    """Mark the trials of dead workers failed (their retries get queued by the storage)."""
+    with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
 
 
 def trial_dir(workdir: str, number: int) -> str:
@@ -94,6 +102,7 @@ class Worker:
                 raise
             report.write_tables(self.study, self.workdir, self.sweep.metric)
             last = self.study.get_trials(deepcopy=False)[self._current]
+            self._current = None  # an interrupt from now on is not this trial's
             failed = last.state == TrialState.FAIL and "error" in last.user_attrs
             failures = failures + 1 if failed else 0
             if failures >= MAX_FAILURES_IN_A_ROW:
@@ -103,9 +112,7 @@ class Worker:
 
     def _next_action(self) -> str:
         """'run' a trial, 'wait' for other workers' trials, or 'done'."""
-        with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(self.study)
+        fail_stale_trials(self.study)
         sampler = self.study.sampler
         if isinstance(sampler, optuna.samplers.GridSampler) and sampler.is_exhausted(self.study):
             return "done"
@@ -171,10 +178,16 @@ class Worker:
             raise SurplusTrialError(f"the study already has its {self.n_trials} trials")
 
     def _finished_twin(self, number: int, params: dict) -> optuna.trial.FrozenTrial | None:
-        for t in self.study.get_trials(deepcopy=False, states=FINISHED):
-            if t.number != number and t.params == params:
-                return t
-        return None
+        """An earlier trial with the same point, once it has finished; None when there is none
+        (or it failed). Waits while one is still running (e.g. workers started with one seed)."""
+        while True:
+            twins = [t for t in self.study.get_trials(deepcopy=False, states=TWIN_STATES)
+                     if t.number < number and t.params == params]
+            finished = [t for t in twins if t.state in FINISHED]
+            if finished or not twins:
+                return finished[0] if finished else None
+            time.sleep(self.poll_seconds)
+            fail_stale_trials(self.study)  # its worker may be dead
 
     def _take_over(self, trial: optuna.Trial, twin: optuna.trial.FrozenTrial) -> float:
         trial.set_user_attr("duplicate_of", twin.number)

@@ -124,3 +124,24 @@ def test_a_study_started_with_other_flags_is_not_joined(tmp_path):
         study_lib.open_study("s", storage, fixed)
     with pytest.raises(ValueError, match="cannot be opened"):
         study_lib.make_storage("nosuchdb://x/y", heartbeat_interval=60, max_retries=1)
+
+
+def test_a_point_being_trained_elsewhere_is_waited_for(tmp_path, monkeypatch):
+    """Workers started with one seed propose the same point: the later trial waits for the
+    earlier one instead of training it twice."""
+    monkeypatch.setattr(trial_lib, "run", lambda *a: pytest.fail("a duplicate point trained"))
+    w = _worker(tmp_path, 5)
+    w.study.enqueue_trial({"schedule.base_lr": 1e-3})
+    other = w.study.ask()  # another worker is training this point
+    other.suggest_float("schedule.base_lr", 1e-4, 1e-1, log=True)
+    sleeps = []
+
+    def sleep(seconds):  # the other worker finishes while this one waits
+        sleeps.append(seconds)
+        w.study.tell(other, 0.8)
+
+    monkeypatch.setattr(worker_lib.time, "sleep", sleep)
+    w.study.enqueue_trial({"schedule.base_lr": 1e-3})
+    w.study.optimize(w.objective, n_trials=1)
+    assert sleeps and w.study.trials[-1].value == 0.8
+    assert w.study.trials[-1].user_attrs["duplicate_of"] == other.number
