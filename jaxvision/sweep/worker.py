@@ -94,21 +94,24 @@ class Worker:
             if action == "wait":
                 time.sleep(self.poll_seconds)
                 continue
-            try:
-                self.study.optimize(self.objective, n_trials=1,
-                                    catch=(trial_lib.TrialError, SurplusTrialError))
-            except KeyboardInterrupt:
-                self._requeue_interrupted()
-                raise
-            report.write_tables(self.study, self.workdir, self.sweep.metric)
-            last = self.study.get_trials(deepcopy=False)[self._current]
-            self._current = None  # an interrupt from now on is not this trial's
-            failed = last.state == TrialState.FAIL and "error" in last.user_attrs
-            failures = failures + 1 if failed else 0
+            last = self._run_one()
+            failures = failures + 1 if "error" in last.user_attrs else 0
             if failures >= MAX_FAILURES_IN_A_ROW:
                 raise trial_lib.TrialError(
                     f"{failures} trials in a row failed; the last one: {last.user_attrs['error']}")
         return self.ran
+
+    def _run_one(self) -> optuna.trial.FrozenTrial:
+        """One trial (Optuna records its outcome); the tables are updated; returns its record."""
+        try:
+            self.study.optimize(self.objective, n_trials=1,
+                                catch=(trial_lib.TrialError, SurplusTrialError))
+        except KeyboardInterrupt:
+            self._requeue_interrupted()
+            raise
+        report.write_tables(self.study, self.workdir, self.sweep.metric)
+        number, self._current = self._current, None  # an interrupt from now on is not its
+        return self.study.get_trials(deepcopy=False)[number]
 
     def _next_action(self) -> str:
         """'run' a trial, 'wait' for other workers' trials, or 'done'."""
