@@ -14,10 +14,12 @@ import dataclasses
 import hashlib
 import json
 import os
+import time
 import warnings
 from collections.abc import Mapping, Sequence
 
 import optuna
+import sqlalchemy
 from optuna.distributions import BaseDistribution, distribution_to_json
 
 from jaxvision import config as config_lib
@@ -27,6 +29,7 @@ SAMPLERS = ("tpe", "random", "grid", "cmaes")
 PRUNERS = ("median", "asha", "none")
 DIRECTIONS = ("maximize", "minimize")
 DEFINITION_ATTR = "jaxvision_sweep"
+_STORAGE_ATTEMPTS = 3
 _FLAG_OF = {"config_digest": "recipe (--config and --config.* overrides)",
             "fixed": "--config.* overrides", "space": "--space", "metric": "--metric",
             "direction": "--direction"}
@@ -103,18 +106,25 @@ def make_storage(url: str, *, heartbeat_interval: int, max_retries: int
     if url.startswith("sqlite"):
         # Several workers write one SQLite file: wait for its lock rather than fail at once.
         engine_kwargs = {"connect_args": {"timeout": 60}}
-    try:
-        with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                url,
-                engine_kwargs=engine_kwargs,
-                heartbeat_interval=heartbeat_interval,
-                grace_period=2 * heartbeat_interval,
-                heartbeat_stale_trial_callback=retry_callback(max_retries),
-            )
-    except Exception as e:  # noqa: BLE001 - SQLAlchemy/driver errors of many kinds
-        raise ValueError(f"--storage {url!r} cannot be opened: {type(e).__name__}: {e}") from e
+    for attempt in range(_STORAGE_ATTEMPTS):
+        try:
+            with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=heartbeat_interval,
+                    grace_period=2 * heartbeat_interval,
+                    heartbeat_stale_trial_callback=retry_callback(max_retries),
+                )
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as e:
+            # Workers started together race to create the schema; the loser finds it made.
+            error = e
+            time.sleep(1.0 + attempt)
+        except Exception as e:  # noqa: BLE001 - SQLAlchemy/driver errors of many kinds
+            error = e
+            break
+    raise ValueError(f"--storage {url!r} cannot be opened: {type(error).__name__}: {error}")
 
 
 def retry_callback(max_retries: int):
