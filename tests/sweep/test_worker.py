@@ -145,3 +145,27 @@ def test_a_point_being_trained_elsewhere_is_waited_for(tmp_path, monkeypatch):
     w.study.optimize(w.objective, n_trials=1)
     assert sleeps and w.study.trials[-1].value == 0.8
     assert w.study.trials[-1].user_attrs["duplicate_of"] == other.number
+
+
+@pytest.mark.parametrize("sampler, spec, n, expected", [
+    ("tpe", "schedule.base_lr=loguniform(1e-4,1e-1)", 3, 3),
+    ("random", "schedule.base_lr=loguniform(1e-4,1e-1)", 3, 3),
+    ("cmaes", "schedule.base_lr=loguniform(1e-4,1e-1)", 3, 3),
+    ("grid", "schedule.base_lr=choice(0.001,0.01)", 5, 2),  # stops when the grid is exhausted
+])
+def test_every_sampler_runs_its_trials(tmp_path, monkeypatch, sampler, spec, n, expected):
+    def run(config, overrides, workdir, on_evaluate):
+        lr = float(overrides[-1].split("=")[1])
+        return {"step": 30, "val/top1": 1.0 - lr}
+
+    monkeypatch.setattr(trial_lib, "run", run)
+    sweep = study_lib.make_sweep(CONFIG, [], [spec], "top1", None)
+    study = study_lib.open_study("s", None, sweep,
+                                 sampler=study_lib.make_sampler(sampler, sweep, seed=0))
+    worker_lib.Worker(sweep, study, str(tmp_path), n, poll_seconds=0.01, max_retries=1,
+                      log=lambda line: None).run()
+    done = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(study.trials) == len(done) == expected
+    assert all(t.value == 1.0 - t.params["schedule.base_lr"] for t in done)
+    if sampler == "grid":
+        assert sorted(t.params["schedule.base_lr"] for t in done) == [0.001, 0.01]
