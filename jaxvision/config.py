@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 
 import ml_collections
 from ml_collections import config_dict
@@ -248,38 +249,16 @@ def from_flags(spec: str, overrides=()) -> ml_collections.ConfigDict:
     them (ml_collections ``config_flags``: each value is parsed with its key's type), locked.
 
     Raises FileNotFoundError (no such recipe file) or ValueError (an override that is not
-    ``--config.key=value``, an unknown key — the message suggests close matches —, or a value
-    that does not parse as the key's type).
+    ``--config.key=value``, an unknown key — the message suggests close matches —, a value
+    that does not parse as the key's type, or a recipe file that fails to load).
     """
-    import os
-
-    from absl import flags
-    from ml_collections import config_flags
-
     path = spec.partition(":")[0]
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f"config file {path!r} not found (give a path such as configs/mnist5k_lenet.py).")
-    keys = []
-    for arg in overrides:
-        key, eq, _ = arg.removeprefix("--config.").partition("=")
-        if not arg.startswith("--config.") or not eq or not key:
-            raise ValueError(f"{arg!r} is not a config override; write --config.key=value.")
-        keys.append(key)
-
-    def parse(args):
-        argv = ["jaxvision", f"--config={spec}", *args]
-        values = flags.FlagValues()
-        config_flags.DEFINE_config_file("config", None, "recipe", flag_values=values,
-                                        lock_config=True, sys_argv=argv)
-        try:
-            values(argv)
-        except flags.Error as e:
-            raise ValueError(f"{e}; give a value of the key's type.") from e
-        return values.config
-
+    keys = _override_keys(overrides)
     try:
-        base = parse([])
+        base = _parse_config_flags(spec, [])
     except ValueError:
         raise
     except Exception as e:  # noqa: BLE001 - anything the recipe file itself raises
@@ -289,4 +268,31 @@ def from_flags(spec: str, overrides=()) -> ml_collections.ConfigDict:
     for key in keys:
         if key not in known and key not in parents:
             raise ValueError(unknown_key_message(base, key))
-    return parse(overrides) if overrides else base
+    return _parse_config_flags(spec, overrides) if overrides else base
+
+
+def _override_keys(overrides) -> list[str]:
+    """The dotted keys of ``--config.key=value`` strings; ValueError for anything else."""
+    keys = []
+    for arg in overrides:
+        key, eq, _ = arg.removeprefix("--config.").partition("=")
+        if not arg.startswith("--config.") or not eq or not key:
+            raise ValueError(f"{arg!r} is not a config override; write --config.key=value.")
+        keys.append(key)
+    return keys
+
+
+def _parse_config_flags(spec: str, overrides) -> ml_collections.ConfigDict:
+    """config_flags on a private FlagValues (the process's absl FLAGS stay untouched)."""
+    from absl import flags
+    from ml_collections import config_flags
+
+    argv = ["jaxvision", f"--config={spec}", *overrides]
+    values = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, "recipe", flag_values=values,
+                                    lock_config=True, sys_argv=argv)
+    try:
+        values(argv)
+    except flags.Error as e:
+        raise ValueError(f"{e}; give a value of the key's type.") from e
+    return values.config
