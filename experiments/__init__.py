@@ -1,2 +1,2 @@
-"""Studies built on jaxvision: hyper-parameter sweeps (``python -m experiments.sweep``) and
-one-off investigations in sub-folders."""
+"""Studies built on jaxvision, one sub-folder each (e.g. ``xla_cpu_conv``). Tools users need live
+in the package: hyper-parameter search is ``python -m jaxvision.sweep``."""

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 
 import ml_collections
 from ml_collections import config_dict
@@ -261,3 +262,59 @@ def resolve_total_steps(config, num_train_examples: int) -> int:
 
 def metric_mode(metric: str) -> str:
     return "min" if metric.split("/")[-1] in MIN_METRICS else "max"
+
+
+# ---- a recipe file plus command-line overrides (used by jaxvision.sweep) ---------------------------
+def from_flags(spec: str, overrides=()) -> ml_collections.ConfigDict:
+    """The recipe ``spec`` ('path/to/recipe.py' or 'path.py:arg') with ``overrides``
+    (``'--config.key=value'`` strings) applied exactly as ``python -m jaxvision.train`` applies
+    them (ml_collections ``config_flags``: each value is parsed with its key's type), locked.
+
+    Raises FileNotFoundError (no such recipe file) or ValueError (an override that is not
+    ``--config.key=value``, an unknown key — the message suggests close matches —, a value
+    that does not parse as the key's type, or a recipe file that fails to load).
+    """
+    path = spec.partition(":")[0]
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"config file {path!r} not found (give a path such as configs/mnist5k_lenet.py).")
+    keys = _override_keys(overrides)
+    try:
+        base = _parse_config_flags(spec, [])
+    except ValueError:
+        raise
+    except Exception as e:  # noqa: BLE001 - anything the recipe file itself raises
+        raise ValueError(f"could not load config file {spec!r}: {type(e).__name__}: {e}") from e
+    known = set(all_keys(base))
+    parents = {k.rsplit(".", i)[0] for k in known for i in range(1, k.count(".") + 1)}
+    for key in keys:
+        if key not in known and key not in parents:
+            raise ValueError(unknown_key_message(base, key))
+    return _parse_config_flags(spec, overrides) if overrides else base
+
+
+def _override_keys(overrides) -> list[str]:
+    """The dotted keys of ``--config.key=value`` strings; ValueError for anything else."""
+    keys = []
+    for arg in overrides:
+        key, eq, _ = arg.removeprefix("--config.").partition("=")
+        if not arg.startswith("--config.") or not eq or not key:
+            raise ValueError(f"{arg!r} is not a config override; write --config.key=value.")
+        keys.append(key)
+    return keys
+
+
+def _parse_config_flags(spec: str, overrides) -> ml_collections.ConfigDict:
+    """config_flags on a private FlagValues (the process's absl FLAGS stay untouched)."""
+    from absl import flags
+    from ml_collections import config_flags
+
+    argv = ["jaxvision", f"--config={spec}", *overrides]
+    values = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, "recipe", flag_values=values,
+                                    lock_config=True, sys_argv=argv)
+    try:
+        values(argv)
+    except flags.Error as e:
+        raise ValueError(f"{e}; give a value of the key's type.") from e
+    return values.config

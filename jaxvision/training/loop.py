@@ -181,10 +181,14 @@ def train_and_evaluate(
     workdir: str,
     *,
     build_data: Callable | None = None,
+    on_evaluate: Callable[[int, dict], bool] | None = None,
 ) -> dict:
     """Train ``config`` in ``workdir`` (resuming if it has checkpoints); returns final metrics.
 
     ``build_data`` replaces ``jaxvision.data.build`` (same signature), e.g. for synthetic data.
+    ``on_evaluate(step, metrics)`` is called on process 0 after every evaluation with the
+    ``val/...`` metrics; returning True stops the run cleanly: the checkpoint of that step is
+    saved (and committed) and the result carries ``"stopped": "on_evaluate"``.
     Returns {'step', 'train/loss', and 'val/<metric>' of the last evaluation}.
     """
     config_lib.check(config)
@@ -381,6 +385,10 @@ def train_and_evaluate(
                     pbar.write(f"step {step}: " + ", ".join(
                         f"{k[4:]}={v:.4f}" for k, v in eval_res.items()))
                 stop_reason = _early_stopping(config, es, eval_res)
+                # -- on_evaluate hook (issue 18 stand-in for issue 12's contract) --
+                if on_evaluate is not None and _hook_says_stop(on_evaluate, step, eval_res):
+                    final["stopped"] = "on_evaluate"
+                # -- end on_evaluate hook --
             if do_ckpt or eval_res is not None or stop_reason:
                 meta = {**meta_base, "step": step, "early_stopping": es,
                         "metrics": eval_res or {}}
@@ -393,10 +401,12 @@ def train_and_evaluate(
                     log.warning("Early stopping at step %d: %s", step, stop_reason)
                 final["early_stopped"] = True
                 break
+            if "stopped" in final:  # on_evaluate hook; the checkpoint above holds this step
+                break
         if step == start_step and evaluate is not None and step >= total_steps:
             final.update(evaluate(state))  # already finished: report the final metrics again
         test_split = _test_split(config, eval_split, default_data=build_data is _data_build())
-        if evaluate is not None and test_split:
+        if evaluate is not None and test_split and "stopped" not in final:
             # The held-out test split is read once, at the end, so it never steers training.
             test_res = evaluate(state, test_split, "test")
             writer.write(step, test_res)
@@ -411,6 +421,16 @@ def train_and_evaluate(
         writer.close()
     final["step"] = step
     return final
+
+
+def _hook_says_stop(on_evaluate: Callable[[int, dict], bool], step: int, metrics: dict) -> bool:
+    """Process 0's answer of ``on_evaluate``, the same on every process (one collective)."""
+    stop = bool(on_evaluate(step, metrics)) if is_chief() else False
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        stop = bool(multihost_utils.broadcast_one_to_all(np.asarray(stop)))
+    return stop
 
 
 def _early_stopping(config, es: dict, eval_res: dict) -> str | None:
