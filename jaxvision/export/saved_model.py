@@ -32,7 +32,7 @@ SERVING_PLATFORMS = ("cpu", "cuda", "tpu")
 def export_saved_model(servable: Servable, output: str) -> None:
     """Writes the SavedModel directory ``output`` (see module docstring)."""
     module = _serving_module(servable)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, portable_convolutions():  # traced when saved
         labels = os.path.join(tmp, "labels.txt")
         write_labels(labels, servable.class_names)
         module.labels = tf.saved_model.Asset(labels)
@@ -41,10 +41,9 @@ def export_saved_model(servable: Servable, output: str) -> None:
 
 def _serving_module(servable: Servable) -> tf.Module:
     s, _, c = servable.model_input_shape
-    with portable_convolutions():
-        probabilities = jax2tf.convert(
-            servable.probabilities, polymorphic_shapes=[None, f"(b, {s}, {s}, {c})"],
-            with_gradient=False, native_serialization_platforms=SERVING_PLATFORMS)
+    probabilities = jax2tf.convert(
+        servable.probabilities, polymorphic_shapes=[None, f"(b, {s}, {s}, {c})"],
+        with_gradient=False, native_serialization_platforms=SERVING_PLATFORMS)
     module = tf.Module()
     module.variables_tree = jax.tree.map(lambda v: tf.Variable(np.asarray(v), trainable=False),
                                          servable.variables)

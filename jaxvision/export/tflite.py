@@ -4,7 +4,9 @@ Route: the fixed-size pixels -> logits function (``Servable.pixels_to_logits``: 
 transform as matmuls, then the model) through ``jax2tf.convert`` (native
 serialization) and ``tf.lite.TFLiteConverter``, which legalizes the StableHLO into TFLite builtin
 ops, then ``tf.nn.softmax``. TFLite has no antialiased resize (``ScaleAndTranslate`` is neither builtin nor Flex), hence
-the fixed input size. The batch dimension stays dynamic (``Interpreter.resize_tensor_input``).
+the fixed input size. The float model's batch dimension is dynamic
+(``Interpreter.resize_tensor_input``); the int8 model has a static batch of 1. Every converted
+model is run once by the interpreter (in a child process) before it is returned.
 
 Input: uint8 (N, H, W, 3) RGB at the exported size. Output: float32 probabilities (N, K); for
 int8, uint8 probabilities with the output tensor's (scale, zero_point) quantization.
@@ -17,7 +19,11 @@ The class names go to ``<output stem>.labels.txt``.
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+import tempfile
 from collections.abc import Sequence
 
 import numpy as np
@@ -27,9 +33,12 @@ from jaxvision.data._tf import tf
 from jaxvision.export.preprocessing import INPUT_CHANNELS
 from jaxvision.export.serving import ExportError, Servable, portable_convolutions
 
-# Op names in converter messages: 'stablehlo.foo', "tf.Foo", 'tfl.foo', 'mhlo.foo', 'chlo.foo'.
-_OP_NAME = re.compile(r"['\"]?\b((?:stablehlo|mhlo|chlo|tf|tfl|vhlo)\.[A-Za-z_][\w.]*)['\"]?")
-_NOT_OPS = {"tf.function", "tf.lite", "tf.data"}
+# How the converter names an op it cannot express (MLIR diagnostics of TF 2.21's converter).
+_UNSUPPORTED = (
+    re.compile(r"'([\w.]+)' op is (?:not part of the vhlo support|neither a custom op nor a flex)"),
+    re.compile(r"failed to legalize operation '([\w.]+)'"),
+    re.compile(r"(?:Custom|Flex) ops: ([\w.]+(?:, [\w.]+)*)"),
+)
 
 
 def export_tflite(servable: Servable, input_hw: Sequence[int],
@@ -37,29 +46,35 @@ def export_tflite(servable: Servable, input_hw: Sequence[int],
     """The .tflite flatbuffer: float32, or full-integer int8 when ``calibration`` (uint8
     (M, H, W, 3) training images, a few hundred) is given. Raises ExportError naming the ops
     that TFLite cannot express."""
-    converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [_concrete_function(servable, input_hw)])
+    module = tf.Module()  # the trackable owner of the function (the non-deprecated path)
+    # int8: a static batch of 1 lets the converter fold BatchNorm into the convolutions and
+    # drop the shape arithmetic of a symbolic batch (int8 kernels for those are fragile).
+    module.serve = _serving_function(servable, input_hw, batch=None if calibration is None else 1)
+    with portable_convolutions():  # jax2tf traces the model here, when TF traces the function
+        converter = tf.lite.TFLiteConverter.from_concrete_functions(
+            [module.serve.get_concrete_function()], module)
     if calibration is not None:
         _set_full_integer(converter, calibration)
     try:
-        return converter.convert()
+        flatbuffer = converter.convert()
     except Exception as e:  # noqa: BLE001 - the converter raises several types; all unsupported
         raise ExportError(_unsupported_message(servable, str(e))) from None
+    _check_runs(servable, flatbuffer)
+    return flatbuffer
 
 
-def _concrete_function(servable: Servable, input_hw: Sequence[int]):
+def _serving_function(servable: Servable, input_hw: Sequence[int], batch: int | None):
     h, w = (int(v) for v in input_hw)
     f = servable.pixels_to_logits((h, w))
     variables = servable.variables
-    with portable_convolutions():
-        converted = jax2tf.convert(lambda x: f(variables, x),
-                                   polymorphic_shapes=[f"(b, {h}, {w}, {INPUT_CHANNELS})"],
-                                   with_gradient=False)
-        spec = tf.TensorSpec([None, h, w, INPUT_CHANNELS], tf.uint8, name="images")
-        # Softmax on the TF side becomes TFLite's SOFTMAX builtin (exact int8 kernel with a
-        # fixed 1/256 output scale); JAX's decomposed exp / sum / divide quantizes badly.
-        return tf.function(lambda x: tf.nn.softmax(converted(x), axis=-1),
-                           input_signature=[spec], autograph=False).get_concrete_function()
+    converted = jax2tf.convert(lambda x: f(variables, x),
+                               polymorphic_shapes=[f"({batch or 'b'}, {h}, {w}, {INPUT_CHANNELS})"],
+                               with_gradient=False)
+    spec = tf.TensorSpec([batch, h, w, INPUT_CHANNELS], tf.uint8, name="images")
+    # Softmax on the TF side becomes TFLite's SOFTMAX builtin (exact int8 kernel with a
+    # fixed 1/256 output scale); JAX's decomposed exp / sum / divide quantizes badly.
+    return tf.function(lambda x: tf.nn.softmax(converted(x), axis=-1),
+                       input_signature=[spec], autograph=False)
 
 
 def _set_full_integer(converter, calibration: np.ndarray) -> None:
@@ -79,11 +94,47 @@ def _set_full_integer(converter, calibration: np.ndarray) -> None:
 
 
 def _unsupported_message(servable: Servable, message: str) -> str:
-    ops = sorted({m for m in _OP_NAME.findall(message) if m not in _NOT_OPS})
-    named = f"op(s) {', '.join(ops)}" if ops else "some ops"
-    last = message.strip().splitlines()[-1][:300] if message.strip() else "no details"
-    return (f"TFLite cannot express {named} of model {servable.model_name!r} ({last}); export it "
-            "with --format=saved_model or --format=stablehlo instead")
+    ops = sorted({op for pattern in _UNSUPPORTED for found in pattern.findall(message)
+                  for op in found.split(", ")})
+    if ops:
+        what = f"op(s) {', '.join(ops)}"
+    else:  # an unforeseen failure: its first diagnostic line
+        lines = [line for line in message.splitlines() if "error" in line.lower()] or [message]
+        what = f"the model ({lines[0].strip()[-300:]})"
+    return (f"TFLite cannot express {what} of model {servable.model_name!r}; export it with "
+            "--format=saved_model or --format=stablehlo instead")
+
+
+# Loads a .tflite file and runs it once on zeros, in a child process: some converted int8 models
+# abort the interpreter (SIGABRT) instead of raising, which must not kill the exporting process.
+_SMOKE_TEST = """
+import sys, numpy as np
+try:
+    from ai_edge_litert.interpreter import Interpreter
+except ImportError:
+    import tensorflow as tf
+    Interpreter = tf.lite.Interpreter
+interpreter = Interpreter(model_path=sys.argv[1])
+interpreter.allocate_tensors()
+spec = interpreter.get_input_details()[0]
+interpreter.set_tensor(spec["index"], np.zeros(spec["shape"], spec["dtype"]))
+interpreter.invoke()
+"""
+
+
+def _check_runs(servable: Servable, flatbuffer: bytes) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model.tflite")
+        with open(path, "wb") as f:
+            f.write(flatbuffer)
+        proc = subprocess.run([sys.executable, "-c", _SMOKE_TEST, path], capture_output=True,
+                              text=True, timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    if proc.returncode != 0:
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        why = lines[-1][-300:] if lines else f"exit status {proc.returncode}"
+        raise ExportError(
+            f"the TFLite interpreter cannot run the converted {servable.model_name!r} model "
+            f"({why}); export it with --format=tflite (float), saved_model or stablehlo instead")
 
 
 class TFLiteRunner:
@@ -102,6 +153,9 @@ class TFLiteRunner:
         self._input = self.interpreter.get_input_details()[0]
         self._output_index = self.interpreter.get_output_details()[0]["index"]
         self._batch = None
+        # A static batch (int8 models) is run in chunks of that size.
+        fixed = int(self._input["shape_signature"][0])
+        self.fixed_batch = fixed if fixed > 0 else None
 
     @property
     def input_hw(self) -> tuple[int, int]:
@@ -112,6 +166,9 @@ class TFLiteRunner:
         if images.shape[1:3] != self.input_hw:
             raise ValueError(f"this model takes {self.input_hw[0]}x{self.input_hw[1]} images, "
                              f"got {images.shape[1]}x{images.shape[2]}")
+        if self.fixed_batch and len(images) != self.fixed_batch:
+            step = self.fixed_batch
+            return np.concatenate([self(images[i:i + step]) for i in range(0, len(images), step)])
         if self._batch != len(images):
             self.interpreter.resize_tensor_input(self._input["index"], list(images.shape))
             self.interpreter.allocate_tensors()
