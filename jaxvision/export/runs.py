@@ -9,9 +9,10 @@ What each format writes (class names always travel with the model):
 format         output                                     input
 =============  =========================================  =====================================
 saved_model    directory (``assets/labels.txt``)          uint8 (N, H, W, 3), any N, H, W
-tflite         file + ``<stem>.labels.txt``               uint8 (N, H, W, 3), any N, fixed H, W
-tflite_int8    file + ``<stem>.labels.txt``               same; uint8 probabilities out
-stablehlo      file + ``<stem>.labels.txt``               same as tflite
+tflite         file + ``<stem>.labels.txt``               uint8 (N, H, W, 3), fixed H, W; any N
+                                                          where TFLite can express it, else 1
+tflite_int8    file + ``<stem>.labels.txt``               uint8 (1, H, W, 3); uint8 probabilities
+stablehlo      file + ``<stem>.labels.txt``               uint8 (N, H, W, 3), fixed H, W; any N
 =============  =========================================  =====================================
 """
 
@@ -70,6 +71,8 @@ def _export_fixed_size(run, servable, fmt, output, hw, calibration_images, eval_
         out["calibration_images"] = int(len(images))
     _write_bytes(output, blob)
     write_labels(out["labels"], servable.class_names)
+    if fmt != "stablehlo" and tflite.TFLiteRunner(output).fixed_batch:
+        out["input"] = f"uint8 (1, {hw[0]}, {hw[1]}, 3)"
     if fmt == "tflite_int8":
         images, labels = calibration.split_pixels(run.config.data, eval_split, hw,
                                                   limit=eval_images)

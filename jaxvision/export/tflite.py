@@ -4,8 +4,8 @@ Route: the fixed-size pixels -> logits function (``Servable.pixels_to_logits``: 
 transform as matmuls, then the model) through ``jax2tf.convert`` (native
 serialization) and ``tf.lite.TFLiteConverter``, which legalizes the StableHLO into TFLite builtin
 ops, then ``tf.nn.softmax``. TFLite has no antialiased resize (``ScaleAndTranslate`` is neither builtin nor Flex), hence
-the fixed input size. The float model's batch dimension is dynamic
-(``Interpreter.resize_tensor_input``); the int8 model has a static batch of 1. Every converted
+the fixed input size. The float model's batch dimension is dynamic where TFLite can express it
+(``Interpreter.resize_tensor_input``), the int8 model's is a static 1 (see ``export_tflite``). Every converted
 model is run once by the interpreter (in a child process) before it is returned.
 
 Input: uint8 (N, H, W, 3) RGB at the exported size. Output: float32 probabilities (N, K); for
@@ -19,6 +19,7 @@ The class names go to ``<output stem>.labels.txt``.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import subprocess
@@ -45,22 +46,38 @@ def export_tflite(servable: Servable, input_hw: Sequence[int],
                   calibration: np.ndarray | None = None) -> bytes:
     """The .tflite flatbuffer: float32, or full-integer int8 when ``calibration`` (uint8
     (M, H, W, 3) training images, a few hundred) is given. Raises ExportError naming the ops
-    that TFLite cannot express."""
+    that TFLite cannot express.
+
+    Float models get a dynamic batch when TFLite can express the model that way, else (e.g. a
+    gather whose shape depends on the batch: ``vhlo.dynamic_gather``) a static batch of 1.
+    int8 models always have a static batch of 1: the converter then folds BatchNorm into the
+    convolutions and drops the shape arithmetic of a symbolic batch.
+    """
+    batches = (None, 1) if calibration is None else (1,)
+    for batch in batches:
+        try:
+            flatbuffer = _convert(servable, input_hw, calibration, batch)
+            break
+        except ExportError as e:
+            if batch == batches[-1]:
+                raise
+            logging.warning("%s; exporting with a static batch of 1 instead", e)
+    _check_runs(servable, flatbuffer)
+    return flatbuffer
+
+
+def _convert(servable, input_hw, calibration, batch) -> bytes:
     module = tf.Module()  # the trackable owner of the function (the non-deprecated path)
-    # int8: a static batch of 1 lets the converter fold BatchNorm into the convolutions and
-    # drop the shape arithmetic of a symbolic batch (int8 kernels for those are fragile).
-    module.serve = _serving_function(servable, input_hw, batch=None if calibration is None else 1)
+    module.serve = _serving_function(servable, input_hw, batch)
     with portable_convolutions():  # jax2tf traces the model here, when TF traces the function
         converter = tf.lite.TFLiteConverter.from_concrete_functions(
             [module.serve.get_concrete_function()], module)
     if calibration is not None:
         _set_full_integer(converter, calibration)
     try:
-        flatbuffer = converter.convert()
+        return converter.convert()
     except Exception as e:  # noqa: BLE001 - the converter raises several types; all unsupported
         raise ExportError(_unsupported_message(servable, str(e))) from None
-    _check_runs(servable, flatbuffer)
-    return flatbuffer
 
 
 def _serving_function(servable: Servable, input_hw: Sequence[int], batch: int | None):
@@ -130,8 +147,12 @@ def _check_runs(servable: Servable, flatbuffer: bytes) -> None:
         proc = subprocess.run([sys.executable, "-c", _SMOKE_TEST, path], capture_output=True,
                               text=True, timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     if proc.returncode != 0:
-        lines = [line for line in proc.stderr.splitlines() if line.strip()]
-        why = lines[-1][-300:] if lines else f"exit status {proc.returncode}"
+        lines = [line for line in proc.stderr.splitlines()
+                 if line.strip() and not line.startswith(("INFO:", "WARNING:"))]
+        why = (f"it aborted with signal {-proc.returncode}" if proc.returncode < 0
+               else f"exit status {proc.returncode}")
+        if lines:
+            why += f": {lines[-1][-300:]}"
         raise ExportError(
             f"the TFLite interpreter cannot run the converted {servable.model_name!r} model "
             f"({why}); export it with --format=tflite (float), saved_model or stablehlo instead")
