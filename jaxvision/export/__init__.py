@@ -4,6 +4,15 @@
     export_run(run, "saved_model", "serving/lenet5/1")
 
 Every format holds the evaluation transform and a softmax: uint8 RGB in, probabilities out.
+
+Route (established on jax 0.10.2 / tensorflow-cpu 2.21): ``jax.experimental.jax2tf`` still ships
+and its default, native serialization, embeds ``jax.export``'s StableHLO in one TF
+``XlaCallModule`` op, so TensorFlow runs exactly the computation JAX exported; its graph-op mode
+(``native_serialization=False``) is deprecated. That is the route to TF (``saved_model``) and,
+through ``tf.lite.TFLiteConverter`` (which legalizes that StableHLO into TFLite builtins), to
+TFLite. orbax-export wraps the same jax2tf call, and a pure-TF re-implementation would duplicate
+every model, so neither is used. ``stablehlo`` is ``jax.export`` itself. TFLite files are run
+with the LiteRT interpreter (``ai-edge-litert``, the ``export`` extra) or TF's ``tf.lite``.
 """
 
 from jaxvision.export.calibration import int8_accuracy, jaxvision_probabilities, split_pixels

@@ -54,15 +54,15 @@ class Servable:
     def from_run(cls, run) -> Servable:
         meta = data.dataset_meta(run.config.data)
         h, w = meta.image_shape[:2]
+        resolved = data.resolve_config(run.config.data)
         variables = {k: v for k, v in run.variables.items() if v}
-        probe = jax.eval_shape(lambda v: run.model.apply(
-            v, jnp.zeros((1,) + preprocess.eval_output_shape(resolved_of(run))), train=False),
-            variables)
+        x = jnp.zeros((1,) + preprocess.eval_output_shape(resolved))
+        logits = jax.eval_shape(lambda v: run.model.apply(v, x, train=False), variables)
         return cls(
             model=run.model,
             variables=variables,
-            class_names=tuple(class_names_of(run, probe.shape[-1])),
-            resolved=resolved_of(run),
+            class_names=tuple(class_names_of(run, logits.shape[-1])),
+            resolved=resolved,
             native_hw=(int(h), int(w)) if h is not None and w is not None else None,
             model_name=str(run.config.model.name),
             step=int(run.step),
@@ -102,10 +102,6 @@ class Servable:
             return self.logits(variables, transform(images_uint8))
 
         return f
-
-
-def resolved_of(run) -> preprocess.Resolved:
-    return data.resolve_config(run.config.data)
 
 
 @contextlib.contextmanager
