@@ -43,14 +43,15 @@ def load_image(path: str):
     return np.asarray(rgb, dtype=np.uint8)
 
 
-def preprocess_for_eval(config_data, image_uint8):
+def preprocess_for_eval(config_data, image_uint8, resolved: Resolved | None = None):
     """uint8 (H, W, C) (C in 1, 3, 4) -> float32 numpy (size, size, channels), exactly the
-    evaluation pipeline's transform for this config."""
+    evaluation pipeline's transform for this config. ``resolved``: the config's concrete values
+    when already known (e.g. from a run directory, so that no dataset needs opening)."""
     import numpy as np
 
     from jaxvision.data._tf import tf
 
-    r = resolve_config(config_data)
+    r = resolved or resolve_config(config_data)
     image = np.asarray(image_uint8)
     if image.ndim == 2:
         image = image[..., None]

@@ -5,7 +5,8 @@
         print(r["file"], r.get("top_k") or r["error"])
 
 Images are read with ``jaxvision.data.load_image`` and preprocessed with
-``jaxvision.data.preprocess_for_eval(run.config.data, image)``, exactly as the evaluation pipeline.
+``jaxvision.data.preprocess_for_eval``, exactly as the evaluation pipeline, with the preprocessing
+the run directory records (``run_input.resolve_run``): no dataset is needed.
 """
 
 from __future__ import annotations
@@ -80,6 +81,36 @@ def class_names_of(run, num_classes: int) -> list[str]:
     return [str(n) for n in names]
 
 
+def read_images(run, files: Sequence[str]) -> tuple[np.ndarray | None, list[int], dict[int, str]]:
+    """Read and preprocess image files for ``run`` exactly as its evaluation pipeline does, with
+    the run's recorded preprocessing (no dataset is opened).
+
+    Returns (float32 (N_ok, H, W, C) model inputs or None when no file could be read, indices of
+    the files read, {index: 'ErrorType: message'} of the others).
+    """
+    from jaxvision import data
+    from jaxvision.evaluation.run_input import resolve_run
+
+    resolved = resolve_run(run)
+    images, ok, errors = [], [], {}
+    for i, f in enumerate(files):
+        try:
+            if not os.path.exists(f):
+                raise FileNotFoundError(f"no such file: {f}")
+            image = data.load_image(f)
+            images.append(np.asarray(
+                data.preprocess_for_eval(run.config.data, image, resolved), np.float32))
+            ok.append(i)
+        except Exception as e:  # noqa: BLE001 - any failure is reported per file
+            errors[i] = f"{type(e).__name__}: {e}"
+    if not images:
+        return None, ok, errors
+    shapes = {im.shape for im in images}
+    if len(shapes) != 1:
+        raise ValueError(f"preprocess_for_eval returned different shapes {sorted(shapes)}")
+    return np.stack(images), ok, errors
+
+
 def predict_files(run, paths: Iterable[str], top_k: int = 5, batch_size: int = 64
                   ) -> list[dict[str, Any]]:
     """Top-k predictions for image files and folders.
@@ -88,28 +119,15 @@ def predict_files(run, paths: Iterable[str], top_k: int = 5, batch_size: int = 6
     ...]}`` or, for a file that could not be read or preprocessed, ``{'file': path, 'error':
     message}`` (the other files are still predicted).
     """
-    from jaxvision import data
-
     if int(top_k) < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
     files = expand_paths(paths)
     results: list[dict[str, Any]] = [{"file": f} for f in files]
-    images, ok = [], []
-    for i, f in enumerate(files):
-        try:
-            if not os.path.exists(f):
-                raise FileNotFoundError(f"no such file: {f}")
-            image = data.load_image(f)
-            images.append(np.asarray(data.preprocess_for_eval(run.config.data, image),
-                                     np.float32))
-            ok.append(i)
-        except Exception as e:  # noqa: BLE001 - any failure is reported per file
-            results[i]["error"] = f"{type(e).__name__}: {e}"
-    if images:
-        shapes = {im.shape for im in images}
-        if len(shapes) != 1:
-            raise ValueError(f"preprocess_for_eval returned different shapes {sorted(shapes)}")
-        probs = predict_images(run, np.stack(images), batch_size=batch_size)
+    images, ok, errors = read_images(run, files)
+    for i, message in errors.items():
+        results[i]["error"] = message
+    if images is not None:
+        probs = predict_images(run, images, batch_size=batch_size)
         names = class_names_of(run, probs.shape[-1])
         for i, top in zip(ok, top_k_from_probs(probs, top_k, names), strict=True):
             results[i]["top_k"] = top
