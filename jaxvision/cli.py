@@ -209,6 +209,24 @@ def apply_overrides(config, overrides: Sequence[tuple[str, str]]) -> None:
             raise UsageError(f"--config.{key}={text}: {e}") from None
 
 
+def load_recipe(spec: str):
+    """``get_config(arg)`` of a recipe file given as ``path[:arg]`` (e.g.
+    ``configs/image_folder.py:resnet50``); UsageError when it is missing or does not load."""
+    import importlib.util
+
+    path, _, arg = spec.partition(":")
+    if not os.path.isfile(path):
+        raise UsageError(f"config file {path!r} not found (give a recipe such as "
+                         "configs/mnist5k_lenet.py)")
+    try:
+        module_spec = importlib.util.spec_from_file_location("jaxvision_recipe", path)
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+        return module.get_config(arg) if arg else module.get_config()
+    except Exception as e:  # noqa: BLE001 - any failure of the user's file, as one line
+        raise UsageError(f"could not load config file {path!r}: {type(e).__name__}: {e}") from None
+
+
 def format_config_keys(config, title: str) -> str:
     """``--help_config`` text: one line per key, ``--config.key=value``, sorted."""
     from jaxvision import config as config_lib
