@@ -85,8 +85,12 @@ def filtered_stderr() -> Iterator[None]:
                 sys.stderr.flush()
 
 
-def import_quietly() -> None:
-    """Import TensorFlow and initialise JAX's backend with their start-up banners filtered."""
+def import_quietly(argv: Sequence[str]) -> None:
+    """Unless ``--verbosity`` is in ``argv``: import TensorFlow and initialise JAX's backend now,
+    with their start-up banners filtered out (call before anything imports them)."""
+    quiet_environment(argv)
+    if verbosity_requested(argv):
+        return
     with filtered_stderr():
         import jax
 
@@ -227,6 +231,40 @@ def load_recipe(spec: str):
         raise UsageError(f"could not load config file {path!r}: {type(e).__name__}: {e}") from None
 
 
+def recipe_argument(argv: Sequence[str]) -> str | None:
+    """The value of ``--config=FILE[:arg]`` / ``--config FILE`` in ``argv`` (None if absent)."""
+    for i, a in enumerate(argv):
+        if a.startswith("--config="):
+            return a.split("=", 1)[1]
+        if a == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
+def none_valued(config, key: str) -> bool:
+    """True when dotted ``key`` exists in ``config`` with the value None."""
+    node = config
+    try:
+        for part in key.split("."):
+            node = node[part]
+    except (KeyError, AttributeError, TypeError):
+        return False
+    return node is None
+
+
+def print_config_keys_and_exit(argv: Sequence[str]) -> None:
+    """``--help_config`` of a recipe-driven command: list the recipe's keys, exit 0."""
+    spec = recipe_argument(argv)
+    if spec is None:
+        fail("--help_config lists a recipe's keys: give it with --config configs/<recipe>.py")
+    try:
+        config = load_recipe(spec)
+    except UsageError as e:
+        fail(str(e))
+    print(format_config_keys(config, f"config keys of {spec} (set with --config.key=value):"))
+    sys.exit(0)
+
+
 def format_config_keys(config, title: str) -> str:
     """``--help_config`` text: one line per key, ``--config.key=value``, sorted."""
     from jaxvision import config as config_lib
@@ -250,26 +288,28 @@ def _parse_flags(argv: list[str]) -> list[str]:
 
 
 def run(main: Callable[..., int | None], argv: Sequence[str] | None = None, *,
-        config_overrides: bool = False) -> None:
+        config_overrides: bool | Callable[[str], bool] = False) -> None:
     """``absl.app.run(main)`` with the project's conventions: C++ banners off unless
     ``--verbosity``; flag errors and ``UsageError``/``app.UsageError`` raised by ``main`` become
     one ``error:`` line with exit status 2. With ``config_overrides``, ``--config.key=value``
     arguments are taken out before absl parses and passed as ``main(argv, overrides)`` (a list of
     (key, text) for :func:`apply_overrides`), for commands whose config is only known after
-    parsing (evaluate: the run directory's)."""
+    parsing (evaluate: the run directory's). A callable ``config_overrides(key)`` keeps the
+    overrides it is true for in argv, for ml_collections' own ``--config`` flag (train: every key
+    but those whose default is None, which ml_collections cannot parse)."""
     argv = list(sys.argv if argv is None else argv)
-    quiet_environment(argv)
+    if not {"--help", "-h", "--helpfull", "--helpshort", "-?"} & set(argv):
+        import_quietly(argv)
     overrides: list[tuple[str, str]] = []
     if config_overrides:
         try:
-            argv, overrides = pop_config_overrides(argv)
+            keep = config_overrides if callable(config_overrides) else (lambda key: False)
+            argv, overrides = pop_config_overrides(argv, keep)
         except UsageError as e:
             fail(str(e))
 
     def checked_main(args):
         quiet_logging()
-        if not flags.FLAGS["verbosity"].present:
-            import_quietly()
         try:
             return main(args, overrides) if config_overrides else main(args)
         except (UsageError, app.UsageError) as e:

@@ -1,7 +1,7 @@
 r"""Convert pretrained weights into a run directory (evaluate, predict, explain, init_from).
 
     python -m jaxvision.convert --source keras|torch|npz [--model NAME] --input FILE \
-        --output DIR [--class_names FILE] [--json]
+        --output DIR [--class_names FILE] [--image_size N] [--json]
 
 Writes DIR/checkpoints/0, DIR/config.json (the model and its preprocessing) and DIR/finetune.py
 (a recipe fine-tuning it on an image folder), then prints how to use it (``--json``: one JSON
@@ -26,6 +26,9 @@ flags.DEFINE_string("input", None, "The weights file.")
 flags.DEFINE_string("output", None, "New run directory to write (must not hold checkpoints).")
 flags.DEFINE_string("class_names", None, "Text file with one class name per line, in the head's "
                     "order (default: the class indices).")
+flags.DEFINE_integer("image_size", None, "Input resolution to record for the converted model "
+                     "(torch sources; default: the architecture's, e.g. 224). CNNs run at any "
+                     "size; ViTs keep the checkpoint's grid.", lower_bound=1)
 flags.DEFINE_bool("json", False, "Print one JSON object on stdout (logs go to stderr).")
 flags.declare_key_flag("verbosity")
 
@@ -48,6 +51,9 @@ def main(argv):
     if FLAGS.source != "keras" and FLAGS.model is None:
         raise cli.UsageError(f"--source {FLAGS.source} needs --model (the file does not name its "
                              "architecture), e.g. --model resnet50")
+    if FLAGS.image_size and FLAGS.source != "torch":
+        raise cli.UsageError("--image_size applies to --source torch (Keras and .npz files "
+                             "record their resolution)")
     if not os.path.isfile(FLAGS.input):
         raise cli.UsageError(f"--input {FLAGS.input!r} is not a file")
     names = _class_names(FLAGS.class_names)
@@ -55,7 +61,8 @@ def main(argv):
 
     with cli.json_stdout(FLAGS.json) as emit:
         try:
-            converted = convert.convert(FLAGS.source, FLAGS.input, FLAGS.model)
+            options = {"image_size": FLAGS.image_size} if FLAGS.image_size else {}
+            converted = convert.convert(FLAGS.source, FLAGS.input, FLAGS.model, **options)
             out = convert.save_converted(converted, FLAGS.output, class_names=names,
                                          input_file=FLAGS.input)
         except (ValueError, KeyError, FileNotFoundError, FileExistsError, NotImplementedError,

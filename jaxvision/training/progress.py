@@ -1,0 +1,78 @@
+"""The training progress bar: counts steps the devices have finished, not steps dispatched.
+
+``train_step`` returns as soon as the step is queued (JAX dispatches asynchronously), so a bar
+advanced at dispatch runs ahead of the devices, then stalls at the next host sync ("50/75" frozen)
+and its ETA swings. Here every dispatched step's metrics are kept, and the bar advances to the
+last step whose metrics are ready (``jax.Array.is_ready()``: a non-blocking query, no host sync).
+The ETA is tqdm's, from the smoothed rate of finished steps.
+"""
+
+from __future__ import annotations
+
+import collections
+import sys
+from typing import Any
+
+import jax
+
+# tqdm's exponential moving average factor for the speed (0 = average since the start, which
+# would keep the first step's compilation in the ETA; 1 = last interval only, which jumps).
+SMOOTHING = 0.1
+
+
+class StepProgress:
+    """A tqdm bar over training steps on process 0 (``enabled=False``: every method is a no-op).
+
+    ``dispatched(step, metrics)`` after each ``train_step`` call; ``synced(step)`` once the host
+    has fetched that step's metrics (everything up to it is finished); ``set_postfix``,
+    ``write`` and ``close`` as tqdm's.
+    """
+
+    def __init__(self, total: int, initial: int, *, enabled: bool = True):
+        self.bar = None
+        self.done = initial
+        self._pending: collections.deque[tuple[int, Any]] = collections.deque()
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, desc="train", unit="step",
+                            dynamic_ncols=True, mininterval=1.0, smoothing=SMOOTHING,
+                            file=sys.stderr)
+
+    def dispatched(self, step: int, metrics: Any) -> None:
+        if self.bar is None:
+            return
+        leaves = jax.tree.leaves(metrics)
+        self._pending.append((step, leaves[0] if leaves else None))
+        while self._pending and _ready(self._pending[0][1]):
+            self._advance(self._pending.popleft()[0])
+
+    def synced(self, step: int) -> None:
+        if self.bar is None:
+            return
+        while self._pending and self._pending[0][0] <= step:
+            self._pending.popleft()
+        self._advance(step)
+
+    def _advance(self, step: int) -> None:
+        if step > self.done:
+            self.bar.update(step - self.done)
+            self.done = step
+
+    def set_postfix(self, **kwargs) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix(**kwargs)
+
+    def write(self, message: str) -> None:
+        if self.bar is not None:
+            self.bar.write(message)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _ready(x) -> bool:
+    if x is None or not hasattr(x, "is_ready"):
+        return True
+    return x.is_ready()
