@@ -298,8 +298,7 @@ def run(main: Callable[..., int | None], argv: Sequence[str] | None = None, *,
     overrides it is true for in argv, for ml_collections' own ``--config`` flag (train: every key
     but those whose default is None, which ml_collections cannot parse)."""
     argv = list(sys.argv if argv is None else argv)
-    if not {"--help", "-h", "--helpfull", "--helpshort", "-?"} & set(argv):
-        import_quietly(argv)
+    quiet_environment(argv)
     overrides: list[tuple[str, str]] = []
     if config_overrides:
         try:
@@ -310,6 +309,7 @@ def run(main: Callable[..., int | None], argv: Sequence[str] | None = None, *,
 
     def checked_main(args):
         quiet_logging()
+        import_quietly(argv)  # after parsing: a flag error needs neither TensorFlow nor JAX
         try:
             return main(args, overrides) if config_overrides else main(args)
         except (UsageError, app.UsageError) as e:

@@ -39,8 +39,11 @@ def main(argv):
 
     with cli.json_stdout(FLAGS.json) as emit:
         run = cli.open_run(FLAGS.workdir, FLAGS.checkpoint)
-        results = evaluation.predict_files(run, paths, top_k=FLAGS.top_k,
-                                           batch_size=FLAGS.batch_size)
+        try:
+            results = evaluation.predict_files(run, paths, top_k=FLAGS.top_k,
+                                               batch_size=FLAGS.batch_size)
+        except ValueError as e:  # the run's preprocessing cannot be resolved (DataError)
+            cli.fail(str(e))
         for r in results:
             if "error" in r:
                 print(f"cannot read {r['file']}: {r['error']}", file=sys.stderr)

@@ -8,7 +8,8 @@ image shape, class names) is taken here from what the run and the code already k
 - every preprocessing key set in ``config.data`` (converted runs record all of them): nothing else;
 - bundled datasets: the builder's declared shape and class names (no build);
 - TFDS datasets: the builder's declared features (``tfds.builder(name).info``; no download);
-- image folders: the folder is indexed (local files only).
+- image folders: RGB of varying size, as ``data.sources.FolderSource`` declares (the folder
+  itself may be gone).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def run_meta(run) -> data.Meta:
     """``data.Meta`` of the dataset ``run`` was trained on, without reading or building it.
 
     Raises ``data.DataError`` when neither the run nor the dataset's declaration says enough
-    (an image folder that no longer exists and no recorded preprocessing).
+    (a TFDS name this TFDS version does not know, and no recorded preprocessing).
     """
     cfg = run.config.data
     names = tuple(getattr(run, "class_names", None) or ())
@@ -37,7 +38,8 @@ def run_meta(run) -> data.Meta:
         builder = data.bundled.BUILDERS[cfg.name]
         return data.Meta(cfg.name, tuple(builder.SHAPE), names or tuple(builder.CLASS_NAMES))
     if cfg.name == "image_folder":
-        return data.dataset_meta(cfg)
+        # What data.sources.FolderSource declares: RGB, sizes vary (the folder is not read).
+        return data.Meta(cfg.name, (None, None, 3), names)
     return _tfds_meta(cfg, names)
 
 
