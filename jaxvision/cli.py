@@ -310,6 +310,9 @@ def run(main: Callable[..., int | None], argv: Sequence[str] | None = None, *,
     def checked_main(args):
         quiet_logging()
         import_quietly(argv)  # after parsing: a flag error needs neither TensorFlow nor JAX
+        if flags.FLAGS.help_config and not config_overrides:
+            fail("--help_config lists config keys of the config-driven commands (train, "
+                 "evaluate, compression distill); this command has no config")
         try:
             return main(args, overrides) if config_overrides else main(args)
         except (UsageError, app.UsageError) as e:

@@ -46,6 +46,7 @@ flags.DEFINE_float("temperature", 4.0, "distill: softmax temperature of the soft
                    "(Hinton et al. 2015).")
 flags.DEFINE_float("alpha", 0.9, "distill: weight of the soft-label loss (1 - alpha on the hard "
                    "labels).")
+flags.declare_key_flag("help_config")
 flags.declare_key_flag("verbosity")
 
 _DEFAULT_STEPS = {"prune": 500, "distill": 1000}
@@ -65,6 +66,11 @@ def _command(argv) -> str:
 
 
 def main(argv, overrides):
+    if FLAGS.help_config:
+        if FLAGS.config is None:
+            raise cli.UsageError("--help_config lists distill's student recipe keys: give "
+                                 "--config configs/<student>.py")
+        cli.print_config_keys_and_exit(["--config", FLAGS.config])
     command = _command(argv)
     if overrides and command != "distill":
         raise cli.UsageError("--config.key=value applies to distill's student recipe only")
