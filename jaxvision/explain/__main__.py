@@ -22,6 +22,8 @@ from absl import flags
 
 from jaxvision import cli
 
+# = jaxvision.explain.methods.METHODS, spelled out: importing it loads JAX before the flags are
+# parsed (a flag error would then wait for JAX and show its banners).
 METHODS = ("gradcam", "saliency", "integrated_gradients", "rollout", "token_gradcam")
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Run directory (written by jaxvision.train, convert or "
