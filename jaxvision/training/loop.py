@@ -370,7 +370,7 @@ def train_and_evaluate(
                 eval_res = evaluate(state)
                 writer.write(step, eval_res)
                 final.update(eval_res)
-                if pbar.bar is not None:
+                if pbar.enabled:
                     pbar.write(f"step {step}: " + ", ".join(
                         f"{k[4:]}={v:.4f}" for k, v in eval_res.items()))
                 stop_reason = _early_stopping(config, es, eval_res)

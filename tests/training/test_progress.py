@@ -16,7 +16,7 @@ def test_bar_counts_finished_steps_only():
     steps = [_Pending() for _ in range(4)]
     for i, m in enumerate(steps, start=3):
         progress.dispatched(i, {"loss": m})
-    assert progress.bar.n == 2  # four steps queued, none finished
+    assert progress.bar is None  # four steps queued, none finished: no speed to show yet
     steps[0].ready = steps[1].ready = True
     progress.dispatched(7, {"loss": _Pending()})
     assert progress.bar.n == 4  # steps 3 and 4 finished; 5 is not, so 6 cannot count yet
