@@ -1,33 +1,340 @@
-"""What the command lines (train, evaluate, predict, explain) share: quiet logs and opening a run."""
+"""What every command line shares: one flag language, quiet logs, machine-readable output.
+
+The flag language (absl flags, snake_case; see README "Command lines"):
+
+- config-driven commands take ``--config.key=value`` for every key of their config, including
+  keys whose default is None (``--config.data.mean='(0.5, 0.5, 0.5)'``); ``--help_config`` lists
+  the keys with their current values;
+- shared names: ``--workdir``, ``--checkpoint latest|best|N`` (default ``latest``),
+  ``--batch_size``, ``--top_k``, ``--output``, ``--json`` (stdout holds exactly one JSON
+  document, every log line goes to stderr), ``--verbosity`` (absl's: -1 quiet default, 0 INFO,
+  1 DEBUG; also brings back TensorFlow/XLA's C++ banners);
+- bad input is one line ``error: <what is wrong and how to fix it>`` on stderr, exit status 2.
+
+Entry points call :func:`run` instead of ``absl.app.run``.
+"""
 
 from __future__ import annotations
 
+import ast
+import contextlib
+import json
 import logging
+import os
+import re
 import sys
+from collections.abc import Callable, Iterator, Sequence
 
-from absl import app
+from absl import app, flags
 from absl import logging as absl_logging
+
+USAGE_EXIT = 2
+_CONFIG_OVERRIDE = re.compile(r"^--config\.([A-Za-z0-9_.]+)(?:=(.*))?$", re.S)
+_VERBOSITY = re.compile(r"^(--verbosity|-v)(=|$)")
+
+flags.DEFINE_bool("help_config", False, "List the config keys this command takes as "
+                  "--config.key=value, with their current values, and exit.")
+
+
+class UsageError(ValueError):
+    """Bad command-line input: printed as ``error: <message>``, exit status 2."""
+
+
+def fail(message: str) -> None:
+    """Print ``error: message`` (one line) on stderr and exit with status 2."""
+    print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
+    sys.exit(USAGE_EXIT)
+
+
+def verbosity_requested(argv: Sequence[str]) -> bool:
+    return any(_VERBOSITY.match(a) for a in argv)
+
+
+def quiet_environment(argv: Sequence[str]) -> None:
+    """Before TensorFlow/JAX are imported: silence their C++ banners (oneDNN, cuda probing) unless
+    ``--verbosity`` is given. ``TF_CPP_MIN_LOG_LEVEL=2`` keeps errors; a value the user set wins."""
+    if not verbosity_requested(argv):
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+# C++ INFO lines ("I0000 00:00:... port.cc:153] oneDNN custom operations are on ...") and absl's
+# pre-initialisation notice, which TensorFlow 2.2x writes to fd 2 whatever TF_CPP_MIN_LOG_LEVEL says.
+_BANNER = re.compile(rb"^(I\d{4} .*|WARNING: All log messages before absl::InitializeLog\(\).*)$")
+
+
+@contextlib.contextmanager
+def filtered_stderr() -> Iterator[None]:
+    """Collect what C/C++ code writes to fd 2 meanwhile and replay it without the INFO banners
+    (warnings and errors pass)."""
+    import tempfile
+
+    sys.stderr.flush()
+    saved_fd = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved_fd, 2)
+            os.close(saved_fd)
+            tmp.seek(0)
+            kept = [line for line in tmp.read().splitlines() if not _BANNER.match(line)]
+            if kept:
+                sys.stderr.buffer.write(b"\n".join(kept) + b"\n")
+                sys.stderr.flush()
+
+
+def import_quietly(argv: Sequence[str]) -> None:
+    """Unless ``--verbosity`` is in ``argv``: import TensorFlow and initialise JAX's backend now,
+    with their start-up banners filtered out (call before anything imports them)."""
+    quiet_environment(argv)
+    if verbosity_requested(argv):
+        return
+    with filtered_stderr():
+        import jax
+
+        from jaxvision.data import _tf  # noqa: F401 - TensorFlow, configured off the GPU
+
+        jax.devices()
 
 
 def quiet_logging() -> None:
-    """TFDS and Orbax log every dataset read and checkpoint save at INFO: show warnings only,
-    and jaxvision's own messages."""
+    """After flags are parsed: without ``--verbosity``, TFDS/Orbax/JAX show warnings only and
+    jaxvision's own routine messages show at INFO (all on stderr)."""
+    if flags.FLAGS.is_parsed() and flags.FLAGS["verbosity"].present:
+        return
     absl_logging.set_verbosity(absl_logging.WARNING)
     logging.getLogger("jaxvision").setLevel(logging.INFO)
+    # JAX's "no GPU/TPU found, falling back to CPU" is a notice, not a problem.
+    logging.getLogger("jax._src.xla_bridge").setLevel(logging.ERROR)
+
+
+@contextlib.contextmanager
+def json_stdout(enabled: bool = True) -> Iterator[Callable[[object], None]]:
+    """While active, everything written to stdout (Python prints, TFDS's progress messages, C
+    libraries writing to fd 1) goes to stderr; the yielded ``emit(obj)`` writes one JSON document
+    to the real stdout. With ``enabled=False`` stdout is left alone and ``emit`` prints JSON."""
+    if not enabled:
+        yield lambda obj: print(json.dumps(obj), flush=True)
+        return
+    sys.stdout.flush()
+    saved_fd = os.dup(1)
+    os.dup2(2, 1)
+    saved_stdout = sys.stdout
+    sys.stdout = sys.stderr
+    documents: list[str] = []
+    try:
+        yield lambda obj: documents.append(json.dumps(obj))
+    finally:
+        sys.stdout.flush()
+        sys.stdout = saved_stdout
+        os.dup2(saved_fd, 1)
+        os.close(saved_fd)
+    if len(documents) != 1:
+        raise RuntimeError(f"--json must print exactly one document, got {len(documents)}")
+    print(documents[0], flush=True)
+
+
+# ---- --config.key=value overrides --------------------------------------------------------------
+def pop_config_overrides(argv: Sequence[str], keep: Callable[[str], bool] = lambda key: False
+                         ) -> tuple[list[str], list[tuple[str, str]]]:
+    """Split ``--config.key=value`` (or ``--config.key value``) out of ``argv``.
+
+    Returns (the other arguments, [(key, value text)]); overrides whose key satisfies ``keep``
+    stay in the returned argv (for ml_collections' own parser).
+    """
+    rest, overrides = [], []
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        m = _CONFIG_OVERRIDE.match(args[i])
+        if m and not keep(m.group(1)):
+            value = m.group(2)
+            if value is None:
+                if i + 1 >= len(args):
+                    raise UsageError(f"--config.{m.group(1)} needs a value (--config.key=value)")
+                value, i = args[i + 1], i + 1
+            overrides.append((m.group(1), value))
+        else:
+            rest.append(args[i])
+        i += 1
+    return rest, overrides
+
+
+def parse_value(text: str, current):
+    """Command-line text -> a value of ``current``'s type (any Python literal when ``current`` is
+    None; plain text when it is not a literal)."""
+    if isinstance(current, bool):
+        low = text.strip().lower()
+        if low in ("true", "1", "yes"):
+            return True
+        if low in ("false", "0", "no"):
+            return False
+        raise UsageError(f"{text!r} is not a boolean (true/false)")
+    if isinstance(current, str):
+        return text
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        if current is None:
+            return text
+        raise UsageError(f"{text!r} is not a {type(current).__name__}") from None
+    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(current, tuple) and isinstance(value, list | tuple | int | float):
+        return tuple(value) if isinstance(value, list | tuple) else (value,)
+    if current is not None and not isinstance(value, type(current)):
+        raise UsageError(f"{text!r} is not a {type(current).__name__}")
+    return value
+
+
+def apply_overrides(config, overrides: Sequence[tuple[str, str]]) -> None:
+    """Set each dotted ``key`` of ``config`` (an ml_collections ConfigDict) from its text.
+
+    Raises UsageError naming the key (and close matches) when it does not exist or the value does
+    not fit its type.
+    """
+    from jaxvision import config as config_lib
+
+    known = set(config_lib.all_keys(config))
+    for key, text in overrides:
+        if key not in known:
+            raise UsageError(config_lib.unknown_key_message(config, key))
+        *parents, leaf = key.split(".")
+        node = config
+        for p in parents:
+            node = node[p]
+        try:
+            value = parse_value(text, node[leaf])
+            with config.unlocked() if hasattr(config, "unlocked") else contextlib.nullcontext():
+                node[leaf] = value
+        except (UsageError, TypeError, ValueError) as e:
+            raise UsageError(f"--config.{key}={text}: {e}") from None
+
+
+def load_recipe(spec: str):
+    """``get_config(arg)`` of a recipe file given as ``path[:arg]`` (e.g.
+    ``configs/image_folder.py:resnet50``); UsageError when it is missing or does not load."""
+    import importlib.util
+
+    path, _, arg = spec.partition(":")
+    if not os.path.isfile(path):
+        raise UsageError(f"config file {path!r} not found (give a recipe such as "
+                         "configs/mnist5k_lenet.py)")
+    try:
+        module_spec = importlib.util.spec_from_file_location("jaxvision_recipe", path)
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+        return module.get_config(arg) if arg else module.get_config()
+    except Exception as e:  # noqa: BLE001 - any failure of the user's file, as one line
+        raise UsageError(f"could not load config file {path!r}: {type(e).__name__}: {e}") from None
+
+
+def recipe_argument(argv: Sequence[str]) -> str | None:
+    """The value of ``--config=FILE[:arg]`` / ``--config FILE`` in ``argv`` (None if absent)."""
+    for i, a in enumerate(argv):
+        if a.startswith("--config="):
+            return a.split("=", 1)[1]
+        if a == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
+def none_valued(config, key: str) -> bool:
+    """True when dotted ``key`` exists in ``config`` with the value None."""
+    node = config
+    try:
+        for part in key.split("."):
+            node = node[part]
+    except (KeyError, AttributeError, TypeError):
+        return False
+    return node is None
+
+
+def print_config_keys_and_exit(argv: Sequence[str]) -> None:
+    """``--help_config`` of a recipe-driven command: list the recipe's keys, exit 0."""
+    spec = recipe_argument(argv)
+    if spec is None:
+        fail("--help_config lists a recipe's keys: give it with --config configs/<recipe>.py")
+    try:
+        config = load_recipe(spec)
+    except UsageError as e:
+        fail(str(e))
+    print(format_config_keys(config, f"config keys of {spec} (set with --config.key=value):"))
+    sys.exit(0)
+
+
+def format_config_keys(config, title: str) -> str:
+    """``--help_config`` text: one line per key, ``--config.key=value``, sorted."""
+    from jaxvision import config as config_lib
+
+    lines = [title]
+    for key in sorted(config_lib.all_keys(config)):
+        node = config
+        for p in key.split("."):
+            node = node[p]
+        lines.append(f"  --config.{key}={node!r}")
+    return "\n".join(lines)
+
+
+# ---- running a command -------------------------------------------------------------------------
+def _parse_flags(argv: list[str]) -> list[str]:
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        fail(f"{e}. See --help for the flags.")
+    return []
+
+
+def run(main: Callable[..., int | None], argv: Sequence[str] | None = None, *,
+        config_overrides: bool | Callable[[str], bool] = False) -> None:
+    """``absl.app.run(main)`` with the project's conventions: C++ banners off unless
+    ``--verbosity``; flag errors and ``UsageError``/``app.UsageError`` raised by ``main`` become
+    one ``error:`` line with exit status 2. With ``config_overrides``, ``--config.key=value``
+    arguments are taken out before absl parses and passed as ``main(argv, overrides)`` (a list of
+    (key, text) for :func:`apply_overrides`), for commands whose config is only known after
+    parsing (evaluate: the run directory's). A callable ``config_overrides(key)`` keeps the
+    overrides it is true for in argv, for ml_collections' own ``--config`` flag (train: every key
+    but those whose default is None, which ml_collections cannot parse)."""
+    argv = list(sys.argv if argv is None else argv)
+    quiet_environment(argv)
+    overrides: list[tuple[str, str]] = []
+    if config_overrides:
+        try:
+            keep = config_overrides if callable(config_overrides) else (lambda key: False)
+            argv, overrides = pop_config_overrides(argv, keep)
+        except UsageError as e:
+            fail(str(e))
+
+    def checked_main(args):
+        quiet_logging()
+        import_quietly(argv)  # after parsing: a flag error needs neither TensorFlow nor JAX
+        if flags.FLAGS.help_config and not config_overrides:
+            fail("--help_config lists config keys of the config-driven commands (train, "
+                 "evaluate, compression distill); this command has no config")
+        try:
+            return main(args, overrides) if config_overrides else main(args)
+        except (UsageError, app.UsageError) as e:
+            fail(str(e))
+
+    app.run(checked_main, argv=argv, flags_parser=_parse_flags)
 
 
 def open_run(workdir: str, checkpoint: str):
-    """``load_run(workdir, checkpoint)`` for a command line: a bad ``--checkpoint`` is a usage
-    error, a missing or mismatched run is printed as ``error: ...`` with exit status 2."""
+    """``load_run(workdir, checkpoint)`` for a command line: a bad ``--checkpoint``, a missing
+    workdir or a run that does not load is one ``error:`` line with exit status 2."""
     from jaxvision import evaluation
     from jaxvision.training import checkpoints
 
+    if not os.path.isdir(workdir):
+        fail(f"--workdir {workdir!r} is not a directory; give a run directory written by "
+             "jaxvision.train, convert or compression")
     try:
         which = evaluation.parse_checkpoint(checkpoint)
     except ValueError as e:
-        raise app.UsageError(str(e)) from e
+        fail(f"--checkpoint: {e}")
     try:
         return checkpoints.load_run(workdir, which)
     except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        fail(str(e))

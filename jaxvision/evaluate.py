@@ -1,77 +1,109 @@
-r"""Evaluate a trained run: accuracy, calibration, per-class metrics, plots.
+r"""Evaluate any run directory: accuracy, calibration, per-class metrics, plots.
 
-    python -m jaxvision.evaluate --workdir runs/lenet5 [--checkpoint latest|best|STEP] \
-        [--split test] [--calibrate [--calibration_split SPLIT]] [--json] [--batch_size N] \
+    python -m jaxvision.evaluate --workdir RUN [--checkpoint latest|best|STEP] [--split test] \
+        [--config.data.KEY=VALUE ...] [--calibrate [--calibration_split SPLIT]] [--json] \
+        [--batch_size N] [--output DIR] \
         [--attack none|fgsm|pgd --eps 0.03 --attack_steps 10 --attack_norm linf|l2] \
         [--corruptions gaussian_noise,contrast|all]
 
-Writes ``metrics.json`` and the plots into ``WORKDIR/eval/SPLIT/`` (or ``--out_dir``) and prints a
-table, or with ``--json`` one JSON object (the keys of
-``jaxvision.evaluation.classification_metrics`` plus split, step, calibration, robustness).
-The logic lives in ``jaxvision.evaluation.evaluate_run``.
+The data come from the run's config (config.json); ``--config.key=value`` overrides any key of
+it, e.g. evaluate on an image folder: ``--config.data.name=image_folder
+--config.data.path=/photos`` (``--help_config`` lists the keys). Writes ``metrics.json`` and the
+plots into ``--output`` (default ``RUN/eval/SPLIT/``) and prints a table, or with ``--json`` one
+JSON object on stdout (the keys of ``jaxvision.evaluation.classification_metrics`` plus split,
+step, checkpoint, calibration, robustness; every log line on stderr).
+Logic: ``jaxvision.evaluation.evaluate_run``.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import sys
 
-from absl import app, flags
+from absl import flags
+
+from jaxvision import cli
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Run directory written by jaxvision.train.", required=True)
-flags.DEFINE_string("checkpoint", "latest", "'latest', 'best' or a step number.")
-flags.DEFINE_string("split", "test", "Split to evaluate (as given to jaxvision.data.build).")
+flags.DEFINE_string("workdir", None, "Run directory (written by jaxvision.train, convert or "
+                    "compression).")
+flags.DEFINE_string("checkpoint", "latest", "Which checkpoint: 'latest', 'best' or a step number.")
+flags.DEFINE_string("split", "test", "Split to evaluate (as given to jaxvision.data.build; TFDS "
+                    "slicing allowed, e.g. 'train[:10%]').")
 flags.DEFINE_integer("batch_size", None, "Global evaluation batch (default: the run's "
-                     "eval_batch_size, else 256).")
-flags.DEFINE_integer("num_bins", 15, "Confidence bins for ECE/MCE.")
+                     "eval_batch_size, else 256).", lower_bound=1)
+flags.DEFINE_integer("num_bins", 15, "Confidence bins for ECE/MCE.", lower_bound=1)
 flags.DEFINE_bool("calibrate", False, "Fit a temperature on --calibration_split and report the "
                   "split's metrics before and after.")
 flags.DEFINE_string("calibration_split", None, "Split the temperature is fitted on (default: "
                     "the run's config.data.eval_split, i.e. its validation split).")
-flags.DEFINE_bool("json", False, "Print one JSON object instead of tables.")
+flags.DEFINE_bool("json", False, "Print one JSON object on stdout instead of tables (logs go to "
+                  "stderr).")
 flags.DEFINE_bool("plots", True, "Write the PNG plots.")
-flags.DEFINE_string("out_dir", None, "Where metrics.json and plots go (default "
+flags.DEFINE_string("output", None, "Folder for metrics.json and plots (default "
                     "WORKDIR/eval/SPLIT).")
 flags.DEFINE_enum("attack", "none", ["none", "fgsm", "pgd"], "Adversarial attack to evaluate.")
 flags.DEFINE_float("eps", 8 / 255, "Attack radius in pixel units (pixels in [0, 1]).")
-flags.DEFINE_integer("attack_steps", 10, "PGD steps.")
+flags.DEFINE_integer("attack_steps", 10, "PGD steps.", lower_bound=1)
 flags.DEFINE_enum("attack_norm", "linf", ["linf", "l2"], "Attack norm.")
 flags.DEFINE_list("corruptions", None, "Common corruptions to evaluate ('all' for every one).")
 flags.DEFINE_list("severities", ["1", "3", "5"], "Corruption severities (1..5).")
+flags.declare_key_flag("help_config")
+flags.declare_key_flag("verbosity")
 
 
-def main(argv):
+def _help_config() -> int:
+    from jaxvision import config as config_lib
+
+    if FLAGS.workdir is None:
+        config, title = config_lib.base_config(), "config keys (of a run's config.json):"
+    else:
+        run = cli.open_run(FLAGS.workdir, FLAGS.checkpoint)
+        config, title = run.config, f"config keys of {FLAGS.workdir}:"
+    print(cli.format_config_keys(config, title))
+    return 0
+
+
+def main(argv, overrides):
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from jaxvision import cli, evaluation
+        raise cli.UsageError(f"unexpected arguments {argv[1:]}; evaluate takes flags only")
+    if FLAGS.help_config:
+        return _help_config()
+    if FLAGS.workdir is None:
+        raise cli.UsageError("--workdir is required (a run directory)")
+    from jaxvision import evaluation
 
-    cli.quiet_logging()
-    if not os.path.isdir(FLAGS.workdir):
-        raise app.UsageError(f"--workdir {FLAGS.workdir!r} is not a directory")
     try:
         robustness = evaluation.robustness_options(
             FLAGS.attack, FLAGS.eps, FLAGS.attack_steps, FLAGS.attack_norm, FLAGS.corruptions,
             FLAGS.severities)
     except ValueError as e:
-        raise app.UsageError(str(e)) from e
-    run = cli.open_run(FLAGS.workdir, FLAGS.checkpoint)
+        raise cli.UsageError(str(e)) from e
     # Split strings may hold TFDS slicing ('train[:10%]'): keep the folder name plain.
-    out_dir = FLAGS.out_dir or os.path.join(FLAGS.workdir, "eval",
-                                            re.sub(r"[^A-Za-z0-9_.-]+", "_", FLAGS.split))
-    try:
-        result = _evaluate(evaluation, run, out_dir, robustness)
-    except ValueError as e:  # bad settings or data: a message, not a traceback
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    result["checkpoint"] = FLAGS.checkpoint
-    if FLAGS.json:
-        print(json.dumps(evaluation.report.to_jsonable(result)))
-    else:
+    out_dir = FLAGS.output or os.path.join(FLAGS.workdir, "eval",
+                                           re.sub(r"[^A-Za-z0-9_.-]+", "_", FLAGS.split))
+    with cli.json_stdout(FLAGS.json) as emit:
+        run = cli.open_run(FLAGS.workdir, FLAGS.checkpoint)
+        cli.apply_overrides(run.config, overrides)
+        _check_data(run.config.data)
+        try:
+            result = _evaluate(evaluation, run, out_dir, robustness)
+        except ValueError as e:  # bad settings or data (DataError too): a message, no traceback
+            cli.fail(str(e))
+        result["checkpoint"] = FLAGS.checkpoint
+        if FLAGS.json:
+            emit(evaluation.report.to_jsonable(result))
+    if not FLAGS.json:
         print(evaluation.report.format_report(result, result.get("class_names")))
     return 0
+
+
+def _check_data(data_config) -> None:
+    if data_config.name == "image_folder" and not data_config.path:
+        raise cli.UsageError(
+            "this run records no evaluation data (a converted model?): give an image folder with "
+            "--config.data.path=FOLDER (FOLDER/<class>/*.jpg) or a dataset with "
+            "--config.data.name=NAME")
 
 
 def _evaluate(evaluation, run, out_dir, robustness):
@@ -89,4 +121,4 @@ def _evaluate(evaluation, run, out_dir, robustness):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, config_overrides=True)

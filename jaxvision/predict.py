@@ -1,53 +1,63 @@
-r"""Top-k predictions for image files with a trained run.
+r"""Top-k predictions for image files with any run directory (train, convert, compression).
 
-    python -m jaxvision.predict --workdir runs/lenet5 [--top_k 5] [--json] \
-        [--checkpoint latest|best|STEP] IMAGE_OR_FOLDER...
+    python -m jaxvision.predict --workdir RUN [--checkpoint latest|best|STEP] [--top_k 5] \
+        [--batch_size 64] [--json] IMAGE_OR_FOLDER...
 
-Prints ``file: 7 0.97, 1 0.02, ...`` per image, or with ``--json`` a list of
-``{"file": ..., "top_k": [{"class": NAME, "prob": P}, ...]}``. An unreadable file is reported by
-name (stderr; ``{"file": ..., "error": ...}`` in JSON) and the others are still predicted; the
-exit code is nonzero only if no file could be read. Logic: ``jaxvision.evaluation.predict_files``.
+Prints ``file: 7 0.97, 1 0.02, ...`` per image, or with ``--json`` one JSON list of
+``{"file": ..., "top_k": [{"class": NAME, "prob": P}, ...]}``. Folders are searched recursively
+for images. An unreadable file is reported by name (stderr; ``{"file": ..., "error": ...}`` in
+JSON) and the others are still predicted; the exit status is 2 only if no file could be read.
+Works offline: the preprocessing comes from the run directory, no dataset is opened.
+Logic: ``jaxvision.evaluation.predict_files``.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 
-from absl import app, flags
+from absl import flags
+
+from jaxvision import cli
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Run directory written by jaxvision.train.", required=True)
-flags.DEFINE_string("checkpoint", "latest", "'latest', 'best' or a step number.")
-flags.DEFINE_integer("top_k", 5, "How many classes to show per image.")
-flags.DEFINE_bool("json", False, "Print a JSON list instead of text lines.")
-flags.DEFINE_integer("batch_size", 64, "Images per forward pass.")
+flags.DEFINE_string("workdir", None, "Run directory (written by jaxvision.train, convert or "
+                    "compression).")
+flags.DEFINE_string("checkpoint", "latest", "Which checkpoint: 'latest', 'best' or a step number.")
+flags.DEFINE_integer("top_k", 5, "How many classes to show per image.", lower_bound=1)
+flags.DEFINE_integer("batch_size", 64, "Images per forward pass.", lower_bound=1)
+flags.DEFINE_bool("json", False, "Print one JSON list on stdout (logs go to stderr).")
+flags.declare_key_flag("verbosity")
 
 
 def main(argv):
     paths = argv[1:]
+    if FLAGS.workdir is None:
+        raise cli.UsageError("--workdir is required (a run directory)")
     if not paths:
-        raise app.UsageError("give at least one image file or folder after the flags")
-    from jaxvision import cli, evaluation
+        raise cli.UsageError("give at least one image file or folder after the flags")
+    from jaxvision import evaluation
 
-    cli.quiet_logging()
-    run = cli.open_run(FLAGS.workdir, FLAGS.checkpoint)
-    results = evaluation.predict_files(run, paths, top_k=FLAGS.top_k,
-                                       batch_size=FLAGS.batch_size)
-    for r in results:
-        if "error" in r:
-            print(f"cannot read {r['file']}: {r['error']}", file=sys.stderr)
-    if FLAGS.json:
-        print(json.dumps(results))
-    else:
+    with cli.json_stdout(FLAGS.json) as emit:
+        run = cli.open_run(FLAGS.workdir, FLAGS.checkpoint)
+        try:
+            results = evaluation.predict_files(run, paths, top_k=FLAGS.top_k,
+                                               batch_size=FLAGS.batch_size)
+        except ValueError as e:  # the run's preprocessing cannot be resolved (DataError)
+            cli.fail(str(e))
+        for r in results:
+            if "error" in r:
+                print(f"cannot read {r['file']}: {r['error']}", file=sys.stderr)
+        if FLAGS.json:
+            emit(results)
+    if not FLAGS.json:
         for r in results:
             if "error" not in r:
                 print(evaluation.format_prediction(r))
     if not any("top_k" in r for r in results):
-        print("error: none of the given files could be read as an image", file=sys.stderr)
-        return 1
+        cli.fail("none of the given files could be read as an image; give image files "
+                 f"({', '.join(evaluation.predictor.IMAGE_EXTENSIONS)}) or folders holding them")
     return 0
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

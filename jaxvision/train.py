@@ -13,7 +13,7 @@ import os
 import re
 import sys
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -73,7 +73,7 @@ def _check_overrides(argv: list[str]) -> None:
             _fail(config_lib.unknown_key_message(cfg, m.group(1)))
 
 
-def main(argv) -> None:
+def main(argv, overrides=()) -> None:
     if len(argv) > 1:
         _fail(f"unexpected arguments {argv[1:]}; options are --config, --workdir, --config.<key>=...")
     if _WORKDIR.value is None:
@@ -87,6 +87,7 @@ def main(argv) -> None:
     from jaxvision.training import loop
 
     config = _CONFIG.value
+    cli.apply_overrides(config, overrides)  # keys whose default is None (see run())
     try:
         result = loop.train_and_evaluate(config, _WORKDIR.value)
     except (ValueError, FileNotFoundError, FloatingPointError) as e:
@@ -97,9 +98,20 @@ def main(argv) -> None:
 
 
 def run() -> None:
+    from jaxvision import cli
+
+    cli.import_quietly(sys.argv)  # before the recipe imports TensorFlow
+    flags.declare_key_flag("help_config")
+    flags.declare_key_flag("verbosity")
+    if "--help_config" in sys.argv:
+        cli.print_config_keys_and_exit(sys.argv)
     _check_overrides(sys.argv)
     flags.mark_flags_as_required(["config"])
-    app.run(main)
+    recipe = cli.recipe_argument(sys.argv)
+    config = cli.load_recipe(recipe) if recipe else None
+    # ml_collections cannot parse keys whose default is None (data.mean, init_from, ...):
+    # those are applied by main() through cli.apply_overrides instead.
+    cli.run(main, config_overrides=lambda key: config is None or not cli.none_valued(config, key))
 
 
 if __name__ == "__main__":

@@ -1,186 +1,109 @@
-"""Compress a trained run from the command line; prints and writes a before/after report.
+r"""Compress a run directory from the command line; writes a run directory and a report.
 
-    python -m jaxvision.compression prune --workdir RUN --sparsity 0.8 --steps 500 --output OUT
+    python -m jaxvision.compression prune --workdir RUN --sparsity 0.8 [--steps 500] [--output OUT]
     python -m jaxvision.compression quantize --workdir RUN [--output OUT]
-    python -m jaxvision.compression distill --teacher RUN --config configs/<student>.py \
-        --steps 1000 --output OUT [--temperature 4 --alpha 0.9]
+    python -m jaxvision.compression distill --workdir TEACHER_RUN --config configs/<student>.py \
+        [--config.key=value ...] [--steps 1000] [--output OUT] [--temperature 4 --alpha 0.9]
 
-``prune`` and ``distill`` write a run directory (``load_run`` / evaluate / ``init_from`` read it);
-``quantize`` writes ``OUT/quantized.msgpack`` (int8 kernels + per-channel scales, flax msgpack) and
-the report. Reports go to ``OUT/compression.json``.
+Shared flags: ``--checkpoint latest|best|STEP`` (default ``latest``, as evaluate/predict/explain:
+the model you evaluate is the one you compress), ``--batch_size``, ``--split``, ``--output``
+(default ``RUN/<command>``), ``--json``. Every output is a run directory that evaluate, predict,
+explain and ``init_from`` read: ``prune``/``distill`` hold the new weights; ``quantize`` holds
+the int8-rounded weights (dequantized to float32, so any reader computes the int8-weight model)
+and ``quantized.msgpack`` with the int8 kernels + per-channel scales themselves. The report
+(before/after top-1, sizes, sparsity) is printed and written to ``OUT/compression.json``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
+
+from absl import flags
+
+from jaxvision import cli
+
+COMMANDS = ("prune", "quantize", "distill")
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "Run directory to compress (the teacher for distill).")
+flags.DEFINE_string("checkpoint", "latest", "Which checkpoint: 'latest', 'best' or a step number.")
+flags.DEFINE_string("output", None, "New run directory (default: WORKDIR/<command>).")
+flags.DEFINE_integer("batch_size", 128, "Global batch for fine-tuning and evaluation.",
+                     lower_bound=1)
+flags.DEFINE_string("split", None, "Evaluation split of the report (default: the run's "
+                    "config.data.eval_split).")
+flags.DEFINE_bool("json", False, "Print the report as one JSON object on stdout (logs on stderr).")
+flags.DEFINE_float("sparsity", None, "prune: target fraction of zero weights in [0, 1), e.g. 0.8.")
+flags.DEFINE_integer("steps", None, "prune/distill: training steps (default 500 for prune, 1000 "
+                     "for distill).", lower_bound=1)
+flags.DEFINE_float("learning_rate", 1e-3, "prune/distill: Adam learning rate.")
+flags.DEFINE_integer("update_every", 10, "prune: steps between mask updates.", lower_bound=1)
+flags.DEFINE_integer("calibration_batches", 4, "quantize: training batches that calibrate the "
+                     "int8 activation ranges.", lower_bound=1)
+flags.DEFINE_string("config", None, "distill: the student's recipe file, e.g. "
+                    "configs/mnist5k_lenet.py (its keys can be set with --config.key=value).")
+flags.DEFINE_float("temperature", 4.0, "distill: softmax temperature of the soft labels "
+                   "(Hinton et al. 2015).")
+flags.DEFINE_float("alpha", 0.9, "distill: weight of the soft-label loss (1 - alpha on the hard "
+                   "labels).")
+flags.declare_key_flag("help_config")
+flags.declare_key_flag("verbosity")
+
+_DEFAULT_STEPS = {"prune": 500, "distill": 1000}
 
 
-def _which(v: str):
-    return int(v) if v.isdigit() else v
+def _command(argv) -> str:
+    if len(argv) != 2 or argv[1] not in COMMANDS:
+        raise cli.UsageError(f"give one command, {' | '.join(COMMANDS)}, e.g. python -m "
+                             "jaxvision.compression quantize --workdir RUN")
+    if FLAGS.workdir is None:
+        raise cli.UsageError("--workdir is required (the run directory to compress)")
+    if argv[1] == "prune" and (FLAGS.sparsity is None or not 0 <= FLAGS.sparsity < 1):
+        raise cli.UsageError("prune needs --sparsity in [0, 1), e.g. --sparsity 0.8")
+    if argv[1] == "distill" and FLAGS.config is None:
+        raise cli.UsageError("distill needs the student recipe: --config configs/<student>.py")
+    return argv[1]
 
 
-def _pipelines(config, batch_size: int, split: str | None, seed: int = 0):
-    from jaxvision import data
+def main(argv, overrides):
+    if FLAGS.help_config:
+        if FLAGS.config is None:
+            raise cli.UsageError("--help_config lists distill's student recipe keys: give "
+                                 "--config configs/<student>.py")
+        cli.print_config_keys_and_exit(["--config", FLAGS.config])
+    command = _command(argv)
+    if overrides and command != "distill":
+        raise cli.UsageError("--config.key=value applies to distill's student recipe only")
+    from jaxvision.compression import commands
 
-    train_split = config.data.get("train_split", "train")
-    eval_split = split or config.data.get("eval_split", "test")
-    train = data.build(
-        config.data, train_split, global_batch_size=batch_size, train=True, seed=seed
-    )
-    evals = data.build(
-        config.data, eval_split, global_batch_size=batch_size, train=False, seed=seed
-    )
-    return train, evals
-
-
-def _load_recipe(config: str):
-    """``get_config(arg)`` of a recipe file given as ``path[:arg]``."""
-    import importlib.util
-
-    path, _, arg = config.partition(":")
-    if not os.path.isfile(path):
-        raise SystemExit(f"error: config file {path!r} not found (e.g. configs/mnist5k_lenet.py)")
-    spec = importlib.util.spec_from_file_location("jaxvision_student_recipe", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg) if arg else module.get_config()
-
-
-def _write_report(out: str, report: dict) -> None:
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "compression.json"), "w") as f:
-        json.dump(report, f, indent=2, default=float)
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m jaxvision.compression", description=__doc__.split("\n")[0]
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("prune", help="gradual global magnitude pruning while fine-tuning")
-    p.add_argument("--workdir", required=True)
-    p.add_argument(
-        "--sparsity", type=float, required=True, help="target fraction of zero weights, e.g. 0.8"
-    )
-    p.add_argument("--steps", type=int, default=500)
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate of the fine-tuning")
-    p.add_argument("--update-every", type=int, default=10, help="steps between mask updates")
-    q = sub.add_parser(
-        "quantize", help="post-training int8 quantization (weights, and activations)"
-    )
-    q.add_argument("--workdir", required=True)
-    q.add_argument("--calibration-batches", type=int, default=4)
-    d = sub.add_parser("distill", help="train a student config on a teacher run's soft labels")
-    d.add_argument("--teacher", required=True, help="the teacher's run directory")
-    d.add_argument("--config", required=True, help="student recipe, e.g. configs/mnist5k_lenet.py")
-    d.add_argument("--steps", type=int, default=1000)
-    d.add_argument("--lr", type=float, default=1e-3)
-    d.add_argument("--temperature", type=float, default=4.0)
-    d.add_argument("--alpha", type=float, default=0.9)
-    for sp in (p, q, d):
-        sp.add_argument("--output", default=None, help="output folder (default: <run>/<command>)")
-        sp.add_argument(
-            "--which", default="best", type=_which, help="checkpoint: latest, best or a step"
-        )
-        sp.add_argument("--batch-size", type=int, default=128)
-        sp.add_argument(
-            "--split", default=None, help="evaluation split (default: the run's eval split)"
-        )
-    args = parser.parse_args(argv)
-
-    from jaxvision import compression
-    from jaxvision.convert.checkpoint import save_variables
-    from jaxvision.training.checkpoints import load_run
-
-    run = load_run(args.teacher if args.command == "distill" else args.workdir, which=args.which)
-    base = args.teacher if args.command == "distill" else args.workdir
-    out = args.output or os.path.join(base, args.command)
-    image_shape = run.image_shape or tuple(run.config.data.get("image_shape", ()))
-    if args.command == "prune":
-        train, evals = _pipelines(run.config, args.batch_size, args.split)
-        variables, report = compression.prune_finetune(
-            run.model,
-            run.variables,
-            train,
-            target_sparsity=args.sparsity,
-            steps=args.steps,
-            learning_rate=args.lr,
-            update_every=args.update_every,
-            eval_batches=evals,
-        )
-        save_variables(
-            out,
-            variables,
-            model_name=run.config.model.name,
-            num_classes=len(run.class_names) or int(run.config.model.num_classes),
-            image_shape=image_shape,
-            class_names=run.class_names,
-            config=run.config,
-            extra_meta={"pruning": {k: v for k, v in report.items() if k != "per_layer"}},
-        )
-    elif args.command == "quantize":
-        from flax import serialization
-
-        train, evals = _pipelines(run.config, args.batch_size, args.split)
-        qvars, report = compression.quantize_run(
-            run.model,
-            run.variables,
-            evals,
-            calibration_batches=train,
-            num_calibration_batches=args.calibration_batches,
-        )
-        os.makedirs(out, exist_ok=True)
-        with open(os.path.join(out, "quantized.msgpack"), "wb") as f:
-            f.write(serialization.msgpack_serialize(qvars))
-    else:
-        import jax
-        import jax.numpy as jnp
-
-        from jaxvision import models
-        from jaxvision.training.checkpoints import model_overrides
-        from jaxvision.training.loop import init_variables
-
-        cfg = _load_recipe(args.config)
-        num_classes = len(run.class_names) or int(run.config.model.num_classes)
-        overrides = model_overrides(cfg)
-        overrides.pop("bn_axis_name", None)
-        student = models.create(
-            cfg.model.name, num_classes=num_classes, dtype=jnp.float32, **overrides
-        )
-        train, evals = _pipelines(cfg, args.batch_size, args.split)
-        student_vars = init_variables(student, train.info.image_shape, jax.random.key(cfg.seed))
-        variables, report = compression.distillation.distill(
-            run.model,
-            run.variables,
-            student,
-            student_vars,
-            train,
-            steps=args.steps,
-            learning_rate=args.lr,
-            temperature=args.temperature,
-            alpha=args.alpha,
-            eval_batches=evals,
-        )
-        save_variables(
-            out,
-            variables,
-            model_name=cfg.model.name,
-            num_classes=num_classes,
-            image_shape=tuple(train.info.image_shape),
-            class_names=run.class_names,
-            config=cfg,
-        )
-    report.pop("activation_ranges", None)
-    _write_report(out, report)
-    print(
-        json.dumps({k: v for k, v in report.items() if k != "per_layer"}, indent=2, default=float)
-    )
-    print(f"wrote {out}")
+    out = FLAGS.output or os.path.join(FLAGS.workdir, command)
+    with cli.json_stdout(FLAGS.json) as emit:
+        run = cli.open_run(FLAGS.workdir, FLAGS.checkpoint)
+        options = {"batch_size": FLAGS.batch_size, "split": FLAGS.split}
+        try:
+            if command == "prune":
+                report = commands.prune_run(
+                    run, out, sparsity=FLAGS.sparsity, steps=FLAGS.steps or _DEFAULT_STEPS[command],
+                    learning_rate=FLAGS.learning_rate, update_every=FLAGS.update_every, **options)
+            elif command == "quantize":
+                report = commands.quantize_to_run(
+                    run, out, calibration_batches=FLAGS.calibration_batches, **options)
+            else:
+                student = cli.load_recipe(FLAGS.config)
+                cli.apply_overrides(student, overrides)
+                report = commands.distill_run(
+                    run, student, out, steps=FLAGS.steps or _DEFAULT_STEPS[command],
+                    learning_rate=FLAGS.learning_rate, temperature=FLAGS.temperature,
+                    alpha=FLAGS.alpha, **options)
+        except (ValueError, FileExistsError) as e:
+            cli.fail(str(e))
+        report["workdir"] = os.path.abspath(out)
+        if FLAGS.json:
+            emit(json.loads(json.dumps(report, default=float)))
+    if not FLAGS.json:
+        print(json.dumps(report, indent=2, default=float))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main, config_overrides=True)

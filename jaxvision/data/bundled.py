@@ -10,6 +10,10 @@
 Importing this module registers the builders with TFDS, so `tfds.builder('mnist5k')` works.
 """
 
+import contextlib
+import io
+import logging
+
 import numpy as np
 
 from jaxvision.data._tf import tfds
@@ -130,5 +134,12 @@ def builder(name: str, data_dir: str | None = None):
     """Returns the bundled TFDS builder `name`, built into data_dir (offline) if needed."""
     b = BUILDERS[name](data_dir=data_dir)
     if not b.is_prepared():
-        b.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+        # TFDS prints "Downloading and preparing dataset ..." on stdout: nothing is downloaded
+        # here, and stdout belongs to the command's output (--json).
+        logging.getLogger(__name__).info(
+            "building bundled dataset %s into %s (offline, once)", name, b.data_dir)
+        with contextlib.redirect_stdout(io.StringIO()):
+            b.download_and_prepare(
+                download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+        logging.getLogger(__name__).info("built %s", name)
     return b

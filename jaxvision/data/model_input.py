@@ -39,17 +39,22 @@ def load_image(path: str, *, channels: int = 3, background=image_file.DEFAULT_BA
         raise DataError(str(e)) from None
 
 
-def preprocess_for_eval(config_data, image_uint8) -> np.ndarray:
+def preprocess_for_eval(config_data, image_uint8, resolved: preprocess.Resolved | None = None
+                        ) -> np.ndarray:
     """uint8 (H, W) or (H, W, C) (C in 1, 3, 4) -> float32 numpy (size, size, channels), the
-    evaluation pipeline's transform for this config (RGBA composited over its background)."""
-    r = resolve_config(config_data)
+    evaluation pipeline's transform for this config (RGBA composited over its background).
+    ``resolved``: the config's concrete values when already known (e.g. from a run directory, so
+    that no dataset needs opening)."""
+    r = resolved or resolve_config(config_data)
     return _eval_transform(_pixels(image_uint8, r), r)
 
 
-def load_for_eval(config_data, path: str) -> np.ndarray:
+def load_for_eval(config_data, path: str, resolved: preprocess.Resolved | None = None
+                  ) -> np.ndarray:
     """An image file -> float32 numpy (size, size, channels): the model input the evaluation
-    pipeline makes of this file, bit for bit. Raises DataError naming a bad file."""
-    r = resolve_config(config_data)
+    pipeline makes of this file, bit for bit. Raises DataError naming a bad file. ``resolved`` as
+    in `preprocess_for_eval`."""
+    r = resolved or resolve_config(config_data)
     return _eval_transform(load_image(path, channels=r.channels, background=r.alpha_background), r)
 
 

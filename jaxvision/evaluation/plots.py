@@ -113,10 +113,24 @@ def confusion_heatmap(confusion, class_names: Sequence[str] | None, path: str,
     return _save(fig, path)
 
 
+def score_axis_limits(values, step: float = 0.05) -> tuple[float, float]:
+    """Y-axis limits for scores in [0, 1] scaled to the data, so that 94% vs 100% is visible:
+    from the lowest value less a margin (10% of the spread, at least 0.02), rounded down to
+    ``step``, to the highest plus the margin (at most 1.05, room above a bar at 1)."""
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return 0.0, 1.05
+    margin = max(0.02, 0.1 * float(v.max() - v.min()))
+    lo = max(0.0, np.floor((float(v.min()) - margin) / step) * step)
+    return float(lo), float(min(1.05, float(v.max()) + margin))
+
+
 def per_class_bars(metrics: dict[str, Any], class_names: Sequence[str] | None, path: str,
                    title: str = "") -> str:
-    """Per-class precision, recall and F1 as grouped bars (with support in the labels). With
-    many classes, the ``MAX_LABELED_CLASSES`` classes of lowest F1 are shown."""
+    """Per-class precision, recall and F1 as grouped bars (with support in the labels), the score
+    axis scaled to the data (``score_axis_limits``). With many classes, the
+    ``MAX_LABELED_CLASSES`` classes of lowest F1 are shown."""
     precision = np.asarray(metrics["precision"], float)
     recall = np.asarray(metrics["recall"], float)
     f1 = np.asarray(metrics["f1"], float)
@@ -136,8 +150,9 @@ def per_class_bars(metrics: dict[str, Any], class_names: Sequence[str] | None, p
     ax.bar(x + w, f1[idx], w, label="F1")
     ax.set_xticks(x, [f"{names[i]} (n={int(support[i])})" for i in idx], rotation=90,
                   fontsize=8)
-    ax.set_ylim(0, 1.05)
-    ax.set_ylabel("score")
+    lo, hi = score_axis_limits(np.concatenate([precision[idx], recall[idx], f1[idx]]))
+    ax.set_ylim(lo, hi)
+    ax.set_ylabel("score" if lo == 0 else f"score (axis starts at {lo:.2f})")
     ax.set_title((f"per-class metrics: {title}" if title else "per-class metrics") + suffix,
                  pad=22)
     ax.legend(fontsize=8, ncols=3, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)

@@ -4,9 +4,10 @@
     for r in predict_files(run, ["cat.png", "folder/"], top_k=5):
         print(r["file"], r.get("top_k") or r["error"])
 
-Each file becomes model input through ``jaxvision.data.load_for_eval(run.config.data, path)``: the
-pipelines' own decoder and evaluation transform, so the input is bit-identical to the file's row
-in an evaluation batch.
+Each file becomes model input through ``jaxvision.data.load_for_eval``: the pipelines' own
+decoder and evaluation transform, with the preprocessing the run directory records
+(``run_input.resolve_run``; no dataset is opened), so the input is bit-identical to the file's
+row in an evaluation batch.
 """
 
 from __future__ import annotations
@@ -81,6 +82,34 @@ def class_names_of(run, num_classes: int) -> list[str]:
     return [str(n) for n in names]
 
 
+def read_images(run, files: Sequence[str]) -> tuple[np.ndarray | None, list[int], dict[int, str]]:
+    """Read and preprocess image files for ``run`` exactly as its evaluation pipeline does, with
+    the run's recorded preprocessing (no dataset is opened).
+
+    Returns (float32 (N_ok, H, W, C) model inputs or None when no file could be read, indices of
+    the files read, {index: 'ErrorType: message'} of the others).
+    """
+    from jaxvision import data
+    from jaxvision.evaluation.run_input import resolve_run
+
+    resolved = resolve_run(run)
+    images, ok, errors = [], [], {}
+    for i, f in enumerate(files):
+        try:
+            if not os.path.exists(f):
+                raise FileNotFoundError(f"no such file: {f}")
+            images.append(np.asarray(data.load_for_eval(run.config.data, f, resolved), np.float32))
+            ok.append(i)
+        except Exception as e:  # noqa: BLE001 - any failure is reported per file
+            errors[i] = f"{type(e).__name__}: {e}"
+    if not images:
+        return None, ok, errors
+    shapes = {im.shape for im in images}
+    if len(shapes) != 1:
+        raise ValueError(f"load_for_eval returned different shapes {sorted(shapes)}")
+    return np.stack(images), ok, errors
+
+
 def predict_files(run, paths: Iterable[str], top_k: int = 5, batch_size: int = 64
                   ) -> list[dict[str, Any]]:
     """Top-k predictions for image files and folders.
@@ -89,26 +118,15 @@ def predict_files(run, paths: Iterable[str], top_k: int = 5, batch_size: int = 6
     ...]}`` or, for a file that could not be read or preprocessed, ``{'file': path, 'error':
     message}`` (the other files are still predicted).
     """
-    from jaxvision import data
-
     if int(top_k) < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
     files = expand_paths(paths)
     results: list[dict[str, Any]] = [{"file": f} for f in files]
-    images, ok = [], []
-    for i, f in enumerate(files):
-        try:
-            if not os.path.exists(f):
-                raise FileNotFoundError(f"no such file: {f}")
-            images.append(np.asarray(data.load_for_eval(run.config.data, f), np.float32))
-            ok.append(i)
-        except Exception as e:  # noqa: BLE001 - any failure is reported per file
-            results[i]["error"] = f"{type(e).__name__}: {e}"
-    if images:
-        shapes = {im.shape for im in images}
-        if len(shapes) != 1:
-            raise ValueError(f"load_for_eval returned different shapes {sorted(shapes)}")
-        probs = predict_images(run, np.stack(images), batch_size=batch_size)
+    images, ok, errors = read_images(run, files)
+    for i, message in errors.items():
+        results[i]["error"] = message
+    if images is not None:
+        probs = predict_images(run, images, batch_size=batch_size)
         names = class_names_of(run, probs.shape[-1])
         for i, top in zip(ok, top_k_from_probs(probs, top_k, names), strict=True):
             results[i]["top_k"] = top

@@ -1,113 +1,80 @@
-"""Heat-map overlays for images, from a trained run.
+r"""Heat-map overlays for image files with any run directory.
 
-    python -m jaxvision.explain --workdir DIR --method gradcam|saliency|integrated_gradients|rollout \
-        [--layer PATH] [--target CLASS] [--which latest|best|STEP] [--output OUT] IMAGE...
+    python -m jaxvision.explain --workdir RUN [--method gradcam|saliency|integrated_gradients|
+        rollout|token_gradcam] [--layer PATH] [--target CLASS] [--checkpoint latest|best|STEP] \
+        [--output OUT] [--json] IMAGE_OR_FOLDER...
 
-Each image is preprocessed exactly as the evaluation pipeline does it, explained for its predicted
-class (or ``--target``), and written as ``OUT/<image stem>.<method>.<predicted class>.png``
-(``OUT`` defaults to ``DIR/explain``) with the class name and probability in the title.
+Inputs are handled as ``predict`` handles them (folders searched recursively; an unreadable file
+is reported and the others explained; exit status 2 only if none could be read). Each image is
+preprocessed with the run's recorded preprocessing, explained for its predicted class (or
+``--target``) and written as ``OUT/<stem>.<method>.<class>.png`` (``OUT`` defaults to
+``RUN/explain``; an existing file is never overwritten: ``<stem>-2...`` is used). Prints
+``file<TAB>class<TAB>prob<TAB>output`` per image, or with ``--json`` one JSON list.
+Logic: ``jaxvision.explain.files.explain_files``.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-import re
 import sys
 
-import numpy as np
+from absl import flags
+
+from jaxvision import cli
+
+# = jaxvision.explain.methods.METHODS, spelled out: importing it loads JAX before the flags are
+# parsed (a flag error would then wait for JAX and show its banners).
+METHODS = ("gradcam", "saliency", "integrated_gradients", "rollout", "token_gradcam")
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "Run directory (written by jaxvision.train, convert or "
+                    "compression).")
+flags.DEFINE_string("checkpoint", "latest", "Which checkpoint: 'latest', 'best' or a step number.")
+flags.DEFINE_enum("method", "gradcam", METHODS, "gradcam (CNNs, hybrids), rollout and "
+                  "token_gradcam (ViTs, hybrids), saliency and integrated_gradients (any model).")
+flags.DEFINE_string("layer", None, "Module path Grad-CAM reads, e.g. 'backbone/stage3' (default: "
+                    "the last feature map of at least 7x7, see jaxvision.explain.default_layer).")
+flags.DEFINE_string("target", None, "Class index or name to explain (default: the predicted "
+                    "class of each image).")
+flags.DEFINE_integer("ig_steps", 32, "Integrated-gradients steps (Riemann sum).", lower_bound=1)
+flags.DEFINE_float("alpha", 0.45, "Heat-map opacity in the overlay, in [0, 1].", lower_bound=0,
+                   upper_bound=1)
+flags.DEFINE_integer("batch_size", 16, "Images per forward/backward pass.", lower_bound=1)
+flags.DEFINE_string("output", None, "Folder for the PNGs (default WORKDIR/explain).")
+flags.DEFINE_bool("json", False, "Print one JSON list on stdout (logs go to stderr).")
+flags.declare_key_flag("verbosity")
 
 
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name)).strip("_") or "class"
+def main(argv):
+    paths = argv[1:]
+    if FLAGS.workdir is None:
+        raise cli.UsageError("--workdir is required (a run directory)")
+    if not paths:
+        raise cli.UsageError("give at least one image file or folder after the flags")
+    from jaxvision.explain.files import explain_files
 
-
-def _which(value: str):
-    return int(value) if value.isdigit() else value
-
-
-def main(argv=None) -> int:
-    from jaxvision.explain import METHODS
-
-    parser = argparse.ArgumentParser(
-        prog="python -m jaxvision.explain", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (jpg, png, ...)")
-    parser.add_argument("--workdir", required=True, help="a training run's workdir")
-    parser.add_argument("--method", default="gradcam", choices=METHODS)
-    parser.add_argument("--layer", default=None, help="module path for gradcam, e.g. 'stage4'")
-    parser.add_argument(
-        "--target", default=None, help="class index or name to explain (default: predicted)"
-    )
-    parser.add_argument(
-        "--checkpoint", "--which", dest="which", default="latest", type=_which,
-        help="checkpoint: latest (default, as evaluate and predict), best or a step",
-    )
-    parser.add_argument("--steps", type=int, default=32, help="integrated-gradients steps")
-    parser.add_argument("--output", default=None, help="output folder (default WORKDIR/explain)")
-    parser.add_argument("--alpha", type=float, default=0.45, help="heat-map opacity")
-    args = parser.parse_args(argv)
-
-    missing = [p for p in args.images if not os.path.isfile(p)]
-    if missing:
-        parser.error(f"image file(s) not found: {', '.join(missing)}")
-
-    import jax
-    import jax.numpy as jnp
-
-    from jaxvision import data
-    from jaxvision.explain import explain, save_overlay
-    from jaxvision.robustness import normalization_from_config
-    from jaxvision.training.checkpoints import load_run
-
-    run = load_run(args.workdir, which=args.which)
-    class_names = list(run.class_names or [])
-    target = None
-    if args.target is not None:
-        if args.target.isdigit():
-            target = int(args.target)
-        elif args.target in class_names:
-            target = class_names.index(args.target)
-        else:
-            parser.error(
-                f"--target {args.target!r} is neither a class index nor one of {class_names}"
-            )
-
-    inputs = np.stack(
-        [
-            np.asarray(data.load_for_eval(run.config.data, p), np.float32)
-            for p in args.images
-        ]
-    )
-    normalization = normalization_from_config(run.config.data)
-    heat, logits = explain(
-        run.model,
-        run.variables,
-        jnp.asarray(inputs),
-        method=args.method,
-        layer=args.layer,
-        target=target,
-        steps=args.steps,
-        baseline=normalization.to_model(jnp.zeros((), jnp.float32))
-        if args.method == "integrated_gradients"
-        else None,
-    )
-    probs = np.asarray(jax.nn.softmax(logits.astype(jnp.float32), axis=-1))
-    shown = np.clip(np.asarray(normalization.to_pixels(jnp.asarray(inputs))), 0, 1)
-    out_dir = args.output or os.path.join(args.workdir, "explain")
-    for path, h, p, img in zip(args.images, np.asarray(heat), probs, shown, strict=True):
-        pred = int(p.argmax())
-        name = class_names[pred] if pred < len(class_names) else str(pred)
-        stem = os.path.splitext(os.path.basename(path))[0]
-        out = os.path.join(out_dir, f"{stem}.{args.method}.{_safe(name)}.png")
-        title = f"{args.method}: predicted {name} ({p[pred]:.1%})"
-        if target is not None:
-            tname = class_names[target] if target < len(class_names) else str(target)
-            title += f", explaining {tname}"
-        save_overlay(out, img, h, title=title, alpha=args.alpha)
-        print(f"{path}\t{name}\t{p[pred]:.4f}\t{out}")
+    with cli.json_stdout(FLAGS.json) as emit:
+        run = cli.open_run(FLAGS.workdir, FLAGS.checkpoint)
+        try:
+            results = explain_files(
+                run, paths, method=FLAGS.method, layer=FLAGS.layer, target=FLAGS.target,
+                steps=FLAGS.ig_steps, alpha=FLAGS.alpha, batch_size=FLAGS.batch_size,
+                output=FLAGS.output or os.path.join(FLAGS.workdir, "explain"))
+        except ValueError as e:
+            cli.fail(str(e))
+        for r in results:
+            if "error" in r:
+                print(f"cannot read {r['file']}: {r['error']}", file=sys.stderr)
+        if FLAGS.json:
+            emit(results)
+    if not FLAGS.json:
+        for r in results:
+            if "error" not in r:
+                print(f"{r['file']}\t{r['class']}\t{r['prob']:.4f}\t{r['output']}")
+    if not any("output" in r for r in results):
+        cli.fail("none of the given files could be read as an image; give image files or "
+                 "folders holding them")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

@@ -6,6 +6,8 @@ import os
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 __all__ = ["overlay_array", "save_overlay"]
@@ -49,7 +51,8 @@ def save_overlay(
     alpha: float = 0.45,
     cmap: str = "jet",
 ) -> str:
-    """Write a PNG with the image (left) and the heat map overlaid on it (right); returns ``path``."""
+    """Write a PNG with the image (left) and the heat map overlaid on it (right) with a colour bar
+    of the heat values; returns ``path``."""
     rgb = _as_unit_image(image)
     fig = Figure(figsize=(6.4, 3.4), dpi=100)
     FigureCanvasAgg(fig)
@@ -60,6 +63,11 @@ def save_overlay(
     right.set_title("heat map", fontsize=9)
     for ax in (left, right):
         ax.axis("off")
+    # The overlay blends the colours, so the bar shows the pure colour map of the heat values.
+    bar = fig.colorbar(ScalarMappable(Normalize(0.0, 1.0), cmap=cmap), ax=right,
+                       fraction=0.046, pad=0.04)
+    bar.set_label("relevance (per-image max = 1)", fontsize=8)
+    bar.ax.tick_params(labelsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

@@ -25,6 +25,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxvision.models import input_check
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -141,9 +143,18 @@ def create(
             f"Model {name!r} does not take option(s) {', '.join(hints)}. "
             f"It takes: {', '.join(sorted(accepted)) or 'no options'}."
         )
-    return spec.builder(
+    module = spec.builder(
         num_classes=num_classes, dtype=_as_dtype(dtype), param_dtype=_as_dtype(param_dtype), **overrides
     )
+    return _with_input_check(module)
+
+
+def _with_input_check(module: nn.Module) -> nn.Module:
+    """The same module as an instance of ``input_check.checked_class``: NCHW, integer or
+    wrong-channel input is one clear error instead of a silently wrong model."""
+    fields = {f.name: getattr(module, f.name) for f in dataclasses.fields(module)
+              if f.init and f.name not in ("parent", "name")}
+    return input_check.checked_class(type(module))(**fields)
 
 
 def _accepted_overrides(builder) -> set[str]:

@@ -33,7 +33,7 @@ import numpy as np
 
 from jaxvision import config as config_lib
 from jaxvision.training import checkpoints as ckpt_lib
-from jaxvision.training import optimizers, parallel, precision, steps
+from jaxvision.training import optimizers, parallel, precision, progress, steps
 from jaxvision.training.state import TrainState
 
 log = logging.getLogger("jaxvision.train")
@@ -273,7 +273,7 @@ def train_and_evaluate(
         state = restored.replace(tx=tx)
         es = meta.get("early_stopping", es)
         if chief:
-            log.warning("Resuming from %s (step %d of %d).", where, start_step, total_steps)
+            log.info("Resuming from %s (step %d of %d).", where, start_step, total_steps)
     state = dp.put_state(state)
 
     resolved = ml_collections.ConfigDict(config.to_dict())
@@ -334,12 +334,9 @@ def train_and_evaluate(
     pending = []
     step = start_step
     t_last, step_last = time.perf_counter(), step
-    pbar = None
-    if chief and config.progress_bar and step < total_steps:
-        from tqdm.auto import tqdm
-
-        pbar = tqdm(total=total_steps, initial=step, desc="train", unit="step", dynamic_ncols=True,
-                    mininterval=1.0, file=sys.stderr)
+    # [issue 14] the bar counts finished steps (jaxvision.training.progress)
+    pbar = progress.StepProgress(total_steps, step,
+                                 enabled=chief and config.progress_bar and step < total_steps)
     it = iter(train_data)
     stop_reason = None
     try:
@@ -348,8 +345,7 @@ def train_and_evaluate(
             state, m = train_step(state, dp.put_batch(batch))
             pending.append(m)
             step += 1
-            if pbar is not None:
-                pbar.update(1)
+            pbar.dispatched(step, m)  # [issue 14]
             last = step == total_steps
             do_eval = evaluate is not None and (
                 last or (config.eval_every_steps and step % config.eval_every_steps == 0))
@@ -359,6 +355,7 @@ def train_and_evaluate(
                 # The only host sync between log steps: fetch the accumulated step metrics.
                 host = [dp.host_value(x) for x in pending]
                 pending = []
+                pbar.synced(step)  # [issue 14]
                 scalars = {f"train/{k}": float(np.mean([h[k] for h in host])) for k in host[0]}
                 # NaN inputs can hide behind ReLU (XLA's max(NaN, 0) = 0) and leave the loss
                 # finite: the gradient norm shows them. With float16 loss scaling non-finite
@@ -373,7 +370,7 @@ def train_and_evaluate(
                 t_last, step_last = now, step
                 writer.write(step, scalars)
                 final.update(scalars)
-                if pbar is not None:
+                if pbar.bar is not None:
                     pbar.set_postfix(loss=f"{scalars['train/loss']:.4f}",
                                      img_s=f"{scalars['train/images_per_sec']:.0f}", refresh=False)
             eval_res = None
@@ -381,7 +378,7 @@ def train_and_evaluate(
                 eval_res = evaluate(state)
                 writer.write(step, eval_res)
                 final.update(eval_res)
-                if pbar is not None:
+                if pbar.enabled:
                     pbar.write(f"step {step}: " + ", ".join(
                         f"{k[4:]}={v:.4f}" for k, v in eval_res.items()))
                 stop_reason = _early_stopping(config, es, eval_res)
@@ -412,11 +409,10 @@ def train_and_evaluate(
             writer.write(step, test_res)
             final.update(test_res)
             if chief:
-                log.warning("step %d, %s split: %s", step, test_split, ", ".join(
+                log.info("step %d, %s split: %s", step, test_split, ", ".join(
                     f"{k[5:]}={v:.4f}" for k, v in test_res.items()))
     finally:
-        if pbar is not None:
-            pbar.close()
+        pbar.close()
         store.close()
         writer.close()
     final["step"] = step

@@ -70,7 +70,7 @@ def test_efficientnet_b0_parity_with_in_model_normalization(tmp_path):
     assert meta["model"] == "efficientnet_b0" and "head" in pre["params"]
 
 
-def test_mobilenet_v2_parity_and_cli(tmp_path, capsys):
+def test_mobilenet_v2_parity_and_cli(tmp_path):
     # 32 px: even inputs to every stride-2 conv, where Keras' TF-"SAME" padding is asymmetric;
     # the converter builds mobilenet_v2 with padding="SAME" to match it.
     km = keras_application(
@@ -84,22 +84,21 @@ def test_mobilenet_v2_parity_and_cli(tmp_path, capsys):
     got = _logits_equal(c, km, pixels * 2.0 - 1.0, pixels)  # Keras 'tf' preprocessing: [-1, 1]
 
     # The same from a .keras file through the command line, into a run directory.
-    from jaxvision.convert.__main__ import main
     from jaxvision.training.checkpoints import load_run
+    from tests.cli.commands import run_command
 
     km.save(str(tmp_path / "mnv2.keras"))
     out = str(tmp_path / "run")
-    assert (
-        main(["--source", "keras", "--input", str(tmp_path / "mnv2.keras"), "--output", out]) == 0
-    )
-    assert "init_from" in capsys.readouterr().out
+    args = ("--source=keras", f"--input={tmp_path / 'mnv2.keras'}", f"--output={out}")
+    proc = run_command("jaxvision.convert", *args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "finetune.py" in proc.stdout
     run = load_run(out)
     np.testing.assert_allclose(
         run.model.apply(run.variables, c.normalize(pixels), train=False), got, atol=1e-5
     )
-    assert (
-        main(["--source", "keras", "--input", str(tmp_path / "mnv2.keras"), "--output", out]) == 2
-    )  # exists
+    proc = run_command("jaxvision.convert", *args)  # the run directory exists: refused
+    assert proc.returncode == 2 and proc.stderr.strip().startswith("error: ")
 
 
 def test_resnet50_parity():

@@ -1,0 +1,74 @@
+"""The shared command-line helpers: --config.key=value parsing against ml_collections' types,
+and the --json guard that keeps every other byte off stdout (Python prints and C writes)."""
+
+import os
+import sys
+
+import ml_collections
+import pytest
+from ml_collections import config_dict
+
+from jaxvision import cli
+from jaxvision.config import base_config
+
+
+def test_overrides_take_each_keys_type_including_none_valued_keys():
+    config = base_config()
+    config.lock()
+    argv = ["prog", "--workdir=w", "--config.batch_size=256", "--config.data.mean",
+            "(0.5, 0.25, 0.125)", "--config.schedule.base_lr=1", "--config.data.flip=false",
+            "--config.init_from=/runs/a", "--config.data.name=image_folder", "img.png"]
+    rest, overrides = cli.pop_config_overrides(argv)
+    assert rest == ["prog", "--workdir=w", "img.png"]
+    cli.apply_overrides(config, overrides)
+    assert config.batch_size == 256 and isinstance(config.batch_size, int)
+    assert config.data.mean == (0.5, 0.25, 0.125)  # default None: any literal
+    assert config.schedule.base_lr == 1.0 and isinstance(config.schedule.base_lr, float)
+    assert config.data.flip is False
+    assert config.init_from == "/runs/a" and config.data.name == "image_folder"
+
+
+@pytest.mark.parametrize("override, message", [
+    (("batch_sise", "8"), "Did you mean --config.batch_size"),
+    (("batch_size", "eight"), "is not a int"),
+    (("data.flip", "maybe"), "not a boolean"),
+])
+def test_bad_overrides_name_the_key(override, message):
+    config = base_config()
+    with pytest.raises(cli.UsageError, match=message):
+        cli.apply_overrides(config, [override])
+
+
+def test_kept_overrides_stay_for_ml_collections():
+    config = ml_collections.ConfigDict({"a": 1, "b": config_dict.placeholder(str)})
+    rest, popped = cli.pop_config_overrides(
+        ["p", "--config.a=2", "--config.b=x"], keep=lambda k: not cli.none_valued(config, k))
+    assert rest == ["p", "--config.a=2"] and popped == [("b", "x")]
+
+
+def test_json_stdout_keeps_only_the_document_on_stdout(capfd):
+    with cli.json_stdout(True) as emit:
+        print("Downloading and preparing dataset ...")  # as TFDS's termcolor.cprint
+        sys.stdout.flush()
+        os.write(1, b"a C library writing to fd 1\n")
+        emit({"top1": 0.5, "classes": ["a", "b"]})
+    out, err = capfd.readouterr()
+    assert out == '{"top1": 0.5, "classes": ["a", "b"]}\n'
+    assert "Downloading" in err and "C library" in err
+
+
+def test_json_stdout_refuses_two_documents(capfd):
+    with pytest.raises(RuntimeError, match="exactly one"):
+        with cli.json_stdout(True) as emit:
+            emit(1)
+            emit(2)
+    assert capfd.readouterr().out == ""
+
+
+def test_banner_filter_keeps_warnings(capfd):
+    with cli.filtered_stderr():
+        os.write(2, b"I0000 00:00:1.0 123 port.cc:153] oneDNN custom operations are on.\n")
+        os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called\n")
+        os.write(2, b"W0000 real warning\n")
+    err = capfd.readouterr().err
+    assert err == "W0000 real warning\n"
