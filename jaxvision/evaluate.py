@@ -46,9 +46,10 @@ flags.DEFINE_list("severities", ["1", "3", "5"], "Corruption severities (1..5)."
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from jaxvision import cli, evaluation
+    from jaxvision import cli, compilation_cache, evaluation
 
     cli.quiet_logging()
+    compilation_cache.enable()
     if not os.path.isdir(FLAGS.workdir):
         raise app.UsageError(f"--workdir {FLAGS.workdir!r} is not a directory")
     try:

@@ -28,9 +28,10 @@ def main(argv):
     paths = argv[1:]
     if not paths:
         raise app.UsageError("give at least one image file or folder after the flags")
-    from jaxvision import cli, evaluation
+    from jaxvision import cli, compilation_cache, evaluation
 
     cli.quiet_logging()
+    compilation_cache.enable()
     run = cli.open_run(FLAGS.workdir, FLAGS.checkpoint)
     results = evaluation.predict_files(run, paths, top_k=FLAGS.top_k,
                                        batch_size=FLAGS.batch_size)

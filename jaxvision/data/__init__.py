@@ -4,23 +4,36 @@ pipe = data.build(config.data, 'train', global_batch_size=256, train=True, seed=
 for batch in pipe: ...   # {'image': f32 (B/P, H, W, C), 'label': i32 (B/P,), 'mask': bool}
 """
 
-from jaxvision.data import augment, balance, bundled, preprocess, sources
-from jaxvision.data.balance import class_weights, weights_from_counts
-from jaxvision.data.bundled import BUNDLED
-from jaxvision.data.config import default_config
-from jaxvision.data.pipeline import Pipeline, PipelineInfo, build
-from jaxvision.data.preprocess import Meta, Resolved
-from jaxvision.data.sources import DataError
+import lazy_loader as _lazy
+
+# Lazy: importing jaxvision.data (e.g. for default_config) must not import TensorFlow; the
+# submodules that need it load on first use.
+__getattr__, __dir__, _ = _lazy.attach(
+    __name__,
+    submodules=["augment", "balance", "bundled", "preprocess", "sources"],
+    submod_attrs={
+        "balance": ["class_weights", "weights_from_counts"],
+        "bundled": ["BUNDLED"],
+        "config": ["default_config"],
+        "pipeline": ["Pipeline", "PipelineInfo", "build"],
+        "preprocess": ["Meta", "Resolved"],
+        "sources": ["DataError"],
+    },
+)
 
 
-def dataset_meta(config_data) -> Meta:
-    """Name, native image shape and class names of the configured dataset (no data read; a
-    bundled dataset is built if needed, an image folder is indexed)."""
+def dataset_meta(config_data):
+    """Name, native image shape and class names (a ``Meta``) of the configured dataset (no data
+    read; a bundled dataset is built if needed, an image folder is indexed)."""
+    from jaxvision.data import sources
+
     return sources.get_source(config_data).meta
 
 
-def resolve_config(config_data) -> Resolved:
-    """Concrete image_size, channels, mean, std, crops of config.data for its dataset."""
+def resolve_config(config_data):
+    """Concrete image_size, channels, mean, std, crops (a ``Resolved``) of config.data."""
+    from jaxvision.data import preprocess
+
     return preprocess.resolve(config_data, dataset_meta(config_data))
 
 
@@ -31,6 +44,8 @@ def load_image(path: str):
     """
     import numpy as np
     from PIL import Image
+
+    from jaxvision.data.sources import DataError
 
     try:
         with Image.open(path) as im:
@@ -48,7 +63,9 @@ def preprocess_for_eval(config_data, image_uint8):
     evaluation pipeline's transform for this config."""
     import numpy as np
 
+    from jaxvision.data import preprocess
     from jaxvision.data._tf import tf
+    from jaxvision.data.sources import DataError
 
     r = resolve_config(config_data)
     image = np.asarray(image_uint8)

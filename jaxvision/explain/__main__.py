@@ -55,11 +55,12 @@ def main(argv=None) -> int:
     import jax
     import jax.numpy as jnp
 
-    from jaxvision import data
+    from jaxvision import compilation_cache, data
     from jaxvision.explain import explain, save_overlay
     from jaxvision.robustness import normalization_from_config
     from jaxvision.training.checkpoints import load_run
 
+    compilation_cache.enable()
     run = load_run(args.workdir, which=args.which)
     class_names = list(run.class_names or [])
     target = None
