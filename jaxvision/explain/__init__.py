@@ -10,7 +10,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-
 import lazy_loader as _lazy
 
 from jaxvision.explain.gradcam import default_layer, feature_layers, gradcam, layer_gradients
