@@ -73,8 +73,9 @@ def train(data_path: str, target: float, max_epochs: int, seed: int) -> dict:
     model = _model(torch)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = torch.nn.CrossEntropyLoss()
-    train_s, seen, top1, epoch = 0.0, 0, 0.0, 0
-    for epoch in range(1, max_epochs + 1):
+    train_s, seen, top1, epochs = 0.0, 0, 0.0, 0
+    while epochs < max_epochs:
+        epochs += 1
         t = time.perf_counter()
         model.train()
         for idx in torch.randperm(len(y_train)).split(64):
@@ -89,7 +90,7 @@ def train(data_path: str, target: float, max_epochs: int, seed: int) -> dict:
         if top1 >= target:
             break
     return {"peer": f"PyTorch {torch.__version__} CPU ({torch.get_num_threads()} threads)",
-            "epochs": epoch, "test_top1": round(top1, 4), "reached": top1 >= target,
+            "epochs": epochs, "test_top1": round(top1, 4), "reached": top1 >= target,
             "train_s": round(train_s, 2), "images_per_s": round(seen / train_s, 1),
             "whole_process_s": round(time.perf_counter() - START, 2),
             "parameters": sum(p.numel() for p in model.parameters())}
