@@ -161,3 +161,44 @@ def test_fill_is_the_normalized_black_pixel():
     aug = device_data.augmentation(_config(flip=False), _Resolved)
     assert aug.pad == 4 and not aug.flip
     np.testing.assert_allclose(aug.fill, [(0 - 0.5) / 0.25])
+
+
+def _digits_config(total_steps, **kw):
+    c = base_config()
+    c.model.name = "lenet5"
+    c.data.name = "digits"
+    c.data.image_size = 32
+    c.data.flip = False
+    c.batch_size = 16
+    c.total_steps = total_steps
+    c.optimizer.name = "adam"
+    c.schedule.name = "constant"
+    c.schedule.base_lr = 1e-3
+    c.log_every_steps = 2
+    c.eval_every_steps = 2
+    c.checkpoint_every_steps = 2
+    c.progress_bar = False
+    c.device_data = "on"
+    for k, v in kw.items():
+        c[k] = v
+    return c
+
+
+@pytest.mark.slow
+def test_loop_on_device_resumes_exactly_and_evaluates_as_the_pipeline(tmp_path):
+    """The real loop on the bundled digits: 4 steps at once == 2 steps, then resumed to 4; the
+    validation metrics the loop computes on device == the tf.data evaluation of the run."""
+    from jaxvision import evaluation
+    from jaxvision.training import checkpoints, loop
+
+    whole, parts = str(tmp_path / "whole"), str(tmp_path / "parts")
+    res = loop.train_and_evaluate(_digits_config(4), whole)
+    loop.train_and_evaluate(_digits_config(2), parts)
+    loop.train_and_evaluate(_digits_config(4), parts)
+    a, b = checkpoints.load_run(whole), checkpoints.load_run(parts)
+    assert a.step == b.step == 4
+    for x, y in zip(jax.tree.leaves(a.variables), jax.tree.leaves(b.variables), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    ref = evaluation.evaluate_run(a, "validation", batch_size=16, out_dir=None)
+    np.testing.assert_allclose(res["val/top1"], ref["top1"], rtol=1e-6)
+    np.testing.assert_allclose(res["val/nll"], ref["nll"], rtol=1e-4)
