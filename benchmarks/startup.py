@@ -171,10 +171,12 @@ def _digit_png(path: str) -> str:
     return path
 
 
-def command_argv(name: str, workdir: str, image: str) -> tuple[str, list[str]]:
+def command_argv(name: str, workdir: str, image: str, train_steps: int | None = None
+                 ) -> tuple[str, list[str]]:
     if name == "train":
+        steps = [f"--config.total_steps={train_steps}"] if train_steps else []
         return "jaxvision.train", [f"--config={CONFIG}", f"--workdir={workdir}",
-                                   "--config.progress_bar=False"]
+                                   "--config.progress_bar=False", *steps]
     if name == "evaluate":
         return "jaxvision.evaluate", [f"--workdir={workdir}", "--json"]
     if name == "predict":
@@ -203,7 +205,7 @@ def _phases_from(stderr: str) -> dict:
     return json.loads(lines[-1].split(" ", 1)[1])
 
 
-def measure(names, runs: int, workdir: str | None) -> dict:
+def measure(names, runs: int, workdir: str | None, train_steps: int | None = None) -> dict:
     tmp = tempfile.mkdtemp(prefix="jv_startup_")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
                JAXVISION_COMPILATION_CACHE=os.path.join(tmp, "jax_cache"))
@@ -219,7 +221,7 @@ def measure(names, runs: int, workdir: str | None) -> dict:
             for kind in ("whole", "phases"):
                 if name == "train":
                     wd_k = f"{wd}_{kind}"
-                    module, argv = command_argv(name, wd_k, image)
+                    module, argv = command_argv(name, wd_k, image, train_steps)
                 args = ([sys.executable, "-m", module, *argv] if kind == "whole" else
                         [sys.executable, "-m", "benchmarks.startup", "--_phases", module, *argv])
                 seconds, cpu_s, code, err = _subprocess(args, env)
@@ -266,6 +268,8 @@ def main(argv=None) -> int:
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--workdir", default=None,
                         help="an existing run for evaluate/predict/explain (default: train one)")
+    parser.add_argument("--train_steps", type=int, default=None,
+                        help="shorten the train command (same start-up, less training work)")
     parser.add_argument("--label", default="after", help="column label, e.g. before / after")
     parser.add_argument("--out", default=None, help="JSON file; an existing one gains the label")
     args = parser.parse_args(argv)
@@ -275,7 +279,7 @@ def main(argv=None) -> int:
         print(f"error: --commands takes {','.join(COMMANDS)} and --runs >= 1 (got {bad or args.runs})",
               file=sys.stderr)
         return 2
-    rows = measure(names, args.runs, args.workdir)
+    rows = measure(names, args.runs, args.workdir, args.train_steps)
     results = {}
     if args.out and os.path.exists(args.out):
         with open(args.out) as f:
