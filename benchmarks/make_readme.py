@@ -6,7 +6,10 @@ Result files (each written by a benchmark script):
 * ``throughput_*.json``: ``python -m benchmarks.throughput ... --out benchmarks/results/throughput_X.json``
 * ``compare_*.json``: ``python -m benchmarks.compare`` (jaxvision vs Keras-JAX);
 * ``scaling_*.json``: ``python -m benchmarks.scaling`` (jit vs pmap, 1-8 devices);
-* ``end_to_end.json``: ``python -m benchmarks.end_to_end``.
+* ``end_to_end.json``: ``python -m benchmarks.end_to_end``;
+* ``startup.json``: ``python -m benchmarks.startup`` (one label per code version);
+* ``time_to_result.json``: paired whole-process timings against the PyTorch peer and the
+  issue-15 targets (``benchmarks/peer_torch_lenet.py``), written by hand from the measurement.
 """
 
 from __future__ import annotations
@@ -165,6 +168,35 @@ def end_to_end_section(results):
     return "\n".join(out) + "\n"
 
 
+def startup_section(results):
+    """Issue 15: where the time goes per command (startup.json) and time to result vs peers
+    (time_to_result.json: rows written from paired whole-process measurements)."""
+    out = []
+    r = results.get("startup.json")
+    if r:
+        from benchmarks import startup
+
+        out += ["## From command to answer (`benchmarks/startup.py`)\n",
+                "Whole process (wall and CPU seconds) and its CPU seconds per phase (imports, XLA "
+                "compilation or cache load, datasets and image files, init, checkpoint restore, "
+                "outputs, the rest). `before` = the code before issue 15, `after` = with it; "
+                "evaluate / predict / explain read the same finished default-job run; train is 100 "
+                "steps of each version's own default recipe (`--train_steps 100`; before: batch "
+                "128 through tf.data, after: batch 64 from device memory), its whole-process row "
+                "with a cold compilation cache, its phases with the cache the first run filled. "
+                "`dataset` counts only the hooked functions (data.pipeline.build as reached through "
+                "the lazy package is not hooked, its time is in imports/work). The machine was "
+                "shared (load 20-29 on 2 cores): compare CPU seconds.\n",
+                startup.table(r) + "\n"]
+    t = results.get("time_to_result.json")
+    if t:
+        out += ["## Time to result vs targets (issue 15)\n", t.get("note", "") + "\n",
+                _table(["what", "jaxvision", "peer / target", "ratio"],
+                       [[x["what"], x["jaxvision"], x["peer"], x["ratio"]] for x in t["rows"]])
+                + "\n"]
+    return "\n".join(out)
+
+
 def bf16_section():
     path = os.path.join(ROOT, "experiments", "xla_cpu_conv", "vit_bf16_results.json")
     if not os.path.exists(path):
@@ -207,6 +239,7 @@ def build(results_dir):
         throughput_section(results),
         scaling_section(results),
         end_to_end_section(results),
+        startup_section(results),
         "## Peers measured on this machine (issue 7)\n\n" + peers + "\n",
         "## Reproduce\n\n```\n"
         "python -m benchmarks.compare --models resnet50,efficientnet_b0,mobilenet_v2 "
@@ -215,6 +248,7 @@ def build(results_dir):
         "--out benchmarks/results/throughput_vit_s16_bf16.json\n"
         "python -m benchmarks.scaling\n"
         "python -m benchmarks.end_to_end\n"
+        "python -m benchmarks.startup --out benchmarks/results/startup.json --label after\n"
         "python -m benchmarks.make_readme\n```\n"
         "\nThe XLA CPU convolution study is in `experiments/xla_cpu_conv/README.md`.\n",
     ]

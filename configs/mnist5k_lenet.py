@@ -2,14 +2,16 @@
 
   python -m jaxvision.train --config configs/mnist5k_lenet.py --workdir /tmp/jv_default
 
-LeNet-5 (61,706 parameters) at 32x32 (the 28x28 digits resized), random 4-pixel pad-and-crop, no
-flip; AdamW lr 3e-3 (50 warm-up steps, cosine to 0), weight decay 1e-4 (none on biases), batch 128,
-30 epochs of the 4,000 training digits = 930 steps; validation (500 digits) every 400 steps.
+LeNet-5 (61,706 parameters) at 32x32 (the 28x28 digits resized), random 2-pixel pad-and-crop, no
+flip; AdamW lr 2e-3 (50 warm-up steps, cosine to 0), weight decay 1e-4 (none on biases), batch 64,
+12 epochs of the 4,000 training digits = 744 steps; validation (500 digits) at the end only. The
+training split is held on the device and shuffled/augmented there (config.device_data='auto',
+jaxvision.training.device_data); the test split is read once, after training.
 
-Measured on the 2-core CPU development machine, idle, from a fresh clone (the README's first
-command, bundled dataset built on first use included): 47.8 s wall for the whole command, ~5,000
-training images/s; test top-1 98.0% (490/500), top-5 100%, NLL 0.062, ECE 0.9%; validation top-1
-97.6%. Earlier runs on a loaded machine: 98.4% test top-1 in 3-4 min.
+Measured (issue 15) on the shared 2-core machine (load 20-29, so no wall time is meaningful):
+test top-1 97.6% (488/500), top-5 100%, NLL 0.060, ECE 1.0%; validation top-1 98.2%; one seed.
+Before issue 15 the recipe ran 30 epochs at batch 128 with 4-pixel padding (930 steps, 98.0%
+test top-1): 12 or 15 epochs of that recipe gave 96.8%, short of the 97% target.
 """
 
 from jaxvision.config import base_config, lock
@@ -23,14 +25,15 @@ def get_config(arg=None):
     c.data.image_size = 32  # LeNet-5's 32x32 input (MNIST is 28x28)
     c.data.channels = 1
     c.data.flip = False  # mirrored digits are other digits
-    c.batch_size = 128
-    c.epochs = 30.0
+    c.data.pad_pixels = 2  # 4 (the CIFAR default of size // 8) slows a 12-epoch schedule
+    c.batch_size = 64
+    c.epochs = 12.0
     c.optimizer.name = "adamw"
     c.optimizer.weight_decay = 1e-4
     c.schedule.name = "cosine"
-    c.schedule.base_lr = 3e-3
+    c.schedule.base_lr = 2e-3
     c.schedule.warmup_steps = 50
     c.log_every_steps = 50
-    c.eval_every_steps = 400
+    c.eval_every_steps = 0  # validation once, at the end
     c.checkpoint_every_steps = 400
     return lock(c)

@@ -40,6 +40,15 @@ Keys (``None`` means "unset"; placeholders keep their type so the command line c
                               update_every: gradual global magnitude pruning (Zhu & Gupta) of the
                               conv/dense kernels during training (jaxvision.compression.pruning)
   progress_bar                tqdm bar on process 0
+  compilation_cache           JAX's persistent compilation cache used by the train command: 'auto'
+                              ($JAXVISION_COMPILATION_CACHE, else ~/.cache/jaxvision/jax), a
+                              directory, or 'none' (jaxvision.compilation_cache)
+  device_data                 'auto' | 'on' | 'off': keep a small dataset on the devices, shuffled
+                              and augmented there (jaxvision.training.device_data); 'auto' does it
+                              when the recipe allows (single process, jit, pad-crop/flip only,
+                              under 1 GiB), 'on' refuses recipes that do not
+  steps_per_dispatch          device path: training steps per compiled dispatch (lax.scan); chunks
+                              end on every logging/evaluation/checkpoint step
 """
 
 from __future__ import annotations
@@ -95,6 +104,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval_batch_size = config_dict.placeholder(int)
     c.log_every_steps = 50
     c.progress_bar = True
+    c.compilation_cache = "auto"
+    c.device_data = "auto"
+    c.steps_per_dispatch = 1
 
     c.optimizer = ml_collections.ConfigDict(
         {
@@ -220,7 +232,8 @@ def check(config: ml_collections.ConfigDict) -> None:
     _choice(config.schedule.name, SCHEDULES, "schedule.name")
     _choice(config.best_mode, ("max", "min"), "best_mode")
     _choice(config.early_stopping.mode, ("max", "min"), "early_stopping.mode")
-    for key in ("batch_size", "grad_accum_steps", "log_every_steps"):
+    _choice(config.get("device_data", "off"), ("auto", "on", "off"), "device_data")
+    for key in ("batch_size", "grad_accum_steps", "log_every_steps", "steps_per_dispatch"):
         if int(config[key]) < 1:
             raise ValueError(f"config.{key} must be >= 1, got {config[key]}.")
     if config.total_steps is None and config.epochs is None:

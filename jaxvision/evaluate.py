@@ -71,7 +71,9 @@ def main(argv, overrides):
         return _help_config()
     if FLAGS.workdir is None:
         raise cli.UsageError("--workdir is required (a run directory)")
-    from jaxvision import evaluation
+    from jaxvision import compilation_cache, evaluation
+
+    compilation_cache.enable()
 
     try:
         robustness = evaluation.robustness_options(

@@ -81,7 +81,10 @@ def main(argv, overrides=()) -> None:
     from jaxvision import cli
 
     cli.quiet_logging()
+    from jaxvision import compilation_cache
     from jaxvision.training import distributed
+
+    compilation_cache.enable(_CONFIG.value.get("compilation_cache", "auto"))
 
     distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     from jaxvision.training import loop

@@ -8,21 +8,26 @@ Every image file is read by one decoder, `data.image_file` (as a viewer shows it
 orientation, ICC -> sRGB, alpha over a background, 16-bit, any Pillow format).
 """
 
-from jaxvision.data import augment, balance, bundled, image_file, model_input, preprocess, sources
-from jaxvision.data.balance import class_weights, weights_from_counts
-from jaxvision.data.bundled import BUNDLED
-from jaxvision.data.config import default_config
-from jaxvision.data.image_file import ImageFileError
-from jaxvision.data.model_input import (
-    dataset_meta,
-    load_for_eval,
-    load_image,
-    preprocess_for_eval,
-    resolve_config,
+import lazy_loader as _lazy
+
+# Lazy: importing jaxvision.data (e.g. for default_config) must not import TensorFlow; the
+# submodules that need it load on first use.
+__getattr__, __dir__, _ = _lazy.attach(
+    __name__,
+    submodules=["augment", "balance", "bundled", "image_file", "model_input", "preprocess",
+                "sources"],
+    submod_attrs={
+        "balance": ["class_weights", "weights_from_counts"],
+        "bundled": ["BUNDLED"],
+        "config": ["default_config"],
+        "image_file": ["ImageFileError"],
+        "model_input": ["dataset_meta", "load_for_eval", "load_image", "preprocess_for_eval",
+                        "resolve_config"],
+        "pipeline": ["Pipeline", "PipelineInfo", "build"],
+        "preprocess": ["Meta", "Resolved"],
+        "sources": ["DataError", "write_skipped_files"],
+    },
 )
-from jaxvision.data.pipeline import Pipeline, PipelineInfo, build
-from jaxvision.data.preprocess import Meta, Resolved
-from jaxvision.data.sources import DataError, write_skipped_files
 
 __all__ = [
     "BUNDLED",

@@ -10,17 +10,20 @@
   ``python -m jaxvision.evaluate`` / ``jaxvision.predict`` commands call.
 """
 
-from jaxvision.evaluation import calibration, metrics, plots, report
-from jaxvision.evaluation.calibration import fit_temperature, temperature_scale
-from jaxvision.evaluation.evaluator import (
-    evaluate_pipeline,
-    evaluate_run,
-    iterate_logits,
-    parse_checkpoint,
-    robustness_options,
+import lazy_loader as _lazy
+
+# Lazy: predict needs neither matplotlib (plots) nor the calibration fit; each loads on first use.
+__getattr__, __dir__, _ = _lazy.attach(
+    __name__,
+    submodules=["calibration", "metrics", "plots", "report"],
+    submod_attrs={
+        "calibration": ["fit_temperature", "temperature_scale"],
+        "evaluator": ["evaluate_pipeline", "evaluate_run", "iterate_logits", "parse_checkpoint",
+                      "robustness_options"],
+        "metrics": ["Accumulator", "classification_metrics"],
+        "predictor": ["format_prediction", "predict_files"],
+    },
 )
-from jaxvision.evaluation.metrics import Accumulator, classification_metrics
-from jaxvision.evaluation.predictor import format_prediction, predict_files
 
 __all__ = [
     "Accumulator",

@@ -24,7 +24,6 @@ from jax.sharding import PartitionSpec as P
 
 from jaxvision.evaluation import calibration as calibration_lib
 from jaxvision.evaluation import metrics as metrics_lib
-from jaxvision.evaluation import plots as plots_lib
 from jaxvision.evaluation import report as report_lib
 
 DEFAULT_BATCH_SIZE = 256
@@ -236,6 +235,8 @@ def evaluate_run(
 
     if out_dir is not None:
         if plots:
+            from jaxvision.evaluation import plots as plots_lib  # matplotlib: only when drawing
+
             title = f"{split} (step {result['step']})"
             paths = plots_lib.write_all(result, class_names, out_dir, title=title)
             if calibrate:

@@ -28,8 +28,6 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
-import scipy.special
-import scipy.stats
 
 TOP_K = 5  # the "top5" metric; capped at the number of classes.
 
@@ -338,6 +336,8 @@ def roc_auc_ovr_macro(probs, labels) -> float:
         probs, classes = probs[:, 1:], [1]
     else:
         classes = list(range(k))
+    import scipy.stats  # 2 s to import: only where ROC-AUC is computed
+
     ranks = scipy.stats.rankdata(probs, axis=0)  # average ranks for ties
     aucs = []
     for j, c in enumerate(classes):
@@ -455,6 +455,8 @@ class Accumulator:
         out = finalize(self.state)
         if self.keep_examples:
             logits, labels = self._examples()
+            import scipy.special
+
             probs = scipy.special.softmax(logits.astype(np.float64), axis=-1)
             # The prediction of the streaming metrics: lax.top_k order = first maximal logit.
             pred = np.argmax(logits, axis=-1)

@@ -50,7 +50,10 @@ def main(argv):
         raise cli.UsageError("--workdir is required (a run directory)")
     if not paths:
         raise cli.UsageError("give at least one image file or folder after the flags")
+    from jaxvision import compilation_cache
     from jaxvision.explain.files import explain_files
+
+    compilation_cache.enable()
 
     with cli.json_stdout(FLAGS.json) as emit:
         run = cli.open_run(FLAGS.workdir, FLAGS.checkpoint)

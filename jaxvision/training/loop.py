@@ -33,7 +33,7 @@ import numpy as np
 
 from jaxvision import config as config_lib
 from jaxvision.training import checkpoints as ckpt_lib
-from jaxvision.training import optimizers, parallel, precision, progress, steps
+from jaxvision.training import device_data, optimizers, parallel, precision, progress, steps
 from jaxvision.training.state import TrainState
 
 log = logging.getLogger("jaxvision.train")
@@ -192,6 +192,7 @@ def train_and_evaluate(
     Returns {'step', 'train/loss', and 'val/<metric>' of the last evaluation}.
     """
     config_lib.check(config)
+    default_data = build_data is None
     build_data = build_data or _data_build()
     workdir = os.path.abspath(workdir)
     chief = is_chief()
@@ -210,8 +211,15 @@ def train_and_evaluate(
     start_step = store.latest_step() or 0
 
     train_split = config.data.get("train_split", "train")
-    train_data = build_data(config.data, train_split, global_batch_size=config.batch_size,
-                            train=True, seed=config.seed, start_step=start_step)
+    # ---- issue 15: a small dataset trained from device memory, chunks of steps per dispatch
+    on_device = (device_data.maybe_create(config, dp, build_data, train_split, eval_batch)
+                 if default_data else None)
+    if on_device is not None:
+        train_data = on_device.train
+    else:
+        train_data = build_data(config.data, train_split, global_batch_size=config.batch_size,
+                                train=True, seed=config.seed, start_step=start_step)
+    # ---- end issue 15
     info = train_data.info
     if chief:  # issue 13: name every file skip_corrupt left out, in WORKDIR/skipped_files.txt
         from jaxvision.data.sources import write_skipped_files
@@ -300,10 +308,11 @@ def train_and_evaluate(
             augment.mixup_cutmix, num_classes=num_classes, mixup_alpha=d.mixup_alpha,
             cutmix_alpha=d.cutmix_alpha, switch_prob=d.get("mixup_switch_prob", 0.5))
     class_weights = _class_weights(config, train_data)
-    train_step = dp.compile_train_step(steps.make_train_step(
+    raw_train_step = steps.make_train_step(
         model, num_classes=num_classes, schedule=schedule, label_smoothing=config.label_smoothing,
         class_weights=class_weights, ema_decay=config.ema_decay,
-        grad_accum_steps=config.grad_accum_steps, axis_name=dp.axis_name, augment_fn=augment_fn))
+        grad_accum_steps=config.grad_accum_steps, axis_name=dp.axis_name, augment_fn=augment_fn)
+    train_step = dp.compile_train_step(raw_train_step)
 
     eval_split = _eval_split(config)
     evaluate = None
@@ -311,16 +320,21 @@ def train_and_evaluate(
         from jaxvision.evaluation import metrics as eval_metrics
 
         eval_model = model
-        eval_step = dp.compile_eval_step(steps.make_eval_step(
+        raw_eval_step = steps.make_eval_step(
             eval_model, num_classes=num_classes, use_ema=config.ema_decay > 0,
-            axis_name=dp.axis_name))
+            axis_name=dp.axis_name)
+        eval_step = dp.compile_eval_step(raw_eval_step)
         merge = dp.compile_merge(eval_metrics.merge_states)
+        pipes = {}  # issue 15: each evaluation pipeline is built once
 
         def evaluate(state, split=eval_split, prefix="val"):
             sums = None
-            pipe = build_data(config.data, split, global_batch_size=eval_batch, train=False,
-                              seed=config.seed)
-            for batch in pipe:
+            if on_device is not None:  # issue 15: the whole split in one dispatch
+                sums = on_device.evaluate(state, split)
+            elif split not in pipes:
+                pipes[split] = build_data(config.data, split, global_batch_size=eval_batch,
+                                          train=False, seed=config.seed)
+            for batch in pipes.get(split, ()):
                 s = eval_step(state, dp.put_batch(batch))
                 sums = s if sums is None else merge(sums, s)
             if sums is None:
@@ -337,14 +351,23 @@ def train_and_evaluate(
     # [issue 14] the bar counts finished steps (jaxvision.training.progress)
     pbar = progress.StepProgress(total_steps, step,
                                  enabled=chief and config.progress_bar and step < total_steps)
-    it = iter(train_data)
+    # ---- issue 15: chunks of steps per dispatch on the device path
+    if on_device is not None:
+        on_device.compile(raw_train_step, raw_eval_step if evaluate else None,
+                          eval_metrics.merge_states if evaluate else None)
+    it = iter(train_data) if on_device is None else None
     stop_reason = None
     try:
         while step < total_steps:
-            batch = next(it)
-            state, m = train_step(state, dp.put_batch(batch))
+            if on_device is not None:
+                n = on_device.chunk_length(step, total_steps, evaluating=evaluate is not None)
+                state, m = on_device.run(state, n)
+            else:
+                n = 1
+                state, m = train_step(state, dp.put_batch(next(it)))
+            # ---- end issue 15
             pending.append(m)
-            step += 1
+            step += n
             pbar.dispatched(step, m)  # [issue 14]
             last = step == total_steps
             do_eval = evaluate is not None and (
@@ -356,12 +379,14 @@ def train_and_evaluate(
                 host = [dp.host_value(x) for x in pending]
                 pending = []
                 pbar.synced(step)  # [issue 14]
-                scalars = {f"train/{k}": float(np.mean([h[k] for h in host])) for k in host[0]}
+                # Per-step metrics are scalars, per-chunk ones (issue 15) vectors: mean of all.
+                scalars = {f"train/{k}": float(np.mean(np.concatenate(
+                    [np.ravel(h[k]) for h in host]))) for k in host[0]}
                 # NaN inputs can hide behind ReLU (XLA's max(NaN, 0) = 0) and leave the loss
                 # finite: the gradient norm shows them. With float16 loss scaling non-finite
                 # gradients are expected and skipped, so only the loss counts there.
                 watched = ("loss",) if "skipped" in host[0] else ("loss", "grad_norm")
-                if not all(np.isfinite(h[k]) for h in host for k in watched):
+                if not all(np.isfinite(h[k]).all() for h in host for k in watched):
                     raise TrainingDivergedError(_bad_loss_message(step, last_good, workdir))
                 now = time.perf_counter()
                 scalars["train/images_per_sec"] = (
