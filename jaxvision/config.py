@@ -38,7 +38,7 @@ Keys (``None`` means "unset"; placeholders keep their type so the command line c
   early_stopping.*            metric, mode ('max'|'min'), patience (evaluations, 0 = off), min_delta
   pruning.*                   target_sparsity (0 = off), begin_step, end_step (0 = total_steps),
                               update_every: gradual global magnitude pruning (Zhu & Gupta) of the
-                              conv/dense kernels during training (jaxvision.compression.pruning)
+                              conv/dense kernels during training (jaxvision.training.pruning)
   progress_bar                tqdm bar on process 0
 """
 

@@ -18,7 +18,7 @@ import optax
 
 from jaxvision.compression import distillation
 from jaxvision.compression.distillation import distill, distillation_loss
-from jaxvision.compression.pruning import (
+from jaxvision.training.pruning import (
     apply_masks,
     default_prunable,
     global_magnitude_masks,
