@@ -2,8 +2,14 @@
 
 Any config key can be overridden with ``--config.<key>=<value>`` (e.g. ``--config.batch_size=256
 --config.optimizer.name=adamw --config.data.path=/my/images``). A workdir that already holds
-checkpoints is resumed. Multi-host: run the same command on every host with
-``--coordinator_address HOST:PORT --num_processes N --process_id I``.
+checkpoints is resumed from its newest good checkpoint. Multi-host: run the same command on every
+host with ``--coordinator_address HOST:PORT --num_processes N --process_id I`` (processes that do not
+all join within ``--join_timeout_s`` fail with one line naming the missing ones).
+
+Exit status: 0 done; 2 a usage, config, data or workdir problem (one ``error:`` line on stderr);
+1 a failure while running (a checkpoint that cannot be written, divergence, processes that do not
+join); 128+N stopped by signal N (SIGTERM 143, SIGINT 130) after saving a checkpoint of the step
+it finished: rerun the same command to resume.
 """
 
 from __future__ import annotations
@@ -24,13 +30,28 @@ _COORDINATOR = flags.DEFINE_string("coordinator_address", None,
                                    "Multi-host: HOST:PORT of process 0's coordinator.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-host: this process's index.")
+_JOIN_TIMEOUT = flags.DEFINE_float(
+    "join_timeout_s", 120.0, "Multi-host: seconds to wait for every process to join.")
+_RESTART = flags.DEFINE_bool(
+    "restart_from_scratch", False,
+    "Train from step 0 when every checkpoint of --workdir is damaged (they stay moved aside).")
 
 _OVERRIDE = re.compile(r"^--config\.([A-Za-z0-9_.]+)(=|$)")
 
 
-def _fail(message: str) -> None:
+def _fail(message: str, status: int = 2) -> None:
     print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(status)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    """absl's parser, with every flag mistake (unknown flag, bad value, missing --config) as one
+    ``error:`` line instead of absl's fatal message."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        _fail(f"{e}. Usage: python -m jaxvision.train --config=FILE --workdir=DIR "
+              "[--config.<key>=<value> ...]")
 
 
 def _load_module(path: str):
@@ -63,8 +84,10 @@ def _check_overrides(argv: list[str]) -> None:
         cfg = module.get_config(arg) if arg else module.get_config()
     except FileNotFoundError:
         _fail(f"config file {path!r} not found (give a path such as configs/mnist5k_lenet.py).")
-    except (ImportError, OSError) as e:
-        _fail(f"could not load config file {path!r}: {e}")
+    except SyntaxError as e:
+        _fail(f"config file {path!r} has a syntax error at line {e.lineno}: {e.msg}; fix the file.")
+    except Exception as e:  # noqa: BLE001 - any failure of the recipe's own code
+        _fail(f"config file {path!r} failed to load: {type(e).__name__}: {e}; fix the file.")
     known = set(config_lib.all_keys(cfg))
     prefixes = {k.rsplit(".", i)[0] for k in known for i in range(1, k.count(".") + 1)}
     for a in argv:
@@ -81,25 +104,46 @@ def main(argv) -> None:
     from jaxvision import cli
 
     cli.quiet_logging()
-    from jaxvision.training import distributed
+    from jaxvision.training import distributed, rendezvous
 
-    distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    try:
+        distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                               timeout_s=_JOIN_TIMEOUT.value)
+    except ValueError as e:
+        _fail(str(e))
+    except rendezvous.JoinTimeoutError as e:
+        _fail(str(e), status=1)
+    result = _train(_CONFIG.value, _WORKDIR.value)
+    if "stopped" in result and result["stopped"] != "on_evaluate":
+        from jaxvision.training import preemption
+
+        print(f"stopped by {result['stopped']} at step {result['step']}; checkpoint saved; rerun "
+              "the same command to resume", file=sys.stderr, flush=True)
+        sys.exit(preemption.exit_status(result["stopped"]))
     from jaxvision.training import loop
 
-    config = _CONFIG.value
-    try:
-        result = loop.train_and_evaluate(config, _WORKDIR.value)
-    except (ValueError, FileNotFoundError, FloatingPointError) as e:
-        _fail(str(e))
     if loop.is_chief():
         shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}
         print(f"done: {shown}")
 
 
+def _train(config, workdir: str) -> dict:
+    """``loop.train_and_evaluate`` with its known failures as one ``error:`` line each."""
+    from jaxvision.training import loop, workdir_lock
+
+    try:
+        return loop.train_and_evaluate(config, workdir,
+                                       restart_from_scratch=_RESTART.value)
+    except (ValueError, FileNotFoundError, workdir_lock.WorkdirBusyError) as e:
+        _fail(str(e))
+    except (loop.CheckpointSaveError, FloatingPointError) as e:
+        _fail(str(e), status=1)
+
+
 def run() -> None:
     _check_overrides(sys.argv)
     flags.mark_flags_as_required(["config"])
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":

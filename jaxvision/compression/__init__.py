@@ -18,6 +18,13 @@ import optax
 
 from jaxvision.compression import distillation
 from jaxvision.compression.distillation import distill, distillation_loss
+from jaxvision.compression.quantization import (
+    calibrate_activations,
+    dequantize,
+    quantize_params,
+    quantized_apply,
+    stored_size,
+)
 from jaxvision.training.pruning import (
     apply_masks,
     default_prunable,
@@ -25,13 +32,6 @@ from jaxvision.training.pruning import (
     polynomial_sparsity,
     prune,
     sparsity_report,
-)
-from jaxvision.compression.quantization import (
-    calibrate_activations,
-    dequantize,
-    quantize_params,
-    quantized_apply,
-    stored_size,
 )
 
 __all__ = [
