@@ -163,7 +163,9 @@ class CheckpointStore:
         return os.path.join(self.directory, str(int(step)))
 
     def read_meta_checked(self, step: int) -> dict:
-        """``read_meta``, with an unreadable meta item reported as DamagedCheckpointError."""
+        """``read_meta``, with an incomplete step or an unreadable meta item reported as
+        DamagedCheckpointError."""
+        integrity.check_complete(step, self.step_path(step))
         try:
             return self.read_meta(step)
         except Exception as e:  # noqa: BLE001 - any failure to read means the step is damaged
@@ -196,8 +198,10 @@ class CheckpointStore:
 
 
 def _first_line(e: Exception) -> str:
+    """``Type: first line of the message`` (TensorStore's long spec dump cut off)."""
     text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0][:300] if text else ''}"
+    first = text[0].split(" See full TensorStore details")[0][:300] if text else ""
+    return f"{type(e).__name__}: {first}"
 
 
 def _jsonable(x):

@@ -71,6 +71,17 @@ def verify(step: int, tree, meta: dict) -> None:
             step, f"the content of {bad} of {len(saved)} arrays differs from the digest saved")
 
 
+# Files every finished step folder holds (Orbax writes the commit marker last, on every file system).
+REQUIRED_FILES = ("commit_success.txt", "state/_METADATA", "meta/metadata")
+
+
+def check_complete(step: int, step_dir: str) -> None:
+    """Raise DamagedCheckpointError when a file every finished checkpoint has is missing."""
+    missing = [f for f in REQUIRED_FILES if not os.path.exists(os.path.join(step_dir, f))]
+    if missing:
+        raise DamagedCheckpointError(step, f"missing {', '.join(missing)} (incomplete save?)")
+
+
 def quarantine(workdir: str, checkpoint_path: str) -> str:
     """Move a damaged step folder to ``<workdir>/checkpoints_damaged/`` (never delete); returns
     the new path (``<step>``, or ``<step>.N`` when that name is taken)."""
