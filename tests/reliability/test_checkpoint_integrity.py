@@ -10,6 +10,8 @@ import pytest
 from jaxvision.training import checkpoints, integrity
 from tests.reliability import harness
 
+pytestmark = pytest.mark.slow
+
 
 def _largest_data_file(step_dir: str) -> str:
     files = glob.glob(os.path.join(step_dir, "state", "ocdbt.process_0", "d", "*"))

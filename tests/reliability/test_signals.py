@@ -7,7 +7,11 @@ import os
 import signal
 import socket
 
+import pytest
+
 from tests.reliability import harness
+
+pytestmark = pytest.mark.slow
 
 STOPPED = "stopped by {} at step {}; checkpoint saved; rerun the same command to resume"
 
