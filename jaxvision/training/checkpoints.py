@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import os
+import re
 from typing import Any
 
 import flax.linen as nn
@@ -34,13 +35,30 @@ from jaxvision.training import integrity
 CHECKPOINT_DIR = "checkpoints"
 
 
+_BACKGROUND_FAILURES: list[BaseException] = []
+
+
 class _QuietOrbax(logging.Filter):
     """Drops Orbax's per-save warning for checkpoints saved without validation metrics (by design:
-    only evaluation steps carry metrics) and its read-only notices."""
+    only evaluation steps carry metrics) and its read-only notices.
+
+    Orbax's finalize thread consumes the error of a failed asynchronous save and only logs it with
+    a traceback; the error is kept here instead, for ``CheckpointStore.check_for_errors``.
+    """
 
     def filter(self, record):
         msg = record.getMessage()
+        if record.exc_info and "orbax" in record.pathname:
+            if any(m in msg for m in _SAVE_FAILURE_MESSAGES):
+                _BACKGROUND_FAILURES.append(record.exc_info[1])
+                return False
+            record.exc_info, record.exc_text = None, None  # the caller reports it in one line
         return not ("tracked_metric" in msg or "read_only=True" in msg or "is read only" in msg)
+
+
+# Orbax's log messages of a failed asynchronous save (each repeats the same exception).
+_SAVE_FAILURE_MESSAGES = ("Checkpointer failed", "in background save thread",
+                          "_SignalingThread.run() raised", "Finalize thread")
 
 
 logging.getLogger("absl").addFilter(_QuietOrbax())
@@ -151,9 +169,19 @@ class CheckpointStore:
     def wait(self) -> None:
         self.manager.wait_until_finished()
 
-    def check_for_errors(self) -> None:
-        """Raise the error of a failed asynchronous save, if any (cheap; no waiting)."""
+    def check_for_errors(self, step: int | None = None) -> None:
+        """Raise the error of a failed asynchronous save, if any (cheap; no waiting).
+
+        ``step``: the last step saved; once no save is in progress its folder must exist.
+        """
         self.manager.check_for_errors()
+        if _BACKGROUND_FAILURES:
+            first = _BACKGROUND_FAILURES[0]
+            _BACKGROUND_FAILURES.clear()
+            raise first
+        if (step is not None and not self.manager.is_saving_in_progress()
+                and not os.path.isdir(self.step_path(step))):
+            raise OSError(f"the folder of step {step} was not written")
 
     def reload(self) -> None:
         """Re-read the step folders (after some were moved aside)."""
@@ -200,6 +228,9 @@ class CheckpointStore:
 def _first_line(e: Exception) -> str:
     """``Type: first line of the message`` (TensorStore's long spec dump cut off)."""
     text = str(e).strip().splitlines()
+    code = re.search(r"os_error_code='?(\d+)", str(e))  # TensorStore's wrapped OS errors
+    if code:
+        return f"{type(e).__name__}: {os.strerror(int(code.group(1)))} (errno {code.group(1)})"
     first = text[0].split(" See full TensorStore details")[0][:300] if text else ""
     return f"{type(e).__name__}: {first}"
 

@@ -521,6 +521,7 @@ class _Saver:
     def __init__(self, job: _Job):
         self.job = job
         self.last_saved = job.start_step or None
+        self._saved_here = False  # a save was started by this run (so its folder must appear)
         self._warned_space = False
 
     def save(self, step: int, state, eval_res: dict | None) -> None:
@@ -535,12 +536,12 @@ class _Saver:
             job.store.save(step, view, job.meta(step, eval_res), metrics=eval_res)
         except Exception as e:  # noqa: BLE001 - every failure of the write is reported alike
             raise self._error(step, e) from e
-        self.last_saved = step
+        self.last_saved, self._saved_here = step, True
 
     def check(self, step: int) -> None:
         """Raise the failure of an asynchronous save at once (no waiting)."""
         try:
-            self.job.store.check_for_errors()
+            self.job.store.check_for_errors(self.last_saved if self._saved_here else None)
         except Exception as e:  # noqa: BLE001
             raise self._error(self.last_saved or step, e) from e
 
