@@ -636,6 +636,7 @@ def _run(job: _Job, signals: preemption.StopSignals, on_evaluate: OnEvaluate | N
                 break
         if step == job.start_step and job.evaluate is not None and step >= job.total_steps:
             final.update(job.evaluate(state))  # already finished: report the final metrics again
+        saver.commit(step)  # a failure of the last save is reported, not lost at exit
         saver.check(step)
     finally:
         if pbar is not None:
