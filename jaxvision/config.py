@@ -38,7 +38,7 @@ Keys (``None`` means "unset"; placeholders keep their type so the command line c
   early_stopping.*            metric, mode ('max'|'min'), patience (evaluations, 0 = off), min_delta
   pruning.*                   target_sparsity (0 = off), begin_step, end_step (0 = total_steps),
                               update_every: gradual global magnitude pruning (Zhu & Gupta) of the
-                              conv/dense kernels during training (jaxvision.compression.pruning)
+                              conv/dense kernels during training (jaxvision.training.pruning)
   progress_bar                tqdm bar on process 0
   compilation_cache           JAX's persistent compilation cache used by the train command: 'auto'
                               ($JAXVISION_COMPILATION_CACHE, else ~/.cache/jaxvision/jax), a
@@ -49,6 +49,8 @@ Keys (``None`` means "unset"; placeholders keep their type so the command line c
                               under 1 GiB), 'on' refuses recipes that do not
   steps_per_dispatch          device path: training steps per compiled dispatch (lax.scan); chunks
                               end on every logging/evaluation/checkpoint step
+  preemption_sync_every_steps multi-process runs agree on a SIGTERM/SIGINT stop every N steps (one
+                              tiny all-gather); a single process checks after every step for free
 """
 
 from __future__ import annotations
@@ -107,6 +109,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.compilation_cache = "auto"
     c.device_data = "auto"
     c.steps_per_dispatch = 1
+    c.preemption_sync_every_steps = 10
 
     c.optimizer = ml_collections.ConfigDict(
         {
@@ -225,7 +228,19 @@ def _choice(value, allowed, key):
 
 
 def check(config: ml_collections.ConfigDict) -> None:
-    """Validate values that do not depend on the data or the devices; raise ValueError."""
+    """Validate values that do not depend on the data or the devices; raise ValueError.
+
+    Each message names the key, the value and a valid choice, so the command line can print it as
+    its one ``error:`` line.
+    """
+    _check_choices(config)
+    _check_counts(config)
+    _check_rates(config)
+    _check_model(config)
+    _check_init_from(config)
+
+
+def _check_choices(config) -> None:
     _choice(config.dtype, DTYPES, "dtype")
     _choice(config.parallel, PARALLEL, "parallel")
     _choice(config.optimizer.name, OPTIMIZERS, "optimizer.name")
@@ -233,20 +248,103 @@ def check(config: ml_collections.ConfigDict) -> None:
     _choice(config.best_mode, ("max", "min"), "best_mode")
     _choice(config.early_stopping.mode, ("max", "min"), "early_stopping.mode")
     _choice(config.get("device_data", "off"), ("auto", "on", "off"), "device_data")
-    for key in ("batch_size", "grad_accum_steps", "log_every_steps", "steps_per_dispatch"):
-        if int(config[key]) < 1:
-            raise ValueError(f"config.{key} must be >= 1, got {config[key]}.")
+
+
+def _at_least(config, key: str, low: int) -> None:
+    value = config
+    for part in key.split("."):
+        value = value[part]
+    if value is not None and int(value) < low:
+        raise ValueError(f"config.{key} must be >= {low}, got {value}.")
+
+
+def _check_counts(config) -> None:
+    for key in ("batch_size", "grad_accum_steps", "log_every_steps", "keep_checkpoints",
+                "preemption_sync_every_steps", "eval_batch_size", "pruning.update_every",
+                "steps_per_dispatch"):
+        _at_least(config, key, 1)
+    for key in ("checkpoint_every_steps", "eval_every_steps", "schedule.warmup_steps",
+                "early_stopping.patience", "pruning.begin_step", "pruning.end_step"):
+        _at_least(config, key, 0)
     if config.total_steps is None and config.epochs is None:
         raise ValueError("Set the training length: --config.total_steps=N or --config.epochs=E.")
     if config.total_steps is not None and config.total_steps < 1:
         raise ValueError(f"config.total_steps must be >= 1, got {config.total_steps}.")
-    if not 0.0 <= config.pruning.target_sparsity < 1.0:
-        raise ValueError(
-            f"config.pruning.target_sparsity must be in [0, 1), got {config.pruning.target_sparsity}.")
-    if not 0.0 <= config.ema_decay < 1.0:
-        raise ValueError(f"config.ema_decay must be in [0, 1), got {config.ema_decay}.")
-    if not 0.0 <= config.label_smoothing < 1.0:
-        raise ValueError(f"config.label_smoothing must be in [0, 1), got {config.label_smoothing}.")
+    if config.total_steps is None and not (math.isfinite(config.epochs) and config.epochs > 0):
+        raise ValueError(f"config.epochs must be > 0, got {config.epochs}.")
+    if config.model.num_classes is not None and config.model.num_classes < 2:
+        raise ValueError(f"config.model.num_classes must be >= 2 (a classifier needs two "
+                         f"classes), got {config.model.num_classes}; leave it unset to use the "
+                         "dataset's class count.")
+
+
+def _in_range(config, key: str, low: float, high: float, *, high_open: bool = True) -> None:
+    value = config
+    for part in key.split("."):
+        value = value[part]
+    ok = math.isfinite(value) and low <= value and (value < high if high_open else value <= high)
+    if not ok:
+        raise ValueError(f"config.{key} must be in [{low}, {high}{')' if high_open else ']'}, "
+                         f"got {value}.")
+
+
+def _check_rates(config) -> None:
+    lr = config.schedule.base_lr
+    if not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"config.schedule.base_lr must be a finite number > 0, got {lr} (a zero "
+                         "or negative rate does not train; to freeze weights use "
+                         "--config.optimizer.freeze=<regex>).")
+    _in_range(config, "pruning.target_sparsity", 0.0, 1.0)
+    _in_range(config, "ema_decay", 0.0, 1.0)
+    _in_range(config, "label_smoothing", 0.0, 1.0)
+    _in_range(config, "optimizer.momentum", 0.0, 1.0)
+    _in_range(config, "optimizer.b1", 0.0, 1.0)
+    _in_range(config, "optimizer.b2", 0.0, 1.0)
+    _in_range(config, "optimizer.weight_decay", 0.0, math.inf)
+    _in_range(config, "clip_grad_norm", 0.0, math.inf)
+    _in_range(config, "schedule.end_lr_factor", 0.0, 1.0, high_open=False)
+    _in_range(config, "schedule.warmup_epochs", 0.0, math.inf)
+
+
+def _check_model(config) -> None:
+    from jaxvision import models
+
+    names = models.list_models()
+    if config.model.name not in names:
+        close = difflib.get_close_matches(str(config.model.name), names, 3)
+        hint = f" Did you mean {' or '.join(close)}?" if close else ""
+        raise ValueError(f"config.model.name={config.model.name!r} is not a registered model."
+                         f"{hint} Registered: {', '.join(names)}.")
+
+
+def _check_init_from(config) -> None:
+    path = config.init_from
+    if not path:
+        return
+    run = os.path.abspath(os.path.expanduser(path))
+    if os.path.basename(run) == "checkpoints" and os.path.isfile(
+            os.path.join(os.path.dirname(run), "config.json")):
+        raise ValueError(f"config.init_from={path!r} is a run's checkpoints folder; give the run "
+                         f"directory itself: --config.init_from={os.path.dirname(run)}")
+    if not os.path.isdir(os.path.join(run, "checkpoints")):
+        raise ValueError(f"config.init_from={path!r} is not a training run directory (no "
+                         "checkpoints/ in it); give the --workdir of a finished run.")
+
+
+def check_data(config, info) -> None:
+    """Validate the config against the training split (``info``: the pipeline's PipelineInfo).
+
+    Raises ValueError for fewer than two classes, or a global batch larger than the split (every
+    step would repeat examples within one batch).
+    """
+    if int(info.num_classes) < 2:
+        raise ValueError(f"the training data has {info.num_classes} class(es) "
+                         f"({list(info.class_names)}); a classifier needs at least 2 (for an "
+                         "image folder: one sub-folder per class).")
+    if config.batch_size > info.num_examples:
+        raise ValueError(f"config.batch_size={config.batch_size} is larger than the "
+                         f"{info.num_examples} training examples (each batch would repeat "
+                         f"examples); use --config.batch_size={info.num_examples} or less.")
 
 
 def check_devices(config, num_devices: int, num_processes: int = 1) -> None:

@@ -2,8 +2,14 @@
 
 Any config key can be overridden with ``--config.<key>=<value>`` (e.g. ``--config.batch_size=256
 --config.optimizer.name=adamw --config.data.path=/my/images``). A workdir that already holds
-checkpoints is resumed. Multi-host: run the same command on every host with
-``--coordinator_address HOST:PORT --num_processes N --process_id I``.
+checkpoints is resumed from its newest good checkpoint. Multi-host: run the same command on every
+host with ``--coordinator_address HOST:PORT --num_processes N --process_id I`` (processes that do not
+all join within ``--join_timeout_s`` fail with one line naming the missing ones).
+
+Exit status: 0 done; 2 a usage, config, data or workdir problem (one ``error:`` line on stderr);
+1 a failure while running (a checkpoint that cannot be written, divergence, processes that do not
+join); 128+N stopped by signal N (SIGTERM 143, SIGINT 130) after saving a checkpoint of the step
+it finished: rerun the same command to resume.
 """
 
 from __future__ import annotations
@@ -24,13 +30,18 @@ _COORDINATOR = flags.DEFINE_string("coordinator_address", None,
                                    "Multi-host: HOST:PORT of process 0's coordinator.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-host: this process's index.")
+_JOIN_TIMEOUT = flags.DEFINE_float(
+    "join_timeout_s", 120.0, "Multi-host: seconds to wait for every process to join.")
+_RESTART = flags.DEFINE_bool(
+    "restart_from_scratch", False,
+    "Train from step 0 when every checkpoint of --workdir is damaged (they stay moved aside).")
 
 _OVERRIDE = re.compile(r"^--config\.([A-Za-z0-9_.]+)(=|$)")
 
 
-def _fail(message: str) -> None:
+def _fail(message: str, status: int = 2) -> None:
     print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(status)
 
 
 def _load_module(path: str):
@@ -63,8 +74,10 @@ def _check_overrides(argv: list[str]) -> None:
         cfg = module.get_config(arg) if arg else module.get_config()
     except FileNotFoundError:
         _fail(f"config file {path!r} not found (give a path such as configs/mnist5k_lenet.py).")
-    except (ImportError, OSError) as e:
-        _fail(f"could not load config file {path!r}: {e}")
+    except SyntaxError as e:
+        _fail(f"config file {path!r} has a syntax error at line {e.lineno}: {e.msg}; fix the file.")
+    except Exception as e:  # noqa: BLE001 - any failure of the recipe's own code
+        _fail(f"config file {path!r} failed to load: {type(e).__name__}: {e}; fix the file.")
     known = set(config_lib.all_keys(cfg))
     prefixes = {k.rsplit(".", i)[0] for k in known for i in range(1, k.count(".") + 1)}
     for a in argv:
@@ -82,22 +95,43 @@ def main(argv, overrides=()) -> None:
 
     cli.quiet_logging()
     from jaxvision import compilation_cache
-    from jaxvision.training import distributed
-
-    compilation_cache.enable(_CONFIG.value.get("compilation_cache", "auto"))
-
-    distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-    from jaxvision.training import loop
+    from jaxvision.training import distributed, rendezvous
 
     config = _CONFIG.value
     cli.apply_overrides(config, overrides)  # keys whose default is None (see run())
+    compilation_cache.enable(config.get("compilation_cache", "auto"))
     try:
-        result = loop.train_and_evaluate(config, _WORKDIR.value)
-    except (ValueError, FileNotFoundError, FloatingPointError) as e:
+        distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                               timeout_s=_JOIN_TIMEOUT.value)
+    except ValueError as e:
         _fail(str(e))
+    except rendezvous.JoinTimeoutError as e:
+        _fail(str(e), status=1)
+    result = _train(config, _WORKDIR.value)
+    if "stopped" in result and result["stopped"] != "on_evaluate":
+        from jaxvision.training import preemption
+
+        print(f"stopped by {result['stopped']} at step {result['step']}; checkpoint saved; rerun "
+              "the same command to resume", file=sys.stderr, flush=True)
+        sys.exit(preemption.exit_status(result["stopped"]))
+    from jaxvision.training import loop
+
     if loop.is_chief():
         shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}
         print(f"done: {shown}")
+
+
+def _train(config, workdir: str) -> dict:
+    """``loop.train_and_evaluate`` with its known failures as one ``error:`` line each."""
+    from jaxvision.training import loop, workdir_lock
+
+    try:
+        return loop.train_and_evaluate(config, workdir,
+                                       restart_from_scratch=_RESTART.value)
+    except (ValueError, FileNotFoundError, workdir_lock.WorkdirBusyError) as e:
+        _fail(str(e))
+    except (loop.CheckpointSaveError, FloatingPointError) as e:
+        _fail(str(e), status=1)
 
 
 def run() -> None:

@@ -18,20 +18,20 @@ import optax
 
 from jaxvision.compression import distillation
 from jaxvision.compression.distillation import distill, distillation_loss
-from jaxvision.compression.pruning import (
-    apply_masks,
-    default_prunable,
-    global_magnitude_masks,
-    polynomial_sparsity,
-    prune,
-    sparsity_report,
-)
 from jaxvision.compression.quantization import (
     calibrate_activations,
     dequantize,
     quantize_params,
     quantized_apply,
     stored_size,
+)
+from jaxvision.training.pruning import (
+    apply_masks,
+    default_prunable,
+    global_magnitude_masks,
+    polynomial_sparsity,
+    prune,
+    sparsity_report,
 )
 
 __all__ = [

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from flax import serialization, traverse_util
 from flax.core import unfreeze
 
-from jaxvision.compression.pruning import default_prunable
+from jaxvision.training.pruning import default_prunable
 
 __all__ = [
     "calibrate_activations",

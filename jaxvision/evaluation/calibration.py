@@ -26,9 +26,11 @@ LOG_T_BOUND = float(np.log(100.0))
 
 def mean_nll(logits, labels, mask=None, temperature=1.0) -> jax.Array:
     """Mean NLL of softmax(logits / T) over unmasked examples; float32 scalar. Jit-able."""
-    z = jnp.asarray(logits, jnp.float32) / jnp.asarray(temperature, jnp.float32)
     labels = jnp.asarray(labels, jnp.int32)
     w = jnp.ones(labels.shape, jnp.float32) if mask is None else jnp.asarray(mask, jnp.float32)
+    # Masked rows may hold NaN/Inf logits: zero them (NaN * weight 0 would still be NaN).
+    z = jnp.where(w[:, None] > 0, jnp.asarray(logits, jnp.float32), 0.0)
+    z = z / jnp.asarray(temperature, jnp.float32)
     labels = jnp.where(w > 0, labels, 0)
     log_p = jax.nn.log_softmax(z, axis=-1)
     nll = -jnp.take_along_axis(log_p, labels[:, None], axis=-1)[:, 0]
@@ -71,6 +73,10 @@ def fit_temperature(logits, labels, mask=None, *, max_iter: int = 100, tol: floa
       mask: (N,) bool or None; False rows are ignored.
       max_iter: L-BFGS iterations at most; tol: stop when |dNLL/dlog T| <= tol.
     Returns: T as a Python float (T > 1 softens over-confident models).
+
+    Logs a warning when the fit is degenerate: the unmasked logits are separable (each label is
+    its row's strict argmax) or T reached its bound [1e-2, 1e2]; and when L-BFGS stopped with
+    |dNLL/dlog T| > 1e-3. Raises ValueError for bad shapes or an all-False mask.
     """
     logits = jnp.asarray(logits, jnp.float32)
     if logits.ndim != 2:
@@ -83,14 +89,26 @@ def fit_temperature(logits, labels, mask=None, *, max_iter: int = 100, tol: floa
         raise ValueError("cannot fit a temperature on zero examples (the mask is all False)")
     log_t, iters, grad = _fit_log_t(logits, labels, mask, max_iter=max_iter, tol=tol)
     log_t = float(log_t)
-    if abs(log_t) >= LOG_T_BOUND - 1e-6:
+    if _separable(logits, labels, mask) or abs(log_t) >= LOG_T_BOUND - 1e-6:
         logging.warning(
-            "temperature scaling hit its bound T=%.3g: the validation logits are (near-)separable,"
-            " so the NLL optimum is degenerate; use a larger validation split.", np.exp(log_t))
+            "temperature scaling is degenerate here (T=%.3g): the validation logits are "
+            "(near-)separable (every example's label is its top class, or T hit its bound "
+            "1e-2/1e2), so the NLL falls towards T -> 0 and T is not an optimum; fit it on a "
+            "larger validation split.", np.exp(log_t))
     elif abs(float(grad)) > 1e-3:
         logging.warning("temperature scaling stopped after %d iterations with |grad|=%.2g",
                         int(iters), float(grad))
     return float(np.exp(log_t))
+
+
+def _separable(logits, labels, mask) -> bool:
+    """Every unmasked example's label is its strict argmax: the NLL then falls monotonically as
+    T -> 0, so the fitted T is wherever the optimizer stopped, not an optimum."""
+    z = jnp.where(mask[:, None], logits, 0.0)
+    true = jnp.take_along_axis(z, jnp.where(mask, labels, 0).astype(jnp.int32)[:, None], -1)
+    others = jnp.where(jax.nn.one_hot(jnp.where(mask, labels, 0), z.shape[-1], dtype=bool),
+                       -jnp.inf, z)
+    return bool(jnp.all(~mask | (true[:, 0] > jnp.max(others, axis=-1))))
 
 
 def apply_temperature(logits, temperature: float):

@@ -140,8 +140,9 @@ def batch_state(logits, labels, mask=None, num_bins: int = 15) -> MetricState:
         raise ValueError(f"mask must have shape ({n},), got {mask.shape}")
     m = int(num_bins)
 
-    logits = logits.astype(jnp.float32)
-    # Padding rows may carry garbage labels (or -1); point them at class 0 with weight 0.
+    # Padding rows may carry garbage logits (NaN/Inf) and labels (or -1): give them finite
+    # logits and class 0, with weight 0. Weighting alone is not enough: NaN * 0 is NaN.
+    logits = jnp.where(mask[:, None], logits.astype(jnp.float32), 0.0)
     labels = jnp.where(mask, labels.astype(jnp.int32), 0)
     w_int = mask.astype(jnp.int32)
     w = mask.astype(jnp.float32)

@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import os
+import re
 from typing import Any
 
 import flax.linen as nn
@@ -29,16 +30,35 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import traverse_util
 
+from jaxvision.training import integrity
+
 CHECKPOINT_DIR = "checkpoints"
+
+
+_BACKGROUND_FAILURES: list[BaseException] = []
 
 
 class _QuietOrbax(logging.Filter):
     """Drops Orbax's per-save warning for checkpoints saved without validation metrics (by design:
-    only evaluation steps carry metrics) and its read-only notices."""
+    only evaluation steps carry metrics) and its read-only notices.
+
+    Orbax's finalize thread consumes the error of a failed asynchronous save and only logs it with
+    a traceback; the error is kept here instead, for ``CheckpointStore.check_for_errors``.
+    """
 
     def filter(self, record):
         msg = record.getMessage()
+        if record.exc_info and "orbax" in record.pathname:
+            if any(m in msg for m in _SAVE_FAILURE_MESSAGES):
+                _BACKGROUND_FAILURES.append(record.exc_info[1])
+                return False
+            record.exc_info, record.exc_text = None, None  # the caller reports it in one line
         return not ("tracked_metric" in msg or "read_only=True" in msg or "is read only" in msg)
+
+
+# Orbax's log messages of a failed asynchronous save (each repeats the same exception).
+_SAVE_FAILURE_MESSAGES = ("Checkpointer failed", "in background save thread",
+                          "_SignalingThread.run() raised", "Finalize thread")
 
 
 logging.getLogger("absl").addFilter(_QuietOrbax())
@@ -102,9 +122,14 @@ class CheckpointStore:
         return list(self.manager.all_steps())
 
     def save(self, step: int, state, meta: dict, metrics: dict | None = None) -> None:
-        """Save asynchronously (returns once the arrays are copied off the devices)."""
+        """Save asynchronously (returns once the arrays are copied off the devices).
+
+        ``meta`` is stored with the digest of ``state`` (see jaxvision.training.integrity). An
+        error of an earlier asynchronous save is raised here (or by ``check_for_errors``).
+        """
         if metrics is not None and self.best_metric and self.best_metric not in metrics:
             metrics = None
+        meta = {**meta, integrity.DIGEST_KEY: integrity.tree_digest(state)}
         self.manager.save(
             int(step),
             args=ocp.args.Composite(
@@ -144,9 +169,70 @@ class CheckpointStore:
     def wait(self) -> None:
         self.manager.wait_until_finished()
 
+    def check_for_errors(self, step: int | None = None) -> None:
+        """Raise the error of a failed asynchronous save, if any (cheap; no waiting).
+
+        ``step``: the last step saved; once no save is in progress its folder must exist.
+        """
+        self.manager.check_for_errors()
+        if _BACKGROUND_FAILURES:
+            first = _BACKGROUND_FAILURES[0]
+            _BACKGROUND_FAILURES.clear()
+            raise first
+        if (step is not None and not self.manager.is_saving_in_progress()
+                and not os.path.isdir(self.step_path(step))):
+            raise OSError(f"the folder of step {step} was not written")
+
+    def reload(self) -> None:
+        """Re-read the step folders (after some were moved aside)."""
+        self.manager.reload()
+
+    def step_path(self, step: int) -> str:
+        return os.path.join(self.directory, str(int(step)))
+
+    def read_meta_checked(self, step: int) -> dict:
+        """``read_meta``, with an incomplete step or an unreadable meta item reported as
+        DamagedCheckpointError."""
+        integrity.check_complete(step, self.step_path(step))
+        try:
+            return self.read_meta(step)
+        except Exception as e:  # noqa: BLE001 - any failure to read means the step is damaged
+            raise integrity.DamagedCheckpointError(step, _first_line(e)) from e
+
+    def restore_checked(self, step: int, abstract_state=None):
+        """(state, meta) of ``step``, trusted: a read failure or a digest mismatch raises
+        DamagedCheckpointError. ``abstract_state`` None restores raw dicts (``restore_raw``)."""
+        meta = self.read_meta_checked(step)
+        try:
+            if abstract_state is None:
+                state, _ = self.restore_raw(step)
+            else:
+                state, _ = self.restore(step, abstract_state)
+        except Exception as e:  # noqa: BLE001 - the structure was checked before; see callers
+            raise integrity.DamagedCheckpointError(step, _first_line(e)) from e
+        integrity.verify(step, state, meta)
+        return state, meta
+
+    def saved_structure(self, step: int):
+        """The state's tree of ShapeDtypeStruct-like metadata, or DamagedCheckpointError."""
+        try:
+            return self.manager.item_metadata(int(step)).state.tree
+        except Exception as e:  # noqa: BLE001
+            raise integrity.DamagedCheckpointError(step, _first_line(e)) from e
+
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+def _first_line(e: Exception) -> str:
+    """``Type: first line of the message`` (TensorStore's long spec dump cut off)."""
+    text = str(e).strip().splitlines()
+    code = re.search(r"os_error_code='?(\d+)", str(e))  # TensorStore's wrapped OS errors
+    if code:
+        return f"{type(e).__name__}: {os.strerror(int(code.group(1)))} (errno {code.group(1)})"
+    first = text[0].split(" See full TensorStore details")[0][:300] if text else ""
+    return f"{type(e).__name__}: {first}"
 
 
 def _jsonable(x):
@@ -172,15 +258,20 @@ def check_compatible(meta: dict, *, model_name: str, num_classes: int, where: st
         raise CheckpointMismatchError(
             f"The checkpoint in {where} was written for {' and '.join(problems)}, so it cannot be "
             "resumed with this config. Use a new --workdir, or keep this one and fine-tune from the "
-            f"old run with --config.init_from={os.path.dirname(where)}."
+            f"old run with --config.init_from={run_dir_of(where)}."
         )
+
+
+def run_dir_of(step_path: str) -> str:
+    """The run directory (what --config.init_from takes) of ``<run>/checkpoints/<step>``."""
+    return os.path.dirname(os.path.dirname(os.path.abspath(step_path)))
 
 
 def mismatch_error(where: str, err: Exception) -> CheckpointMismatchError:
     return CheckpointMismatchError(
         f"The checkpoint in {where} does not match this model's variables (another architecture, "
         f"model option or class count?): {str(err).splitlines()[0][:300]}. Use a new --workdir, or "
-        "fine-tune from it with --config.init_from."
+        f"fine-tune from it with --config.init_from={run_dir_of(where)}."
     )
 
 
@@ -244,11 +335,15 @@ def _to_dict(tree):
 
 
 def load_pretrained(workdir: str, step: int | str | None = None) -> tuple[dict, dict]:
-    """(variables {'params', 'batch_stats'}, meta) of another run (EMA params if it kept EMA)."""
+    """(variables {'params', 'batch_stats'}, meta) of another run (EMA params if it kept EMA).
+
+    ``step`` None or 'latest' takes the newest checkpoint whose digest verifies.
+    """
     store = _open_read_only(workdir)
-    s = _pick_step(store, "latest" if step is None else step, workdir)
-    raw, meta = store.restore_raw(s)
-    store.close()
+    try:
+        raw, meta, _ = _restore_trusted(store, "latest" if step is None else step, workdir)
+    finally:
+        store.close()
     params = raw.get("ema_params") or raw["params"]
     return {"params": params, "batch_stats": raw.get("batch_stats") or {}}, meta
 
@@ -256,9 +351,12 @@ def load_pretrained(workdir: str, step: int | str | None = None) -> tuple[dict, 
 def _open_read_only(workdir: str) -> CheckpointStore:
     d = checkpoint_dir(workdir)
     if not os.path.isdir(d):
+        hint = ""
+        if os.path.basename(os.path.normpath(workdir)) == CHECKPOINT_DIR:
+            hint = f" Give the run directory itself: {os.path.dirname(os.path.abspath(workdir))}."
         raise FileNotFoundError(
             f"No checkpoints in {d}: {workdir!r} is not a jaxvision training workdir (expected "
-            "config.json and checkpoints/ written by python -m jaxvision.train)."
+            f"config.json and checkpoints/ written by python -m jaxvision.train).{hint}"
         )
     best = ""
     cfg_path = os.path.join(os.path.abspath(workdir), "config.json")
@@ -287,6 +385,28 @@ def _pick_step(store: CheckpointStore, which, workdir: str) -> int:
     if step not in steps:
         raise FileNotFoundError(f"No checkpoint for step {step} in {workdir}; available: {sorted(steps)}.")
     return step
+
+
+def _restore_trusted(store: CheckpointStore, which, workdir: str):
+    """(raw state, meta, step) of ``which``; with 'latest', damaged steps are reported in one line
+    each and skipped (a reader never moves them: the training run that owns the workdir does)."""
+    step = _pick_step(store, which, workdir)
+    candidates = [step]
+    if which == "latest":
+        candidates = sorted((s for s in store.all_steps() if s <= step), reverse=True)
+    damaged = []
+    for s in candidates:
+        try:
+            raw, meta = store.restore_checked(s)
+            return raw, meta, s
+        except integrity.DamagedCheckpointError as e:
+            logging.getLogger("jaxvision").warning("skipping %s: %s", store.step_path(s), e.reason)
+            damaged.append(f"{s} ({e.reason})")
+    raise FileNotFoundError(
+        f"no usable checkpoint in {checkpoint_dir(workdir)}: damaged: {'; '.join(damaged)}. "
+        "Rerun training in that workdir to move them aside (and, if none is good, "
+        "--restart_from_scratch to train again)."
+    )
 
 
 # ---- load_run ------------------------------------------------------------------------------
@@ -318,7 +438,12 @@ def model_overrides(config) -> dict:
 
 
 def load_run(workdir: str, which: str | int = "latest") -> Run:
-    """Load a training run: ``which`` is 'latest', 'best' (by the run's best_metric) or a step."""
+    """Load a training run: ``which`` is 'latest', 'best' (by the run's best_metric) or a step.
+
+    Every checkpoint is verified against the digest saved with it; with 'latest' a damaged one is
+    reported (one warning line) and the newest good one is used. Raises FileNotFoundError when
+    the workdir holds no (usable) checkpoint, ValueError for a bad ``which``.
+    """
     from jaxvision import models
 
     cfg_path = os.path.join(os.path.abspath(workdir), "config.json")
@@ -329,14 +454,14 @@ def load_run(workdir: str, which: str | int = "latest") -> Run:
     with open(cfg_path) as f:
         config = ml_collections.ConfigDict(json.load(f))
     store = _open_read_only(workdir)
-    step = _pick_step(store, which, workdir)
-    raw, meta = store.restore_raw(step)
-    metrics = {}
     try:
-        metrics = store.manager.metrics(step) or {}
-    except Exception:  # noqa: BLE001 - metrics are optional
-        metrics = {}
-    store.close()
+        raw, meta, step = _restore_trusted(store, which, workdir)
+        try:
+            metrics = store.manager.metrics(step) or {}
+        except Exception:  # noqa: BLE001 - metrics are optional
+            metrics = {}
+    finally:
+        store.close()
     overrides = model_overrides(config)
     overrides.pop("bn_axis_name", None)
     model = models.create(meta["model"], num_classes=int(meta["num_classes"]), dtype=jnp.float32,

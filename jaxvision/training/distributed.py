@@ -13,6 +13,8 @@ import os
 
 import jax
 
+from jaxvision.training import rendezvous
+
 log = logging.getLogger("jaxvision.train")
 
 # Environment variables through which jax.distributed.initialize() auto-detects a cluster.
@@ -28,11 +30,18 @@ def _auto_detectable() -> bool:
     return any(k in os.environ for k in _AUTO_ENV)
 
 
+DEFAULT_JOIN_TIMEOUT_S = 120  # long enough for a scheduler to start every task of a job
+
+
 def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
-               process_id: int | None = None, *, timeout_s: int = 300) -> bool:
+               process_id: int | None = None, *, timeout_s: float = DEFAULT_JOIN_TIMEOUT_S) -> bool:
     """Start jax.distributed if asked (flags) or detectable; returns True when multi-process.
 
-    Must run before any JAX computation. On CPU, cross-process collectives use gloo.
+    Must run before any JAX computation. On CPU, cross-process collectives use gloo. With explicit
+    flags every process first answers a roll call (jaxvision.training.rendezvous) on
+    ``HOST:PORT+1``: a process that cannot reach the coordinator, or a coordinator whose peers do
+    not join, raises JoinTimeoutError within ``timeout_s`` seconds naming the address and the
+    missing process ids. Raises ValueError for inconsistent flags.
     """
     given = [coordinator_address is not None, num_processes is not None, process_id is not None]
     if any(given) and not all(given):
@@ -45,12 +54,15 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
             raise ValueError(f"--process_id={process_id} must be in [0, {num_processes}).")
         if num_processes == 1:
             return False
+        if timeout_s <= 0:
+            raise ValueError(f"--join_timeout_s must be > 0 seconds, got {timeout_s}.")
+        rendezvous.join(coordinator_address, num_processes, process_id, timeout_s)
         _cpu_collectives()
         jax.distributed.initialize(
             coordinator_address=coordinator_address,
             num_processes=num_processes,
             process_id=process_id,
-            initialization_timeout=timeout_s,
+            initialization_timeout=int(max(timeout_s, 1)),
         )
     elif _auto_detectable():
         _cpu_collectives()

@@ -8,21 +8,30 @@ Workdir layout (written by process 0; checkpoints written collectively by all pr
   <workdir>/tensorboard/       TensorBoard event files (same scalars)
   <workdir>/checkpoints/<N>/   Orbax checkpoints (see jaxvision.training.checkpoints)
 
-A workdir that already holds checkpoints is resumed from the latest one: the train state and the data
+A workdir that already holds checkpoints is resumed from the newest good one (its digest verifies;
+damaged ones are moved to ``<workdir>/checkpoints_damaged/``): the train state and the data
 position (the step) are restored, so an interrupted run ends with the same parameters as an
-uninterrupted one.
+uninterrupted one. The run holds ``<workdir>/lock`` (one run per workdir), stops cleanly on
+SIGTERM/SIGINT with a checkpoint of the step it finished, and refuses to resume on other data.
+
+``train_and_evaluate`` reads as its four steps: build (data, model, steps), restore (the newest good
+checkpoint, or fresh / ``init_from`` parameters), run (train, evaluate, checkpoint, stop on
+request) and report (the held-out test split, once, at the end).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
 import os
 import platform
+import shutil
 import socket
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from importlib import metadata as importlib_metadata
 
@@ -33,7 +42,19 @@ import numpy as np
 
 from jaxvision import config as config_lib
 from jaxvision.training import checkpoints as ckpt_lib
-from jaxvision.training import device_data, optimizers, parallel, precision, progress, steps
+from jaxvision.training import (
+    data_identity,
+    device_data,
+    integrity,
+    optimizers,
+    parallel,
+    precision,
+    preemption,
+    progress,
+    steps,
+    workdir_lock,
+)
+from jaxvision.training.metric_log import MetricWriter
 from jaxvision.training.state import TrainState
 
 log = logging.getLogger("jaxvision.train")
@@ -42,6 +63,18 @@ EVAL_SCALARS = ("top1", "top5", "nll", "ece", "brier")
 
 class TrainingDivergedError(FloatingPointError):
     """The training loss became NaN or Inf."""
+
+
+class CheckpointSaveError(OSError):
+    """Writing a checkpoint failed (disk full, read-only, quota); earlier checkpoints are intact."""
+
+
+class DataChangedError(ValueError):
+    """The data differs from the data the checkpoint was trained on."""
+
+
+class NoGoodCheckpointError(ValueError):
+    """Every checkpoint of the workdir is damaged and no restart from scratch was asked for."""
 
 
 # ---- small helpers -------------------------------------------------------------------------
@@ -70,43 +103,6 @@ def environment() -> dict:
         "devices": [str(d) for d in jax.devices()],
         "argv": sys.argv,
     }
-
-
-class MetricWriter:
-    """metrics.jsonl + TensorBoard on process 0; a no-op elsewhere."""
-
-    def __init__(self, workdir: str, enabled: bool):
-        self.enabled = enabled
-        self._tb = None
-        if not enabled:
-            return
-        self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")  # noqa: SIM115
-        try:
-            import tensorflow as tf
-
-            tf.config.set_visible_devices([], "GPU")
-            self._tb = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
-            self._tf = tf
-        except Exception as e:  # noqa: BLE001 - TensorBoard is optional, the JSONL log is not
-            log.warning("TensorBoard events disabled: %s", e)
-
-    def write(self, step: int, scalars: dict) -> None:
-        if not self.enabled:
-            return
-        scalars = {k: float(v) for k, v in scalars.items()}
-        self._jsonl.write(json.dumps({"step": int(step), **scalars}) + "\n")
-        self._jsonl.flush()
-        if self._tb is not None:
-            with self._tb.as_default():
-                for k, v in scalars.items():
-                    self._tf.summary.scalar(k, v, step=int(step))
-            self._tb.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            self._jsonl.close()
-            if self._tb is not None:
-                self._tb.close()
 
 
 def _data_build():
@@ -176,52 +172,149 @@ def init_variables(model, image_shape, rng) -> dict:
 
 
 # ---- the loop ------------------------------------------------------------------------------
+OnEvaluate = Callable[[int, dict], bool]
+
+
 def train_and_evaluate(
     config: ml_collections.ConfigDict,
     workdir: str,
     *,
     build_data: Callable | None = None,
-    on_evaluate: Callable[[int, dict], bool] | None = None,
+    on_evaluate: OnEvaluate | None = None,
+    restart_from_scratch: bool = False,
 ) -> dict:
-    """Train ``config`` in ``workdir`` (resuming if it has checkpoints); returns final metrics.
+    """Train ``config`` in ``workdir`` (resuming from its newest good checkpoint); final metrics.
 
-    ``build_data`` replaces ``jaxvision.data.build`` (same signature), e.g. for synthetic data.
-    ``on_evaluate(step, metrics)`` is called on process 0 after every evaluation with the
-    ``val/...`` metrics; returning True stops the run cleanly: the checkpoint of that step is
-    saved (and committed) and the result carries ``"stopped": "on_evaluate"``.
-    Returns {'step', 'train/loss', and 'val/<metric>' of the last evaluation}.
+    build_data: replaces ``jaxvision.data.build`` (same signature), e.g. for synthetic data.
+    on_evaluate: ``on_evaluate(step, {'val/<metric>': float})`` is called on process 0 after every
+      evaluation; True stops the run cleanly (a checkpoint of ``step`` is saved and committed) and
+      the result holds ``"stopped": "on_evaluate"`` (e.g. an Optuna pruner).
+    restart_from_scratch: when every checkpoint of the workdir is damaged, train from step 0
+      instead of raising NoGoodCheckpointError.
+
+    Returns {'step', 'train/...' of the last log step, 'val/<metric>' of the last evaluation,
+    'test/<metric>' when a held-out test split was reported}, plus ``"stopped": 'SIGTERM' |
+    'SIGINT' | 'on_evaluate'`` when the run stopped before ``total_steps`` on request, and
+    ``"early_stopped": True`` after early stopping.
+
+    Raises ValueError (bad config or data; CheckpointMismatchError, DataChangedError,
+    NoGoodCheckpointError), FileNotFoundError, workdir_lock.WorkdirBusyError, CheckpointSaveError,
+    TrainingDivergedError.
     """
     config_lib.check(config)
-    default_data = build_data is None
-    build_data = build_data or _data_build()
-    workdir = os.path.abspath(workdir)
+    workdir = _prepare_workdir(workdir)
+    with workdir_lock.WorkdirLock(workdir, enabled=is_chief()), preemption.StopSignals(
+            sync_every=config.preemption_sync_every_steps) as signals:
+        job = _build(config, workdir, build_data or _data_build())
+        try:
+            _restore(job, restart_from_scratch)
+            _write_run_files(job)
+            final = _run(job, signals, on_evaluate)
+            if "stopped" not in final:
+                final.update(_report(job, final["step"]))
+        finally:
+            job.close()
+    return final
+
+
+@dataclasses.dataclass
+class _Job:
+    """Everything built for one run; ``state`` and ``start_step`` are set by ``_restore``."""
+
+    config: ml_collections.ConfigDict
+    workdir: str
+    chief: bool
+    dp: parallel.DataParallel
+    store: ckpt_lib.CheckpointStore
+    build_data: Callable
+    default_data: bool
+    info: object
+    num_classes: int
+    image_shape: tuple
+    total_steps: int
+    steps_per_epoch: int
+    model: object
+    tx: object
+    schedule: object
+    state: object
+    eval_split: str
+    evaluate: Callable | None
+    train_step: Callable | None = None
+    on_device: object = None  # device_data.DeviceTraining when the split is held on the device
+    raw_train_step: Callable | None = None  # unjitted steps, for the device path's chunks
+    raw_eval_step: Callable | None = None
+    train_data: object = None
+    train_data_start: int = 0
+    start_step: int = 0
+    es: dict = dataclasses.field(default_factory=lambda: {"best": None, "bad_evals": 0})
+    data_id: dict | None = None
+    reinitialized: list = dataclasses.field(default_factory=list)
+    writer: MetricWriter | None = None
+
+    def meta(self, step: int, eval_res: dict | None) -> dict:
+        meta = {
+            "model": self.config.model.name,
+            "num_classes": self.num_classes,
+            "class_names": list(self.info.class_names),
+            "image_shape": list(self.image_shape),
+            "total_steps": self.total_steps,
+            "step": int(step),
+            "early_stopping": self.es,
+            "metrics": eval_res or {},
+        }
+        if self.data_id is not None:
+            meta[data_identity.META_KEY] = self.data_id
+        return meta
+
+    def close(self) -> None:
+        try:
+            self.store.close()
+        except Exception as e:  # noqa: BLE001 - already failing: keep the first error
+            log.debug("closing the checkpoint store: %s", e)
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _prepare_workdir(workdir: str) -> str:
+    workdir = os.path.abspath(os.path.expanduser(workdir))
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise ValueError(f"--workdir {workdir} is a file; give a directory (new or a run's).")
+    if is_chief():
+        try:
+            os.makedirs(workdir, exist_ok=True)
+        except OSError as e:
+            raise ValueError(f"cannot create --workdir {workdir}: {e.strerror}; choose a "
+                             "writable place.") from None
+        if not os.access(workdir, os.W_OK):
+            raise ValueError(f"--workdir {workdir} is not writable; choose a writable place.")
+    return workdir
+
+
+# ---- build -----------------------------------------------------------------------------------
+def _build(config, workdir: str, build_data: Callable) -> _Job:
+    """Data, model, optimizer, a freshly initialised state and the compiled steps."""
     chief = is_chief()
-    if chief:
-        os.makedirs(workdir, exist_ok=True)
     dp = parallel.DataParallel(config.parallel)
     config_lib.check_devices(config, dp.num_devices, jax.process_count())
-    eval_batch = config.eval_batch_size or config.batch_size
-
     store = ckpt_lib.CheckpointStore(
         ckpt_lib.checkpoint_dir(workdir),
         keep=config.keep_checkpoints,
         best_metric=f"val/{config.best_metric}" if config.best_metric else "",
         best_mode=config.best_mode,
     )
-    start_step = store.latest_step() or 0
-
-    train_split = config.data.get("train_split", "train")
-    # ---- issue 15: a small dataset trained from device memory, chunks of steps per dispatch
-    on_device = (device_data.maybe_create(config, dp, build_data, train_split, eval_batch)
+    train_data_start = store.latest_step() or 0
+    default_data = build_data is _data_build()
+    eval_batch = config.eval_batch_size or config.batch_size
+    # A small dataset can be held on the device and trained in chunks of steps per dispatch.
+    on_device = (device_data.maybe_create(config, dp, build_data, _train_split(config), eval_batch)
                  if default_data else None)
     if on_device is not None:
         train_data = on_device.train
     else:
-        train_data = build_data(config.data, train_split, global_batch_size=config.batch_size,
-                                train=True, seed=config.seed, start_step=start_step)
-    # ---- end issue 15
+        train_data = _train_data(config, build_data, start_step=train_data_start)
     info = train_data.info
-    if chief:  # issue 13: name every file skip_corrupt left out, in WORKDIR/skipped_files.txt
+    config_lib.check_data(config, info)
+    if chief:  # name every file skip_corrupt left out, in WORKDIR/skipped_files.txt
         from jaxvision.data.sources import write_skipped_files
 
         write_skipped_files(getattr(info, "skipped", ()), workdir)
@@ -231,227 +324,415 @@ def train_and_evaluate(
     spe = config_lib.steps_per_epoch(config, info.num_examples)
 
     model = build_model(config, num_classes, pmap=dp.mode == "pmap")
-    rng = jax.random.PRNGKey(config.seed)
-    init_rng, train_rng = jax.random.split(rng)
+    init_rng, train_rng = jax.random.split(jax.random.PRNGKey(config.seed))
     variables = init_variables(model, image_shape, init_rng)
-    reinitialized = []
-    if config.init_from and not start_step:
-        pretrained, pre_meta = ckpt_lib.load_pretrained(config.init_from, config.init_from_step)
-        variables["params"], reinit_p = ckpt_lib.merge_pretrained(
-            variables["params"], pretrained["params"])
-        variables["batch_stats"], reinit_b = ckpt_lib.merge_pretrained(
-            variables["batch_stats"], pretrained["batch_stats"])
-        reinitialized = reinit_p + reinit_b
-        if chief:
-            log.warning(
-                "init_from %s (model %s, step %s): %d tensors loaded, re-initialized %d: %s",
-                config.init_from, pre_meta.get("model"), pre_meta.get("step"),
-                len(jax.tree.leaves(variables["params"])) - len(reinit_p), len(reinitialized),
-                "; ".join(reinitialized) or "none")
-
     tx, schedule = optimizers.build_optimizer(
         config, variables["params"], total_steps=total_steps, steps_per_epoch=spe)
-    state = TrainState.create(
+    state = _fresh_state(config, variables, tx, train_rng)
+    eval_split = _eval_split(config)
+    job = _Job(config=config, workdir=workdir, chief=chief, dp=dp, store=store,
+               build_data=build_data, default_data=default_data, info=info,
+               num_classes=num_classes, image_shape=image_shape, total_steps=total_steps,
+               steps_per_epoch=spe, model=model, tx=tx, schedule=schedule, state=state,
+               eval_split=eval_split, evaluate=None, train_data=train_data,
+               train_data_start=train_data_start, on_device=on_device)
+    if job.default_data:
+        job.data_id = data_identity.fingerprint(
+            config.data, [_train_split(config), eval_split,
+                          _test_split(config, eval_split, default_data=True)], info.class_names)
+    job.train_step = _compile_train_step(job)
+    job.evaluate = _make_evaluate(job)
+    if on_device is not None:  # chunks of steps per dispatch, whole splits evaluated at once
+        from jaxvision.evaluation import metrics as eval_metrics
+
+        on_device.compile(job.raw_train_step, job.raw_eval_step,
+                          eval_metrics.merge_states if job.raw_eval_step else None)
+    return job
+
+
+def _train_split(config) -> str:
+    return config.data.get("train_split", "train")
+
+
+def _train_data(config, build_data: Callable, start_step: int):
+    return build_data(config.data, _train_split(config), global_batch_size=config.batch_size,
+                      train=True, seed=config.seed, start_step=start_step)
+
+
+def _fresh_state(config, variables: dict, tx, rng) -> TrainState:
+    return TrainState.create(
         params=variables["params"],
         batch_stats=variables["batch_stats"],
         tx=tx,
-        rng=train_rng,
+        rng=rng,
         ema=config.ema_decay > 0,
         loss_scale=precision.needs_loss_scaling(config.dtype),
     )
 
-    meta_base = {
-        "model": config.model.name,
-        "num_classes": num_classes,
-        "class_names": list(info.class_names),
-        "image_shape": list(image_shape),
-        "total_steps": total_steps,
-    }
-    es = {"best": None, "bad_evals": 0}
-    if start_step:
-        where = os.path.join(ckpt_lib.checkpoint_dir(workdir), str(start_step))
-        ckpt_lib.check_compatible(store.read_meta(start_step), model_name=config.model.name,
-                                  num_classes=num_classes, where=where)
-        abstract = jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=dp.replicated), state)
-        try:
-            restored, meta = store.restore(start_step, abstract)
-        except (ValueError, KeyError, TypeError) as e:
-            raise ckpt_lib.mismatch_error(where, e) from e
-        state = restored.replace(tx=tx)
-        es = meta.get("early_stopping", es)
-        if chief:
-            log.info("Resuming from %s (step %d of %d).", where, start_step, total_steps)
-    state = dp.put_state(state)
 
-    resolved = ml_collections.ConfigDict(config.to_dict())
-    with resolved.unlocked():
-        resolved.total_steps = total_steps
-        resolved.model.num_classes = num_classes
-    if chief:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(resolved.to_json_best_effort(indent=2, sort_keys=True))
-        with open(os.path.join(workdir, "env.json"), "w") as f:
-            json.dump(environment(), f, indent=2)
-        if reinitialized:
-            with open(os.path.join(workdir, "init_from.json"), "w") as f:
-                json.dump({"init_from": config.init_from, "reinitialized": reinitialized}, f,
-                          indent=2)
-    writer = MetricWriter(workdir, enabled=chief)
-
+def _compile_train_step(job: _Job) -> Callable:
+    config, d = job.config, job.config.data
     augment_fn = None
-    d = config.data
     if d.get("mixup_alpha", 0) > 0 or d.get("cutmix_alpha", 0) > 0:
         from jaxvision.data import augment
 
         augment_fn = functools.partial(
-            augment.mixup_cutmix, num_classes=num_classes, mixup_alpha=d.mixup_alpha,
+            augment.mixup_cutmix, num_classes=job.num_classes, mixup_alpha=d.mixup_alpha,
             cutmix_alpha=d.cutmix_alpha, switch_prob=d.get("mixup_switch_prob", 0.5))
-    class_weights = _class_weights(config, train_data)
     raw_train_step = steps.make_train_step(
-        model, num_classes=num_classes, schedule=schedule, label_smoothing=config.label_smoothing,
-        class_weights=class_weights, ema_decay=config.ema_decay,
-        grad_accum_steps=config.grad_accum_steps, axis_name=dp.axis_name, augment_fn=augment_fn)
-    train_step = dp.compile_train_step(raw_train_step)
+        job.model, num_classes=job.num_classes, schedule=job.schedule,
+        label_smoothing=config.label_smoothing, class_weights=_class_weights(config),
+        ema_decay=config.ema_decay, grad_accum_steps=config.grad_accum_steps,
+        axis_name=job.dp.axis_name, augment_fn=augment_fn)
+    job.raw_train_step = raw_train_step
+    return job.dp.compile_train_step(raw_train_step)
 
-    eval_split = _eval_split(config)
-    evaluate = None
-    if eval_split:
-        from jaxvision.evaluation import metrics as eval_metrics
 
-        eval_model = model
-        raw_eval_step = steps.make_eval_step(
-            eval_model, num_classes=num_classes, use_ema=config.ema_decay > 0,
-            axis_name=dp.axis_name)
-        eval_step = dp.compile_eval_step(raw_eval_step)
-        merge = dp.compile_merge(eval_metrics.merge_states)
-        pipes = {}  # issue 15: each evaluation pipeline is built once
+def _make_evaluate(job: _Job) -> Callable | None:
+    """``evaluate(state, split, prefix) -> {'<prefix>/<metric>': float}``, or None without an
+    evaluation split."""
+    if not job.eval_split:
+        return None
+    from jaxvision.evaluation import metrics as eval_metrics
 
-        def evaluate(state, split=eval_split, prefix="val"):
-            sums = None
-            if on_device is not None:  # issue 15: the whole split in one dispatch
-                sums = on_device.evaluate(state, split)
-            elif split not in pipes:
-                pipes[split] = build_data(config.data, split, global_batch_size=eval_batch,
+    config, dp = job.config, job.dp
+    eval_batch = config.eval_batch_size or config.batch_size
+    raw_eval_step = steps.make_eval_step(
+        job.model, num_classes=job.num_classes, use_ema=config.ema_decay > 0,
+        axis_name=dp.axis_name)
+    eval_step = dp.compile_eval_step(raw_eval_step)
+    merge = dp.compile_merge(eval_metrics.merge_states)
+    job.raw_eval_step = raw_eval_step
+    pipes = {}  # each evaluation pipeline is built once
+
+    def evaluate(state, split=job.eval_split, prefix="val"):
+        sums = None
+        if job.on_device is not None:  # the whole split in one dispatch
+            sums = job.on_device.evaluate(state, split)
+        elif split not in pipes:
+            pipes[split] = job.build_data(config.data, split, global_batch_size=eval_batch,
                                           train=False, seed=config.seed)
-            for batch in pipes.get(split, ()):
-                s = eval_step(state, dp.put_batch(batch))
-                sums = s if sums is None else merge(sums, s)
-            if sums is None:
-                return {}
-            res = eval_metrics.finalize(eval_metrics.to_host(dp.host_value(sums)))
-            return {f"{prefix}/{k}": float(res[k]) for k in EVAL_SCALARS if k in res}
+        for batch in pipes.get(split, ()):
+            s = eval_step(state, dp.put_batch(batch))
+            sums = s if sums is None else merge(sums, s)
+        if sums is None:
+            return {}
+        res = eval_metrics.finalize(eval_metrics.to_host(dp.host_value(sums)))
+        return {f"{prefix}/{k}": float(res[k]) for k in EVAL_SCALARS if k in res}
 
-    # ---- run ---------------------------------------------------------------------------------
-    last_good = start_step or None
-    final = {"step": start_step}
-    pending = []
-    step = start_step
-    t_last, step_last = time.perf_counter(), step
-    # [issue 14] the bar counts finished steps (jaxvision.training.progress)
-    pbar = progress.StepProgress(total_steps, step,
-                                 enabled=chief and config.progress_bar and step < total_steps)
-    # ---- issue 15: chunks of steps per dispatch on the device path
-    if on_device is not None:
-        on_device.compile(raw_train_step, raw_eval_step if evaluate else None,
-                          eval_metrics.merge_states if evaluate else None)
-    it = iter(train_data) if on_device is None else None
-    stop_reason = None
+    return evaluate
+
+
+# ---- restore ---------------------------------------------------------------------------------
+def _restore(job: _Job, restart_from_scratch: bool) -> None:
+    """Set ``job.state``/``start_step`` from the newest good checkpoint (damaged ones are moved
+    aside), else from ``init_from`` or the fresh initialisation."""
+    restored = _newest_good_checkpoint(job)
+    if restored is None:
+        moved = integrity.damaged_steps(job.workdir)
+        if moved and not restart_from_scratch:
+            raise NoGoodCheckpointError(
+                f"every checkpoint of {job.workdir} is damaged (moved aside to "
+                f"{os.path.join(job.workdir, integrity.DAMAGED_DIR)}: {', '.join(moved)}); "
+                "to train again from step 0 in this workdir add --restart_from_scratch, or use "
+                "a new --workdir")
+        _init_from(job)
+    else:
+        state, meta, step = restored
+        job.state, job.start_step = state.replace(tx=job.tx), step
+        job.es = meta.get("early_stopping", job.es)
+        if job.chief:
+            log.info("Resuming from %s (step %d of %d).", job.store.step_path(step), step,
+                        job.total_steps)
+    if job.on_device is None and job.start_step != job.train_data_start:
+        job.train_data = _train_data(job.config, job.build_data, job.start_step)
+    job.state = job.dp.put_state(job.state)
+
+
+def _newest_good_checkpoint(job: _Job):
+    """(state, meta, step) of the newest checkpoint that reads back and verifies, or None.
+
+    Damaged steps are reported in one line each and moved to ``checkpoints_damaged/`` (by
+    process 0; all processes then re-read the folder). A checkpoint of another model, class
+    count or data is not damaged: it raises CheckpointMismatchError / DataChangedError.
+    """
+    store, dp = job.store, job.dp
+    abstract = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=dp.replicated), job.state)
+    for step in sorted(store.all_steps(), reverse=True):
+        where = store.step_path(step)
+        try:
+            meta = store.read_meta_checked(step)
+            _check_same_run(job, meta, where, store.saved_structure(step), abstract)
+            state, meta = store.restore_checked(step, abstract)
+            return state, meta, step
+        except integrity.DamagedCheckpointError as e:
+            _sync("jaxvision_quarantine_before", step)
+            if job.chief:
+                moved = integrity.quarantine(job.workdir, where)
+                log.warning("checkpoint %s is damaged (%s); moved aside to %s", where, e.reason,
+                            moved)
+            _sync("jaxvision_quarantine_after", step)
+            store.reload()
+    return None
+
+
+def _check_same_run(job: _Job, meta: dict, where: str, saved_tree, abstract) -> None:
+    ckpt_lib.check_compatible(meta, model_name=job.config.model.name,
+                              num_classes=job.num_classes, where=where)
+    saved = Counter((tuple(x.shape), str(x.dtype)) for x in jax.tree.leaves(saved_tree))
+    wanted = Counter((tuple(x.shape), str(x.dtype)) for x in jax.tree.leaves(abstract))
+    if saved != wanted:
+        raise ckpt_lib.mismatch_error(where, ValueError(
+            f"{saved.total()} saved arrays, {wanted.total()} in this train state (optimizer, EMA "
+            f"or model changed?); saved only: {sorted((saved - wanted).elements())[:3]}, "
+            f"this config only: {sorted((wanted - saved).elements())[:3]}"))
+    if job.data_id is not None:
+        changed = data_identity.changes(meta.get(data_identity.META_KEY), job.data_id)
+        if changed:
+            raise DataChangedError(
+                f"the data differs from what the checkpoint in {where} was trained on: "
+                f"{'; '.join(changed)}. Resuming would train on other data under the same run; "
+                "restore the data, or start a new --workdir (add "
+                f"--config.init_from={ckpt_lib.run_dir_of(where)} to fine-tune from this run).")
+
+
+def _init_from(job: _Job) -> None:
+    config = job.config
+    if not config.init_from:
+        return
+    pretrained, pre_meta = ckpt_lib.load_pretrained(config.init_from, config.init_from_step)
+    variables = {"params": job.state.params, "batch_stats": job.state.batch_stats}
+    variables["params"], reinit_p = ckpt_lib.merge_pretrained(
+        variables["params"], pretrained["params"])
+    variables["batch_stats"], reinit_b = ckpt_lib.merge_pretrained(
+        variables["batch_stats"], pretrained["batch_stats"])
+    job.reinitialized = reinit_p + reinit_b
+    job.state = _fresh_state(config, variables, job.tx, job.state.rng)
+    if job.chief:
+        log.warning(
+            "init_from %s (model %s, step %s): %d tensors loaded, re-initialized %d: %s",
+            config.init_from, pre_meta.get("model"), pre_meta.get("step"),
+            len(jax.tree.leaves(variables["params"])) - len(reinit_p), len(job.reinitialized),
+            "; ".join(job.reinitialized) or "none")
+
+
+def _sync(name: str, step: int) -> None:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(f"{name}_{step}")
+
+
+def _write_run_files(job: _Job) -> None:
+    """config.json (resolved), env.json, init_from.json and the metric log (resumed at
+    ``start_step``), on process 0."""
+    config = job.config
+    resolved = ml_collections.ConfigDict(config.to_dict())
+    with resolved.unlocked():
+        resolved.total_steps = job.total_steps
+        resolved.model.num_classes = job.num_classes
+    if job.chief:
+        with open(os.path.join(job.workdir, "config.json"), "w") as f:
+            f.write(resolved.to_json_best_effort(indent=2, sort_keys=True))
+        with open(os.path.join(job.workdir, "env.json"), "w") as f:
+            json.dump(environment(), f, indent=2)
+        if job.reinitialized:
+            with open(os.path.join(job.workdir, "init_from.json"), "w") as f:
+                json.dump({"init_from": config.init_from, "reinitialized": job.reinitialized}, f,
+                          indent=2)
+    job.writer = MetricWriter(job.workdir, enabled=job.chief, resume_step=job.start_step)
+
+
+# ---- run -------------------------------------------------------------------------------------
+class _Saver:
+    """Checkpoint saves that fail loudly and at once, with the free space in the message."""
+
+    def __init__(self, job: _Job):
+        self.job = job
+        self.last_saved = job.start_step or None
+        self._saved_here = False  # a save was started by this run (so its folder must appear)
+        self._warned_space = False
+
+    def save(self, step: int, state, eval_res: dict | None) -> None:
+        if step == self.last_saved:
+            return
+        job = self.job
+        view = job.dp.checkpoint_view(state)
+        if not self._warned_space:
+            self._warned_space = True
+            _warn_if_little_space(job, view)
+        try:
+            job.store.save(step, view, job.meta(step, eval_res), metrics=eval_res)
+        except Exception as e:  # noqa: BLE001 - every failure of the write is reported alike
+            raise self._error(step, e) from e
+        self.last_saved, self._saved_here = step, True
+
+    def check(self, step: int) -> None:
+        """Raise the failure of an asynchronous save at once (no waiting)."""
+        try:
+            self.job.store.check_for_errors(self.last_saved if self._saved_here else None)
+        except Exception as e:  # noqa: BLE001
+            raise self._error(self.last_saved or step, e) from e
+
+    def commit(self, step: int) -> None:
+        """Wait until every save has been written (before a stop)."""
+        try:
+            self.job.store.wait()
+        except Exception as e:  # noqa: BLE001
+            raise self._error(step, e) from e
+
+    def _error(self, step: int, e: Exception) -> CheckpointSaveError:
+        good = [s for s in self.job.store.all_steps() if s != step]
+        kept = f"checkpoint {max(good)} is intact" if good else "no earlier checkpoint exists"
+        return CheckpointSaveError(
+            f"saving the checkpoint of step {step} in {self.job.workdir} failed "
+            f"({ckpt_lib._first_line(e)}); {_free_space(self.job.workdir)} free there; {kept}. "
+            "Free space (or fix permissions/quota) and rerun the same command to resume.")
+
+
+def _free_space(path: str) -> str:
     try:
-        while step < total_steps:
-            if on_device is not None:
-                n = on_device.chunk_length(step, total_steps, evaluating=evaluate is not None)
+        free = shutil.disk_usage(path).free
+    except OSError:
+        return "unknown space"
+    return f"{free / 2**20:.1f} MiB"
+
+
+def _warn_if_little_space(job: _Job, view) -> None:
+    need = sum(int(np.prod(x.shape)) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(view))
+    try:
+        free = shutil.disk_usage(job.workdir).free
+    except OSError:
+        return
+    if job.chief and free < 2 * need:
+        log.warning("only %s free in %s, less than two checkpoints (%.1f MiB each): saves may "
+                    "fail", _free_space(job.workdir), job.workdir, need / 2**20)
+
+
+def _run(job: _Job, signals: preemption.StopSignals, on_evaluate: OnEvaluate | None) -> dict:
+    """Train from ``job.start_step`` to ``total_steps``: log, evaluate, checkpoint; stop early on a
+    signal, ``on_evaluate`` or early stopping. Returns the metrics dict (see train_and_evaluate)."""
+    config, dp, writer = job.config, job.dp, job.writer
+    saver = _Saver(job)
+    state, step = job.state, job.start_step
+    final = {"step": step}
+    pending = []
+    t_last, step_last = time.perf_counter(), step
+    # The bar counts finished steps (jaxvision.training.progress), not dispatched ones.
+    pbar = progress.StepProgress(job.total_steps, step, enabled=job.chief
+                                 and config.progress_bar and step < job.total_steps)
+    on_device = job.on_device
+    it = iter(job.train_data) if on_device is None else None
+    try:
+        while step < job.total_steps:
+            if on_device is not None:  # a chunk of steps in one dispatch
+                n = on_device.chunk_length(step, job.total_steps,
+                                           evaluating=job.evaluate is not None)
                 state, m = on_device.run(state, n)
             else:
                 n = 1
-                state, m = train_step(state, dp.put_batch(next(it)))
-            # ---- end issue 15
+                state, m = job.train_step(state, dp.put_batch(next(it)))
             pending.append(m)
             step += n
-            pbar.dispatched(step, m)  # [issue 14]
-            last = step == total_steps
-            do_eval = evaluate is not None and (
+            pbar.dispatched(step, m)
+            last = step == job.total_steps
+            do_eval = job.evaluate is not None and (
                 last or (config.eval_every_steps and step % config.eval_every_steps == 0))
             do_ckpt = last or (config.checkpoint_every_steps
                                and step % config.checkpoint_every_steps == 0)
             if pending and (step % config.log_every_steps == 0 or do_eval or do_ckpt):
-                # The only host sync between log steps: fetch the accumulated step metrics.
-                host = [dp.host_value(x) for x in pending]
-                pending = []
-                pbar.synced(step)  # [issue 14]
-                # Per-step metrics are scalars, per-chunk ones (issue 15) vectors: mean of all.
-                scalars = {f"train/{k}": float(np.mean(np.concatenate(
-                    [np.ravel(h[k]) for h in host]))) for k in host[0]}
-                # NaN inputs can hide behind ReLU (XLA's max(NaN, 0) = 0) and leave the loss
-                # finite: the gradient norm shows them. With float16 loss scaling non-finite
-                # gradients are expected and skipped, so only the loss counts there.
-                watched = ("loss",) if "skipped" in host[0] else ("loss", "grad_norm")
-                if not all(np.isfinite(h[k]).all() for h in host for k in watched):
-                    raise TrainingDivergedError(_bad_loss_message(step, last_good, workdir))
-                now = time.perf_counter()
-                scalars["train/images_per_sec"] = (
-                    (step - step_last) * config.batch_size / max(now - t_last, 1e-9))
-                scalars["train/epoch"] = step / spe
-                t_last, step_last = now, step
-                writer.write(step, scalars)
+                scalars = _log_train(job, pending, step, saver, t_last, step_last, pbar)
                 final.update(scalars)
-                if pbar.bar is not None:
-                    pbar.set_postfix(loss=f"{scalars['train/loss']:.4f}",
-                                     img_s=f"{scalars['train/images_per_sec']:.0f}", refresh=False)
-            eval_res = None
+                pending = []
+                saver.check(step)
+                t_last, step_last = time.perf_counter(), step
+            eval_res, stop = None, None
             if do_eval:
-                eval_res = evaluate(state)
+                eval_res = job.evaluate(state)
                 writer.write(step, eval_res)
                 final.update(eval_res)
                 if pbar.enabled:
                     pbar.write(f"step {step}: " + ", ".join(
                         f"{k[4:]}={v:.4f}" for k, v in eval_res.items()))
-                stop_reason = _early_stopping(config, es, eval_res)
-                # -- on_evaluate hook (issue 18 stand-in for issue 12's contract) --
-                if on_evaluate is not None and _hook_says_stop(on_evaluate, step, eval_res):
-                    final["stopped"] = "on_evaluate"
-                # -- end on_evaluate hook --
-            if do_ckpt or eval_res is not None or stop_reason:
-                meta = {**meta_base, "step": step, "early_stopping": es,
-                        "metrics": eval_res or {}}
-                store.save(step, dp.checkpoint_view(state), meta, metrics=eval_res)
-                last_good = step
+                asked = _ask_on_evaluate(on_evaluate, step, eval_res)
+                early = _early_stopping(config, job.es, eval_res)
+                if early:
+                    if job.chief:
+                        log.warning("Early stopping at step %d: %s", step, early)
+                    final["early_stopped"] = True
+                stop = "early_stopping" if early else asked
+            stop = stop or signals.agreed(step)
+            if do_ckpt or eval_res is not None or stop:
+                saver.save(step, state, eval_res)
             if do_eval or do_ckpt:
                 t_last = time.perf_counter()  # images/s counts training time only
-            if stop_reason:
-                if chief:
-                    log.warning("Early stopping at step %d: %s", step, stop_reason)
-                final["early_stopped"] = True
+            if stop:
+                saver.commit(step)
+                if stop != "early_stopping":
+                    final["stopped"] = stop
                 break
-            if "stopped" in final:  # on_evaluate hook; the checkpoint above holds this step
-                break
-        if step == start_step and evaluate is not None and step >= total_steps:
-            final.update(evaluate(state))  # already finished: report the final metrics again
-        test_split = _test_split(config, eval_split, default_data=build_data is _data_build())
-        if evaluate is not None and test_split and "stopped" not in final:
-            # The held-out test split is read once, at the end, so it never steers training.
-            test_res = evaluate(state, test_split, "test")
-            writer.write(step, test_res)
-            final.update(test_res)
-            if chief:
-                log.info("step %d, %s split: %s", step, test_split, ", ".join(
-                    f"{k[5:]}={v:.4f}" for k, v in test_res.items()))
+        if step == job.start_step and job.evaluate is not None and step >= job.total_steps:
+            final.update(job.evaluate(state))  # already finished: report the final metrics again
+        saver.commit(step)  # a failure of the last save is reported, not lost at exit
+        saver.check(step)
     finally:
         pbar.close()
-        store.close()
-        writer.close()
+    job.state = state
     final["step"] = step
     return final
 
 
-def _hook_says_stop(on_evaluate: Callable[[int, dict], bool], step: int, metrics: dict) -> bool:
-    """Process 0's answer of ``on_evaluate``, the same on every process (one collective)."""
-    stop = bool(on_evaluate(step, metrics)) if is_chief() else False
+def _log_train(job: _Job, pending: list, step: int, saver: _Saver, t_last: float,
+               step_last: int, pbar) -> dict:
+    """Fetch the accumulated step metrics (the only host sync between log steps), stop on a
+    non-finite loss, write and return the train scalars."""
+    host = [job.dp.host_value(x) for x in pending]
+    pbar.synced(step)
+    # Per-step metrics are scalars, per-chunk ones (device path) vectors: the mean of all.
+    scalars = {f"train/{k}": float(np.mean(np.concatenate([np.ravel(h[k]) for h in host])))
+               for k in host[0]}
+    # NaN inputs can hide behind ReLU (XLA's max(NaN, 0) = 0) and leave the loss finite: the
+    # gradient norm shows them. With float16 loss scaling non-finite gradients are expected and
+    # skipped, so only the loss counts there.
+    watched = ("loss",) if "skipped" in host[0] else ("loss", "grad_norm")
+    if not all(np.isfinite(h[k]).all() for h in host for k in watched):
+        raise TrainingDivergedError(_bad_loss_message(step, saver.last_saved, job.workdir))
+    scalars["train/images_per_sec"] = (
+        (step - step_last) * job.config.batch_size / max(time.perf_counter() - t_last, 1e-9))
+    # Epochs of training examples seen (exact also when a batch is not a divisor of the split).
+    scalars["train/epoch"] = step * job.config.batch_size / job.info.num_examples
+    job.writer.write(step, scalars)
+    if pbar.bar is not None:
+        pbar.set_postfix(loss=f"{scalars['train/loss']:.4f}",
+                         img_s=f"{scalars['train/images_per_sec']:.0f}", refresh=False)
+    return scalars
+
+
+def _ask_on_evaluate(on_evaluate: OnEvaluate | None, step: int, eval_res: dict) -> str | None:
+    """'on_evaluate' when the hook (called on process 0) asks to stop; every process agrees."""
+    if on_evaluate is None:
+        return None
+    wanted = bool(on_evaluate(step, dict(eval_res))) if is_chief() else False
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
 
-        stop = bool(multihost_utils.broadcast_one_to_all(np.asarray(stop)))
-    return stop
+        wanted = bool(multihost_utils.broadcast_one_to_all(np.int32(wanted)))
+    return "on_evaluate" if wanted else None
+
+
+# ---- report ----------------------------------------------------------------------------------
+def _report(job: _Job, step: int) -> dict:
+    """The held-out test split, read once at the end so it never steers training."""
+    test_split = _test_split(job.config, job.eval_split, default_data=job.default_data)
+    if job.evaluate is None or not test_split:
+        return {}
+    test_res = job.evaluate(job.state, test_split, "test")
+    job.writer.write(step, test_res)
+    if job.chief:
+        log.info("step %d, %s split: %s", step, test_split, ", ".join(
+            f"{k[5:]}={v:.4f}" for k, v in test_res.items()))
+    return test_res
 
 
 def _early_stopping(config, es: dict, eval_res: dict) -> str | None:
@@ -472,12 +753,11 @@ def _early_stopping(config, es: dict, eval_res: dict) -> str | None:
     return None
 
 
-def _class_weights(config, train_data):
+def _class_weights(config):
     """Per-class loss weights (K,) when ``data.class_weighting`` asks for them, else None."""
     scheme = config.data.get("class_weighting", "none")
     if not scheme or scheme == "none":
         return None
     from jaxvision import data
 
-    del train_data
     return np.asarray(data.class_weights(config.data), np.float32)

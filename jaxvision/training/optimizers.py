@@ -222,7 +222,7 @@ def _maybe_prune(tx, config, total_steps: int):
     p = config.get("pruning")
     if p is None or not p.target_sparsity:
         return tx
-    from jaxvision.compression import pruning
+    from jaxvision.training import pruning
 
     end = int(p.end_step or total_steps)
     schedule = pruning.polynomial_sparsity(

@@ -1,0 +1,122 @@
+"""Drive ``python -m jaxvision.train`` as a user does: subprocesses on the bundled default job.
+
+Every run uses the default recipe with a short schedule (``JOB``): 60 steps, a checkpoint every
+20, metrics logged every step (so a test can see how far a run got), one device.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TOTAL, EVERY = 60, 20
+JOB = ["--config", os.path.join(REPO, "configs", "mnist5k_lenet.py"),
+       f"--config.total_steps={TOTAL}", f"--config.checkpoint_every_steps={EVERY}",
+       "--config.eval_every_steps=0", "--config.log_every_steps=1", "--config.progress_bar=False"]
+
+
+def env() -> dict:
+    e = dict(os.environ)
+    e.update(XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu",
+             TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="",
+             PYTHONPATH=os.pathsep.join([REPO, e.get("PYTHONPATH", "")]))
+    return e
+
+
+def command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "jaxvision.train", *args]
+
+
+def start(workdir: str, *args: str, job=JOB) -> subprocess.Popen:
+    return subprocess.Popen(command(*job, f"--workdir={workdir}", *args), env=env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+
+
+def run(workdir: str, *args: str, job=JOB, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(command(*job, f"--workdir={workdir}", *args), env=env(),
+                          capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
+def logged_steps(workdir: str) -> list[int]:
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return []
+    steps = []
+    with open(path) as f:
+        for line in f:
+            try:
+                steps.append(json.loads(line)["step"])
+            except ValueError:
+                pass
+    return steps
+
+
+def wait_for_step(proc: subprocess.Popen, workdir: str, step: int, timeout: float = 240) -> int:
+    """Block until the run has logged ``step`` (or later); returns the last logged step."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        steps = logged_steps(workdir)
+        if steps and max(steps) >= step:
+            return max(steps)
+        if proc.poll() is not None:
+            raise AssertionError(f"run ended early (rc {proc.returncode}): {proc.stderr.read()}")
+        time.sleep(0.02)
+    raise AssertionError(f"step {step} not reached in {timeout} s")
+
+
+def signal_at(proc: subprocess.Popen, workdir: str, step: int, sig=signal.SIGTERM) -> int:
+    """Send ``sig`` once step ``step`` is logged; returns the last step logged before it."""
+    seen = wait_for_step(proc, workdir, step)
+    proc.send_signal(sig)
+    return seen
+
+
+def errors(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+def assert_one_error(result, *, status: int = 2) -> str:
+    """The run failed with ``status``, one ``error:`` line and no traceback; returns the line."""
+    assert result.returncode == status, (result.returncode, result.stderr[-3000:])
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    lines = errors(result.stderr)
+    assert len(lines) == 1, result.stderr[-3000:]
+    return lines[0]
+
+
+def checkpoint_steps(workdir: str) -> list[int]:
+    d = os.path.join(workdir, "checkpoints")
+    return sorted(int(s) for s in os.listdir(d) if s.isdigit()) if os.path.isdir(d) else []
+
+
+def saved_state(workdir: str, step: int) -> list[np.ndarray]:
+    """Every array of checkpoint ``step`` (read with Orbax directly, no digest check)."""
+    from jaxvision.training import checkpoints
+
+    store = checkpoints.CheckpointStore(checkpoints.checkpoint_dir(workdir), async_save=False,
+                                        read_only=True)
+    try:
+        raw, _ = store.restore_raw(step)
+    finally:
+        store.close()
+    return [np.asarray(x) for x in jax.tree.leaves(raw)]
+
+
+def bit_identical(workdir_a: str, workdir_b: str, step: int = TOTAL) -> bool:
+    a, b = saved_state(workdir_a, step), saved_state(workdir_b, step)
+    return len(a) == len(b) and all(
+        x.dtype == y.dtype and x.shape == y.shape and x.tobytes() == y.tobytes()
+        for x, y in zip(a, b, strict=True))

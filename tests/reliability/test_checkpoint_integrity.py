@@ -1,0 +1,97 @@
+"""Damaged checkpoints are reported, moved aside and skipped; the run, load_run (evaluate, predict,
+explain) and a restart from scratch all end on the newest good checkpoint or bit-identical."""
+
+import glob
+import os
+import shutil
+
+import pytest
+
+from jaxvision.training import checkpoints, integrity
+from tests.reliability import harness
+
+pytestmark = pytest.mark.slow
+
+
+def _largest_data_file(step_dir: str) -> str:
+    files = glob.glob(os.path.join(step_dir, "state", "ocdbt.process_0", "d", "*"))
+    return max(files, key=os.path.getsize)
+
+
+def _truncate(step_dir):
+    path = _largest_data_file(step_dir)
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) // 3)
+
+
+def _flip_bytes(step_dir):
+    path = _largest_data_file(step_dir)
+    with open(path, "r+b") as f:
+        f.seek(os.path.getsize(path) // 2)
+        chunk = bytearray(f.read(64))
+        f.seek(-len(chunk), os.SEEK_CUR)
+        f.write(bytes(b ^ 0xFF for b in chunk))
+
+
+def _delete_state_metadata(step_dir):
+    os.remove(os.path.join(step_dir, "state", "_METADATA"))
+
+
+def _delete_commit_marker(step_dir):
+    os.remove(os.path.join(step_dir, "commit_success.txt"))
+
+
+def _other_steps_arrays(step_dir):
+    """Readable arrays that are not the ones saved: the state of step 20 under step 60's meta
+    (only the digest can tell)."""
+    src = os.path.join(os.path.dirname(step_dir), "20", "state")
+    shutil.rmtree(os.path.join(step_dir, "state"))
+    shutil.copytree(src, os.path.join(step_dir, "state"))
+
+
+DAMAGE = {"truncated data file": _truncate, "64 bytes flipped": _flip_bytes,
+          "state/_METADATA deleted": _delete_state_metadata,
+          "no commit marker": _delete_commit_marker,
+          "other arrays (digest mismatch)": _other_steps_arrays}
+
+
+@pytest.mark.parametrize("kind", sorted(DAMAGE))
+def test_load_run_latest_skips_a_damaged_checkpoint(kind, reference_run, copy_of, caplog):
+    wd = copy_of(reference_run)
+    DAMAGE[kind](os.path.join(wd, "checkpoints", "60"))
+    run = checkpoints.load_run(wd, "latest")
+    assert run.step == 40
+    skipped = [r.getMessage() for r in caplog.records if "skipping" in r.getMessage()]
+    assert len(skipped) == 1 and "/checkpoints/60" in skipped[0]
+    with pytest.raises(FileNotFoundError, match="damaged"):
+        checkpoints.load_run(wd, 60)  # an explicit damaged step is refused, not replaced
+
+
+def test_train_moves_damaged_aside_and_resumes_bit_identical(reference_run, copy_of):
+    wd = copy_of(reference_run)
+    _other_steps_arrays(os.path.join(wd, "checkpoints", "60"))
+    _truncate(os.path.join(wd, "checkpoints", "40"))
+    with open(os.path.join(wd, "lock"), "w") as f:  # left by a run killed with kill -9
+        f.write('{"host": "elsewhere", "pid": 999999, "since": 0}')
+    result = harness.run(wd)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    damaged = [x for x in result.stderr.splitlines() if "is damaged" in x]
+    assert len(damaged) == 2 and "digest" in damaged[0] and "moved aside" in damaged[1]
+    assert "taking over the lock" in result.stderr and "pid 999999" in result.stderr
+    assert integrity.damaged_steps(wd) == ["40", "60"]
+    assert harness.checkpoint_steps(wd) == [20, 40, 60]
+    assert harness.bit_identical(wd, reference_run)
+
+
+def test_all_damaged_asks_for_restart_from_scratch(reference_run, copy_of):
+    wd = copy_of(reference_run)
+    for step in (20, 40, 60):
+        _delete_state_metadata(os.path.join(wd, "checkpoints", str(step)))
+    refused = harness.run(wd)
+    line = harness.assert_one_error(refused)
+    assert "every checkpoint" in line and "--restart_from_scratch" in line
+    assert integrity.damaged_steps(wd) == ["20", "40", "60"]
+    restarted = harness.run(wd, "--restart_from_scratch")
+    assert restarted.returncode == 0, restarted.stderr[-3000:]
+    assert harness.bit_identical(wd, reference_run)

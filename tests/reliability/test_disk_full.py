@@ -1,0 +1,38 @@
+"""A checkpoint that cannot be written (full disk) stops the run at once with one line naming the
+workdir and the free space; the previous checkpoint stays intact and usable."""
+
+import os
+import subprocess
+
+import pytest
+
+from jaxvision.training import checkpoints
+from tests.reliability import harness
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 1.2 MB tmpfs: room for one checkpoint of the default job (~0.73 MB), not two."""
+    mnt = tmp_path / "tmpfs"
+    mnt.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1200k", "tmpfs", str(mnt)],
+                             capture_output=True)
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    yield str(mnt)
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_full_disk_is_reported_at_once(small_tmpfs):
+    wd = os.path.join(small_tmpfs, "run")
+    result = harness.run(wd)
+    line = harness.assert_one_error(result, status=1)
+    assert "saving the checkpoint of step 40" in line and wd in line, line
+    assert "No space left on device" in line and "MiB free there; checkpoint 20 is intact" in line
+    assert "less than two checkpoints" in result.stderr  # warned before the first save
+    assert max(harness.logged_steps(wd)) <= 41  # surfaced by the first check after the failure
+    assert checkpoints.load_run(wd).step == 20
