@@ -8,6 +8,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxvision.layers import Conv, Dropout, adaptive_avg_pool, max_pool
+from jaxvision.models.features import sow_level
 from jaxvision.models.registry import register
 
 __all__ = ["AlexNet"]
@@ -29,14 +30,19 @@ class AlexNet(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool = False):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        # Feature levels: the last map of each resolution (strides 4, 8, 16, 32).
         x = nn.relu(Conv(64, 11, 4, padding=2, name="conv1", **kw)(x))
+        sow_level(x)
         x = max_pool(x, 3, 2)
         x = nn.relu(Conv(192, 5, padding=2, name="conv2", **kw)(x))
+        sow_level(x)
         x = max_pool(x, 3, 2)
         x = nn.relu(Conv(384, 3, padding=1, name="conv3", **kw)(x))
         x = nn.relu(Conv(256, 3, padding=1, name="conv4", **kw)(x))
         x = nn.relu(Conv(256, 3, padding=1, name="conv5", **kw)(x))
+        sow_level(x)
         x = max_pool(x, 3, 2)
+        sow_level(x)
         x = adaptive_avg_pool(x, 6)
         x = x.reshape(x.shape[0], -1)  # (N, 9216)
         x = Dropout(self.drop_rate)(x, train)

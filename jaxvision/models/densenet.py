@@ -18,6 +18,7 @@ from jaxvision.layers import (
     global_avg_pool,
     max_pool,
 )
+from jaxvision.models.features import sow_level
 from jaxvision.models.registry import register
 
 __all__ = ["DenseLayer", "DenseNet"]
@@ -69,6 +70,7 @@ class DenseNet(nn.Module):
         norm = batch_norm_of(self)
         x = Conv(self.num_init_features, 7, 2, padding=3, use_bias=False, name="conv0", **kw)(x)
         x = nn.relu(norm(name="norm0", **kw)(x, train))
+        sow_level(x)  # feature levels: the stem, then each dense block (as timm), strides 2..32
         x = max_pool(x, 3, 2, padding=1)
         for b, n in enumerate(self.block_config):
             for i in range(n):
@@ -76,10 +78,12 @@ class DenseNet(nn.Module):
                                name=f"block{b + 1}_layer{i + 1}", **kw)(x, train)
                 x = jnp.concatenate([x, y], axis=-1)
             if b != len(self.block_config) - 1:
+                sow_level(x)
                 x = nn.relu(norm(name=f"transition{b + 1}_norm", **kw)(x, train))
                 x = Conv(x.shape[-1] // 2, 1, use_bias=False, name=f"transition{b + 1}_conv", **kw)(x)
                 x = avg_pool(x, 2, 2)
         x = nn.relu(norm(name="norm_final", **kw)(x, train))
+        sow_level(x)
         x = global_avg_pool(x)
         x = Dropout(self.drop_rate)(x, train)
         if self.num_classes:

@@ -17,6 +17,7 @@ from jaxvision.layers import (
     global_avg_pool,
     max_pool,
 )
+from jaxvision.models.features import sow_level
 from jaxvision.models.registry import register
 
 __all__ = ["GoogLeNet", "Inception"]
@@ -87,10 +88,13 @@ class GoogLeNet(nn.Module):
     def __call__(self, x, train: bool = False):
         norm = batch_norm_of(self)
         kw = dict(norm=norm, dtype=self.dtype, param_dtype=self.param_dtype)
+        # Feature levels: the last map of each resolution (strides 2, 4, 8, 16, 32).
         x = ConvNormAct(64, 7, 2, padding=3, name="conv1", **kw)(x, train)
+        sow_level(x)
         x = max_pool(x, 3, 2, ceil_mode=True)
         x = ConvNormAct(64, 1, padding=0, name="conv2", **kw)(x, train)
         x = ConvNormAct(192, 3, padding=1, name="conv3", **kw)(x, train)
+        sow_level(x)
         x = max_pool(x, 3, 2, ceil_mode=True)
         for name in ("3a", "3b", "4a", "4b", "4c", "4d", "4e", "5a", "5b"):
             if name == "4a":
@@ -98,6 +102,8 @@ class GoogLeNet(nn.Module):
             elif name == "5a":
                 x = max_pool(x, 2, 2, ceil_mode=True)
             x = Inception(*_INCEPTION[name], name=f"inception{name}", **kw)(x, train)
+            if name in ("3b", "4e", "5b"):
+                sow_level(x)
         x = global_avg_pool(x)
         x = Dropout(self.drop_rate)(x, train)
         if self.num_classes:

@@ -30,6 +30,7 @@ from jaxvision.layers.blocks import ConvNormAct, MBConv
 from jaxvision.layers.conv import Conv
 from jaxvision.layers.norm import BatchNorm
 from jaxvision.layers.transformer import Encoder
+from jaxvision.models.features import sow_level
 from jaxvision.models.registry import register
 
 __all__ = ["MOBILEVIT_CONFIGS", "MobileViT", "MobileViTBlock"]
@@ -222,6 +223,7 @@ class MobileViT(nn.Module):
                     name=f"stages_{i}_{blocks}",
                     **common,
                 )(x, train)
+            sow_level(x)  # feature levels: every stage's output, strides 2, 4, 8, 16, 32
         x = ConvNormAct(
             cfg["final"], 1, padding="VALID", act=nn.silu, conv=Conv, name="final_conv", **common
         )(x, train)

@@ -21,6 +21,7 @@ from jaxvision.layers import (
     max_pool,
 )
 from jaxvision.layers.conv import Padding
+from jaxvision.models.features import sow_level
 from jaxvision.models.registry import register
 
 __all__ = ["RESNET_CONFIGS", "ResNet", "ResNetStages"]
@@ -63,6 +64,8 @@ class ResNetStages(nn.Module):
       drop_path_rate: stochastic depth, growing linearly from 0 at the first block to this value
         at the last (as timm).
 
+    Feature levels (``models.features``): the stem's activation, then every stage's output.
+
     Submodule names: ``stem_conv``, ``stem_norm``, ``stage{i}_block{j}`` (1-based), each block with
     ``conv1..3``/``norm1..3`` and, where the shape changes, ``downsample_conv``/``downsample_norm``.
 
@@ -99,6 +102,7 @@ class ResNetStages(nn.Module):
                       use_bias=False,
                       name="stem_conv", **kw)(x)
         x = self.act(self.norm(name="stem_norm", **kw)(x, train))
+        sow_level(x)  # level 0: the stem (stride 2 with the ImageNet stem), as timm's 'act1'
         if self.stem_pool:
             x = max_pool(x, 3, 2, padding=self.padding)
         total = sum(self.stage_sizes)
@@ -120,6 +124,7 @@ class ResNetStages(nn.Module):
                     **kw,
                 )(x, train)
                 k += 1
+            sow_level(x)  # level i + 1: stage i's output
         return x
 
 

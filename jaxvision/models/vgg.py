@@ -11,6 +11,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxvision.layers import Conv, Dropout, adaptive_avg_pool, batch_norm_of, max_pool
+from jaxvision.models.features import sow_level
 from jaxvision.models.registry import register
 
 __all__ = ["VGG", "VGG_CONFIGS"]
@@ -49,7 +50,8 @@ class VGG(nn.Module):
         norm = functools.partial(batch_norm_of(self), **kw)
         i = 0
         for v in self.config:
-            if v == "M":
+            if v == "M":  # feature levels: each map before its pool (timm), strides 1..16
+                sow_level(x)
                 x = max_pool(x, 2, 2)
                 continue
             i += 1
@@ -57,6 +59,7 @@ class VGG(nn.Module):
             if self.batch_norm:
                 x = norm(name=f"norm{i}")(x, train)
             x = nn.relu(x)
+        sow_level(x)  # the last pooled map, stride 32
         x = adaptive_avg_pool(x, 7)
         x = x.reshape(x.shape[0], -1)  # (N, 25088)
         x = nn.relu(nn.Dense(4096, name="fc1", **kw)(x))

@@ -6,6 +6,9 @@ embeddings covering the class token, pre-norm encoder (LayerNorm eps 1e-6), fina
 class-token pooling, zero-initialized linear ``head``. ``VisionTransformer`` also takes a CNN
 ``backbone`` whose feature map is patchified; that is the hybrid of ``models/hybrid.py``.
 
+Feature levels (``features_only``): every encoder block's output as a patch-token map (stride =
+the patch size times the backbone's stride), timm's convention; hybrids first give their CNN's.
+
 Parameters (``params``):
   [backbone/...]  the hybrid's CNN
   patch_embed/proj  conv (p, p, C, D)
@@ -132,7 +135,7 @@ class VisionTransformer(nn.Module):
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             name="encoder",
-        )(tokens, deterministic=not train)
+        )(tokens, deterministic=not train, feature_grid=grid, num_prefix_tokens=num_prefix)
         features = pool_tokens(tokens, self.pool, num_prefix)
         if self.num_classes == 0:
             return features
