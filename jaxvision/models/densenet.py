@@ -93,8 +93,11 @@ class DenseNet(nn.Module):
 
 @register("densenet121", family="densenet", default_resolution=224)
 def densenet121(num_classes, dtype, param_dtype, *, drop_rate=0.0, bn_momentum=0.9,
-                bn_epsilon=1e-5, bn_axis_name=None):
-    """DenseNet-121 (growth 32, blocks 6-12-24-16, torchvision)."""
-    return DenseNet((6, 12, 24, 16), 32, 64, num_classes=num_classes, drop_rate=drop_rate,
+                bn_epsilon=1e-5, bn_axis_name=None, growth_rate=32, block_config=(6, 12, 24, 16),
+                num_init_features=64, bn_size=4):
+    """DenseNet-121 (growth 32, blocks 6-12-24-16, torchvision); the architecture options are
+    torchvision ``DenseNet``'s."""
+    return DenseNet(tuple(block_config), growth_rate, num_init_features, bn_size,
+                    num_classes=num_classes, drop_rate=drop_rate,
                     bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, bn_axis_name=bn_axis_name,
                     dtype=dtype, param_dtype=param_dtype)

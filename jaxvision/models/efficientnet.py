@@ -208,8 +208,10 @@ def _register(name: str):
     width, depth, res, dropout = EFFICIENTNET_PARAMS[name]
 
     def builder(num_classes, dtype, param_dtype, *, drop_rate=dropout, drop_path_rate=0.2,
-                bn_momentum=0.99, bn_epsilon=1e-3, bn_axis_name=None, padding="SAME"):
-        return efficientnet(width, depth, res, drop_rate, num_classes=num_classes,
+                bn_momentum=0.99, bn_epsilon=1e-3, bn_axis_name=None, padding="SAME",
+                width_coefficient=width, depth_coefficient=depth):
+        return efficientnet(width_coefficient, depth_coefficient, res, drop_rate,
+                            num_classes=num_classes,
                             drop_path_rate=drop_path_rate, bn_momentum=bn_momentum,
                             bn_epsilon=bn_epsilon, bn_axis_name=bn_axis_name, padding=padding,
                             dtype=dtype, param_dtype=param_dtype)

@@ -252,10 +252,13 @@ def _register_mobilevit(size: str):
         bn_epsilon: float = 1e-5,
         bn_axis_name: str | None = None,
         attention_impl: str = "auto",
+        config: dict | None = None,
     ):
+        """``config``: a ``MOBILEVIT_CONFIGS``-shaped dict replacing the size's (e.g. tiny
+        instances for tests)."""
         return MobileViT(
             num_classes=num_classes,
-            config=MOBILEVIT_CONFIGS[size],
+            config=config or MOBILEVIT_CONFIGS[size],
             drop_rate=drop_rate,
             drop_path_rate=drop_path_rate,
             dropout_rate=dropout_rate,

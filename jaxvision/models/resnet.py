@@ -143,6 +143,7 @@ class ResNet(nn.Module):
 
     stage_sizes: Sequence[int]
     block: type[BasicBlock] = Bottleneck
+    width: int = 64
     num_classes: int = 1000
     drop_rate: float = 0.0
     drop_path_rate: float = 0.0
@@ -165,6 +166,7 @@ class ResNet(nn.Module):
         x = ResNetStages(
             self.stage_sizes,
             block=self.block,
+            width=self.width,
             norm=norm,
             zero_init_last=self.zero_init_residual,
             drop_path_rate=self.drop_path_rate,
@@ -186,8 +188,11 @@ def _register(depth: int):
 
     def builder(num_classes, dtype, param_dtype, *, drop_rate=0.0, drop_path_rate=0.0,
                 bn_momentum=0.9, bn_epsilon=1e-5, bn_axis_name=None, zero_init_residual=False,
-                stem="imagenet", stride_in_1x1=False):
-        return ResNet(stages, block=block, num_classes=num_classes, drop_rate=drop_rate,
+                stem="imagenet", stride_in_1x1=False, stage_sizes=None, width=64):
+        """``stage_sizes``/``width`` (stem and first-stage width) change the architecture, e.g.
+        for tiny test instances."""
+        return ResNet(tuple(stage_sizes or stages), block=block, width=width,
+                      num_classes=num_classes, drop_rate=drop_rate,
                       drop_path_rate=drop_path_rate, bn_momentum=bn_momentum,
                       bn_epsilon=bn_epsilon, bn_axis_name=bn_axis_name,
                       zero_init_residual=zero_init_residual, stem=stem,
