@@ -45,6 +45,8 @@ FIXTURES = {
     "alexnet": classic.alexnet,
     "mobilenet_v2": mobile.mobilenet_v2,
     "mobilenet_v2_timm": mobile.mobilenet_v2_timm,
+    "mobilenet_v3_small": mobile.mobilenet_v3_small,
+    "mobilenet_v3_large": mobile.mobilenet_v3_large,
     "efficientnet": mobile.efficientnet,
     "efficientnet_timm": mobile.efficientnet_timm,
     "tf_efficientnet_timm": mobile.tf_efficientnet_timm,

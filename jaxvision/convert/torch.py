@@ -316,6 +316,7 @@ _FAMILIES: dict[str, tuple[Any, tuple]] = {
     "alexnet": ("jaxvision.convert.torch_alexnet:map_alexnet", _IMAGENET),
     "googlenet": ("jaxvision.convert.torch_googlenet:map_googlenet", _HALF),
     "mobilevit": ("jaxvision.convert.torch_mobilevit:map_mobilevit", _ZERO_ONE),
+    "mobilenet_v3": ("jaxvision.convert.torch_mobilenet_v3:map_mobilenet_v3", _IMAGENET),
 }
 
 

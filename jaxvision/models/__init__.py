@@ -30,6 +30,7 @@ _FAMILIES = (
     "resnet",
     "densenet",
     "mobilenet_v2",
+    "mobilenet_v3",
     "efficientnet",
     "vit",
     "hybrid",
