@@ -30,7 +30,7 @@ import torchvision
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from parity_fixtures import classic, mobile, transformer  # noqa: E402
+from parity_fixtures import classic, convnext, mobile, transformer  # noqa: E402
 from parity_fixtures.common import Fixture, randomize_batchnorm, randomize_zero_inits  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "convert", "fixtures")
@@ -51,6 +51,7 @@ FIXTURES = {
     "efficientnet_timm": mobile.efficientnet_timm,
     "tf_efficientnet_timm": mobile.tf_efficientnet_timm,
     "mobilevit_timm": mobile.mobilevit_timm,
+    "convnext": convnext.convnext,
     "vit_timm": transformer.vit_timm,
     "hybrid_r26_timm": transformer.hybrid_r26_timm,
 }

@@ -317,6 +317,7 @@ _FAMILIES: dict[str, tuple[Any, tuple]] = {
     "googlenet": ("jaxvision.convert.torch_googlenet:map_googlenet", _HALF),
     "mobilevit": ("jaxvision.convert.torch_mobilevit:map_mobilevit", _ZERO_ONE),
     "mobilenet_v3": ("jaxvision.convert.torch_mobilenet_v3:map_mobilenet_v3", _IMAGENET),
+    "convnext": ("jaxvision.convert.torch_convnext:map_convnext", _IMAGENET),
 }
 
 

@@ -35,6 +35,7 @@ _FAMILIES = (
     "vit",
     "hybrid",
     "mobilevit",
+    "convnext",
 )
 for _family in _FAMILIES:
     try:
