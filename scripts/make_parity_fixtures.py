@@ -53,6 +53,7 @@ FIXTURES = {
     "mobilevit_timm": mobile.mobilevit_timm,
     "convnext": convnext.convnext,
     "vit_timm": transformer.vit_timm,
+    "deit_distilled_timm": transformer.deit_distilled_timm,
     "hybrid_r26_timm": transformer.hybrid_r26_timm,
 }
 

@@ -8,9 +8,9 @@ import pytest
 
 from jaxvision import models
 
-# torchvision 0.29 mobilenet_v3_large / mobilenet_v3_small (weights=None, 1000 classes), the
-# counts of /work/shared/reference/param_counts.json keys mobilenet_v3_large/_small and of
-# torchvision's MobileNet_V3_*_Weights.IMAGENET1K_V1.meta["num_params"].
+# torchvision 0.29 mobilenet_v3_large / mobilenet_v3_small (weights=None, 1000 classes): the
+# counts of /work/shared/reference/param_counts.json keys mobilenet_v3_large/_small, recounted
+# from the torchvision objects in /work/torchvenv.
 TORCHVISION = {"mobilenet_v3_large": 5_483_032, "mobilenet_v3_small": 2_542_856}
 
 
