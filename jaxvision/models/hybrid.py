@@ -67,7 +67,8 @@ def resnet_backbone(
         tuple(stage_sizes),
         block=block,
         width=width,
-        conv=functools.partial(StdConv, **ws),
+        # StdConv's defaults are big_vision's; timm's differ.
+        conv=functools.partial(StdConv, **ws) if weight_standardization == "timm" else StdConv,
         norm=functools.partial(GroupNorm, num_groups=num_groups, epsilon=norm_epsilon),
         padding="SAME",
         stem_kernel=stem_kernel,

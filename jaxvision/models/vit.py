@@ -115,8 +115,10 @@ class VisionTransformer(nn.Module):
                 tokens = ClassToken(param_dtype=self.param_dtype, name="dist")(tokens)
             tokens = ClassToken(param_dtype=self.param_dtype, name="cls")(tokens)
             num_prefix = 2 if self.distilled else 1
-        elif self.pool != "gap" or self.distilled:
-            raise ValueError(f"pool {self.pool!r}: use 'token' or 'gap' ('token' when distilled)")
+        elif self.pool != "gap":
+            raise ValueError(f"unknown pool {self.pool!r}; use 'token' or 'gap'")
+        elif self.distilled:
+            raise ValueError("a distilled ViT pools its class and distillation tokens: pool='token'")
         stored_grid = None
         if self.image_size is not None:
             side = self.image_size // (self.backbone_stride * self.patch_size)
