@@ -63,7 +63,8 @@ class ParamWriter:
         target = self.params if collection == "params" else self.stats
         if path in target:
             raise ValueError(f"converter bug: {collection}/{path} written twice")
-        target[path] = np.asarray(value, np.float32)
+        # A copy: converted arrays never alias the source (a torch tensor, a Keras variable).
+        target[path] = np.array(value, np.float32, copy=True)
 
     def batchnorm(self, path: str, gamma, beta, mean, var, fold_bias=None) -> None:
         """BatchNorm (scale, bias; mean, var); a bias of the preceding conv folds into the mean:

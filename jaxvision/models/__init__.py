@@ -11,6 +11,7 @@ from jaxvision.models.registry import (
     abstract_variables,
     count_params,
     create,
+    feature_info,
     get_spec,
     input_shape,
     list_families,
@@ -29,10 +30,12 @@ _FAMILIES = (
     "resnet",
     "densenet",
     "mobilenet_v2",
+    "mobilenet_v3",
     "efficientnet",
     "vit",
     "hybrid",
     "mobilevit",
+    "convnext",
 )
 for _family in _FAMILIES:
     try:
@@ -47,6 +50,7 @@ __all__ = [
     "abstract_variables",
     "count_params",
     "create",
+    "feature_info",
     "get_spec",
     "input_shape",
     "list_families",
