@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-__all__ = ["Converted", "ParamWriter", "build_model"]
+__all__ = ["Converted", "ParamWriter", "build_model", "non_default_overrides"]
 
 
 @dataclasses.dataclass
@@ -49,6 +49,24 @@ def build_model(name: str, num_classes: int, overrides: dict[str, Any], dtype=jn
     from jaxvision import models
 
     return models.create(name, num_classes=num_classes, dtype=dtype, **overrides)
+
+
+def non_default_overrides(name: str, values: dict[str, Any]) -> dict[str, Any]:
+    """The entries of ``values`` (architecture read from a checkpoint) that differ from model
+    ``name``'s registered defaults: what ``models.create(name, **overrides)`` needs to build the
+    checkpoint's architecture."""
+    import inspect
+
+    from jaxvision import models
+
+    params = inspect.signature(models.get_spec(name).builder).parameters
+    out = {}
+    for k, v in values.items():
+        default = params[k].default
+        same = tuple(default) == tuple(v) if isinstance(v, tuple | list) else default == v
+        if not same:
+            out[k] = v
+    return out
 
 
 class ParamWriter:

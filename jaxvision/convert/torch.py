@@ -363,6 +363,21 @@ def _mobile_overrides(family, name, sd, bn_epsilon, padding) -> dict[str, Any]:
     return out
 
 
+# Families converted in their own modules: family -> "module:function" (imported when used);
+# ``function(mapper, name, bn_epsilon=None, padding=None)`` -> (num_classes, (mean, std),
+# model overrides giving the checkpoint's architecture).
+FAMILY_CONVERTERS = {
+    "swin": "jaxvision.convert.torch_swin:convert_swin",
+}
+
+
+def _family_converter(family: str):
+    import importlib
+
+    module, function = FAMILY_CONVERTERS[family].split(":")
+    return getattr(importlib.import_module(module), function)
+
+
 def convert_torch(
     source: Any,
     name: str,
@@ -386,7 +401,12 @@ def convert_torch(
     spec = models.get_spec(name)
     sd = load_state_dict(source)
     m = _Mapper(sd)
-    if spec.family == "resnet":
+    family_overrides: dict[str, Any] = {}
+    if spec.family in FAMILY_CONVERTERS:
+        num_classes, norm, family_overrides = _family_converter(spec.family)(
+            m, name, bn_epsilon=bn_epsilon, padding=padding)
+        bn_epsilon = padding = None  # handled (or refused) by the family's converter
+    elif spec.family == "resnet":
         num_classes, norm = _resnet(m), _IMAGENET
     elif spec.family == "vit":
         num_classes, norm = _vit(m), _HALF
@@ -405,7 +425,7 @@ def convert_torch(
     if unused:
         raise ValueError(f"state-dict entries left unmapped: {unused[:10]}; is this {name}?")
     r = image_size or spec.default_resolution
-    overrides: dict[str, Any] = {}
+    overrides: dict[str, Any] = dict(family_overrides)
     notes: list[str] = []
     if spec.family in ("mobilenet_v2", "efficientnet"):
         overrides.update(_mobile_overrides(spec.family, name, sd, bn_epsilon, padding))

@@ -33,6 +33,10 @@ _FAMILIES = (
     "vit",
     "hybrid",
     "mobilevit",
+    "swin",
+    "efficientnet_v2",
+    "coatnet",
+    "maxvit",
 )
 for _family in _FAMILIES:
     try:

@@ -1,0 +1,108 @@
+"""torchvision Swin Transformer v1 (``swin_t``/``swin_s``/``swin_b`` and any width, depth, window
+of that class) -> jaxvision ``swin_*``.
+
+torchvision names: ``features.0.{0,2}`` (patch conv, LayerNorm), ``features.{2i-1}.{j}`` (block j
+of stage i: ``norm1``, ``attn.{qkv,proj,relative_position_bias_table,relative_position_index}``,
+``norm2``, ``mlp.{0,3}``), ``features.{2i}`` (patch merging: ``norm``, ``reduction``), ``norm``,
+``head``. The architecture (embed dim, depths, heads, window, patch, MLP ratio) is read from the
+state dict; the stored ``relative_position_index`` is checked against jaxvision's.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from jaxvision.convert.common import non_default_overrides
+from jaxvision.layers.relative_attention import relative_position_index
+
+__all__ = ["convert_swin", "relative_attention", "window_of_table"]
+
+# torchvision's Swin transforms: ImageNet mean/std.
+IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+def window_of_table(rows: int) -> int:
+    """Square window side w whose bias table has (2w - 1)^2 rows."""
+    side = math.isqrt(rows)
+    if side * side != rows or side % 2 == 0:
+        raise ValueError(f"relative position bias table of {rows} rows is not (2w-1)^2 for a square window")
+    return (side + 1) // 2
+
+
+def relative_attention(m, dst: str, src: str, *, qkv="qkv", proj="proj",
+                       table="relative_position_bias_table", index="relative_position_index",
+                       qkv_order=None) -> tuple[int, int]:
+    """Map one relative-position attention (``layers.RelativePositionSelfAttention``); returns
+    (heads, window side). ``qkv_order``: a permutation of the qkv output rows into jaxvision's
+    [q | k | v] x heads layout (None when the source has it already)."""
+    w = m.take(f"{src}.{qkv}.weight")
+    b = m.take(f"{src}.{qkv}.bias") if m.has(f"{src}.{qkv}.bias") else None
+    if qkv_order is not None:
+        w = w[qkv_order]
+        b = None if b is None else b[qkv_order]
+    m.out.put(f"{dst}/qkv/kernel", w.T)
+    if b is not None:
+        m.out.put(f"{dst}/qkv/bias", b)
+    m.linear(f"{dst}/proj", f"{src}.{proj}")
+    bias_table = m.take(f"{src}.{table}")
+    m.out.put(f"{dst}/relative_position_bias_table", bias_table)
+    side = window_of_table(bias_table.shape[0])
+    if index and m.has(f"{src}.{index}"):
+        stored = np.asarray(m.take(f"{src}.{index}")).reshape(-1)
+        if not np.array_equal(stored, relative_position_index(side, side).reshape(-1)):
+            raise ValueError(f"{src}.{index} is not the standard relative position index")
+    return int(bias_table.shape[1]), side
+
+
+def _block(m, dst: str, src: str) -> tuple[int, int]:
+    m.ln(f"{dst}/norm1", f"{src}.norm1")
+    heads, window = relative_attention(m, f"{dst}/attn/attn", f"{src}.attn")
+    m.ln(f"{dst}/norm2", f"{src}.norm2")
+    m.linear(f"{dst}/mlp/fc1", f"{src}.mlp.0")
+    m.linear(f"{dst}/mlp/fc2", f"{src}.mlp.3")
+    return heads, window
+
+
+def convert_swin(m, name: str, bn_epsilon=None, padding=None) -> tuple[int, Any, dict[str, Any]]:
+    """Map a torchvision Swin state dict held by ``m`` (``convert.torch._Mapper``) onto model
+    ``name``; the overrides give the checkpoint's architecture where it differs from ``name``."""
+    if bn_epsilon is not None or padding is not None:
+        raise ValueError("Swin has no BatchNorm and no padding choice: drop bn_epsilon/padding")
+    if not m.has("features.0.0.weight"):
+        raise ValueError("state dict has no features.0.0.weight; is it a torchvision swin_t/s/b?")
+    m.conv("patch_embed", "features.0.0", bias=True)
+    m.ln("patch_norm", "features.0.2")
+    depths, heads, windows = [], [], set()
+    stage = 1
+    while m.has(f"features.{2 * stage - 1}.0.norm1.weight"):
+        if stage > 1:
+            merge = f"features.{2 * stage - 2}"
+            m.ln(f"merge{stage - 1}/norm", f"{merge}.norm")
+            m.out.put(f"merge{stage - 1}/reduction/kernel", m.take(f"{merge}.reduction.weight").T)
+        j = 0
+        while m.has(f"features.{2 * stage - 1}.{j}.norm1.weight"):
+            h, w = _block(m, f"stage{stage}_block{j + 1}", f"features.{2 * stage - 1}.{j}")
+            windows.add(w)
+            j += 1
+        depths.append(j)
+        heads.append(h)
+        stage += 1
+    m.ln("norm", "norm")
+    num_classes = int(m.sd["head.weight"].shape[0]) if m.has("head.weight") else 0
+    if num_classes:
+        m.linear("head", "head")
+    patch = m.sd["features.0.0.weight"]
+    embed_dim = int(patch.shape[0])
+    arch = {
+        "embed_dim": embed_dim,
+        "depths": tuple(depths),
+        "num_heads": tuple(heads),
+        "patch_size": int(patch.shape[-1]),
+        "window_size": windows.pop(),
+        "mlp_ratio": float(m.sd["features.1.0.mlp.0.weight"].shape[0] / embed_dim),
+    }
+    return num_classes, IMAGENET, non_default_overrides(name, arch)
+

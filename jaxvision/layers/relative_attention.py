@@ -1,0 +1,98 @@
+"""Self-attention with a learned relative position bias over a 2-D window of tokens (Swin, MaxViT,
+CoAtNet).
+
+The bias is a table of ``(2h - 1) * (2w - 1)`` entries per head, one per relative offset
+(dy, dx) inside an (h, w) window, gathered into an (H, N, N) matrix with N = h * w (Liu et al.
+2021, eq. 4; the index is the one of torchvision's ``swin_transformer.py`` and timm's
+``gen_relative_position_index``).
+
+Parameter layout (the same for every family, so converters only reorder rows): ``qkv`` Dense
+(C, 3 * H * Dh) with the query, key and value blocks one after the other and heads contiguous in
+each (torchvision's layout), ``proj`` Dense (H * Dh, C), ``relative_position_bias_table``
+((2h - 1)(2w - 1), H).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxvision.layers.dense import f32_accumulating_dot_general
+
+__all__ = ["RelativePositionSelfAttention", "relative_position_index"]
+
+# std 0.02 for the bias table and the projections: torchvision Swin / MaxViT and timm's
+# ``trunc_normal_(std=.02)``.
+trunc_normal_02 = nn.initializers.truncated_normal(0.02)
+
+
+def relative_position_index(height: int, width: int) -> np.ndarray:
+    """(N, N) int32 indices into the bias table for an (height, width) window, N = height * width:
+    entry (i, j) is ``(dy + height - 1) * (2 * width - 1) + dx + width - 1`` with (dy, dx) the
+    offset of token i from token j (row-major token order)."""
+    coords = np.stack(np.meshgrid(np.arange(height), np.arange(width), indexing="ij")).reshape(2, -1)
+    rel = coords[:, :, None] - coords[:, None, :]  # (2, N, N)
+    return ((rel[0] + height - 1) * (2 * width - 1) + rel[1] + width - 1).astype(np.int32)
+
+
+class RelativePositionSelfAttention(nn.Module):
+    """Multi-head self-attention inside windows of ``window_size`` tokens, with relative position
+    bias.
+
+    Input x (..., N, C) with N = h * w tokens of one window in row-major order (any leading axes:
+    batch, window index...). ``mask``: optional additive float logits bias broadcastable to
+    (..., H, N, N) (Swin's shifted-window mask). Output (..., N, C) in ``dtype``. Logits and
+    softmax are computed in float32.
+
+    Attributes:
+      num_heads: H; ``head_dim`` (Dh) defaults to C // H.
+      window_size: (h, w) of the window the tokens come from.
+      qkv_bias / proj_bias: biases of the projections.
+      kernel_init: of ``qkv`` and ``proj`` (truncated normal std 0.02 by default).
+    """
+
+    num_heads: int
+    window_size: tuple[int, int]
+    head_dim: int | None = None
+    qkv_bias: bool = True
+    proj_bias: bool = True
+    kernel_init: Any = trunc_normal_02
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    def _dense(self, features, use_bias, name):
+        return nn.Dense(features, use_bias=use_bias, kernel_init=self.kernel_init,
+                        dtype=self.dtype, param_dtype=self.param_dtype,
+                        dot_general=f32_accumulating_dot_general, name=name)
+
+    def relative_position_bias(self) -> jnp.ndarray:
+        """(H, N, N) float32 bias from the table."""
+        h, w = self.window_size
+        table = self.param("relative_position_bias_table", trunc_normal_02,
+                           ((2 * h - 1) * (2 * w - 1), self.num_heads), self.param_dtype)
+        bias = jnp.take(table, relative_position_index(h, w).reshape(-1), axis=0)
+        return bias.reshape(h * w, h * w, self.num_heads).transpose(2, 0, 1).astype(jnp.float32)
+
+    @nn.compact
+    def __call__(self, x, mask=None):
+        c = x.shape[-1]
+        h, w = self.window_size
+        if x.shape[-2] != h * w:
+            raise ValueError(f"expected {h}x{w}={h * w} tokens per window, got shape {x.shape}")
+        head_dim = self.head_dim or c // self.num_heads
+        inner = self.num_heads * head_dim
+        qkv = self._dense(3 * inner, self.qkv_bias, "qkv")(x)
+        qkv = qkv.reshape(*x.shape[:-1], 3, self.num_heads, head_dim)
+        q, k, v = qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]  # (..., N, H, Dh)
+        q = q * jnp.asarray(head_dim**-0.5, q.dtype)
+        logits = jnp.einsum("...qhd,...khd->...hqk", q, k, preferred_element_type=jnp.float32)
+        logits = logits + self.relative_position_bias()
+        if mask is not None:
+            logits = logits + mask
+        weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+        y = jnp.einsum("...hqk,...khd->...qhd", weights, v).reshape(*x.shape[:-1], inner)
+        return self._dense(c, self.proj_bias, "proj")(y)
