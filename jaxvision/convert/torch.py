@@ -369,6 +369,7 @@ def _mobile_overrides(family, name, sd, bn_epsilon, padding) -> dict[str, Any]:
 FAMILY_CONVERTERS = {
     "swin": "jaxvision.convert.torch_swin:convert_swin",
     "efficientnet_v2": "jaxvision.convert.torch_efficientnet_v2:convert_efficientnet_v2",
+    "maxvit": "jaxvision.convert.torch_maxvit:convert_maxvit",
 }
 
 

@@ -10,51 +10,15 @@ state dict; the stored ``relative_position_index`` is checked against jaxvision'
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-import numpy as np
-
 from jaxvision.convert.common import non_default_overrides
-from jaxvision.layers.relative_attention import relative_position_index
+from jaxvision.convert.relative_position import relative_attention
 
-__all__ = ["convert_swin", "relative_attention", "window_of_table"]
+__all__ = ["convert_swin"]
 
 # torchvision's Swin transforms: ImageNet mean/std.
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-
-
-def window_of_table(rows: int) -> int:
-    """Square window side w whose bias table has (2w - 1)^2 rows."""
-    side = math.isqrt(rows)
-    if side * side != rows or side % 2 == 0:
-        raise ValueError(f"relative position bias table of {rows} rows is not (2w-1)^2 for a square window")
-    return (side + 1) // 2
-
-
-def relative_attention(m, dst: str, src: str, *, qkv="qkv", proj="proj",
-                       table="relative_position_bias_table", index="relative_position_index",
-                       qkv_order=None) -> tuple[int, int]:
-    """Map one relative-position attention (``layers.RelativePositionSelfAttention``); returns
-    (heads, window side). ``qkv_order``: a permutation of the qkv output rows into jaxvision's
-    [q | k | v] x heads layout (None when the source has it already)."""
-    w = m.take(f"{src}.{qkv}.weight")
-    b = m.take(f"{src}.{qkv}.bias") if m.has(f"{src}.{qkv}.bias") else None
-    if qkv_order is not None:
-        w = w[qkv_order]
-        b = None if b is None else b[qkv_order]
-    m.out.put(f"{dst}/qkv/kernel", w.T)
-    if b is not None:
-        m.out.put(f"{dst}/qkv/bias", b)
-    m.linear(f"{dst}/proj", f"{src}.{proj}")
-    bias_table = m.take(f"{src}.{table}")
-    m.out.put(f"{dst}/relative_position_bias_table", bias_table)
-    side = window_of_table(bias_table.shape[0])
-    if index and m.has(f"{src}.{index}"):
-        stored = np.asarray(m.take(f"{src}.{index}")).reshape(-1)
-        if not np.array_equal(stored, relative_position_index(side, side).reshape(-1)):
-            raise ValueError(f"{src}.{index} is not the standard relative position index")
-    return int(bias_table.shape[1]), side
 
 
 def _block(m, dst: str, src: str) -> tuple[int, int]:

@@ -23,7 +23,14 @@ import numpy as np
 
 from jaxvision.layers.dense import f32_accumulating_dot_general
 
-__all__ = ["RelativePositionSelfAttention", "relative_position_index"]
+__all__ = [
+    "RelativePositionSelfAttention",
+    "grid_merge",
+    "grid_partition",
+    "relative_position_index",
+    "window_merge",
+    "window_partition",
+]
 
 # std 0.02 for the bias table and the projections: torchvision Swin / MaxViT and timm's
 # ``trunc_normal_(std=.02)``.
@@ -39,6 +46,42 @@ def relative_position_index(height: int, width: int) -> np.ndarray:
     return ((rel[0] + height - 1) * (2 * width - 1) + rel[1] + width - 1).astype(np.int32)
 
 
+def window_partition(x, window: tuple[int, int]):
+    """(B, H, W, C) -> (B, H/wh * W/ww, wh * ww, C): non-overlapping wh x ww windows (row-major),
+    tokens of each window row-major (Swin, MaxViT block attention)."""
+    b, h, w, c = x.shape
+    wh, ww = window
+    x = x.reshape(b, h // wh, wh, w // ww, ww, c).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(b, (h // wh) * (w // ww), wh * ww, c)
+
+
+def window_merge(x, window: tuple[int, int], height: int, width: int):
+    """Inverse of ``window_partition``: (B, nW, wh * ww, C) -> (B, height, width, C)."""
+    b, _, _, c = x.shape
+    wh, ww = window
+    x = x.reshape(b, height // wh, width // ww, wh, ww, c).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(b, height, width, c)
+
+
+def grid_partition(x, grid: tuple[int, int]):
+    """(B, H, W, C) -> (B, H/gh * W/gw, gh * gw, C): MaxViT's grid attention groups, each a
+    gh x gw grid of tokens spaced (H/gh, W/gw) apart covering the whole map (token (a, c) of
+    group (b, d) is pixel (a * H/gh + b, c * W/gw + d)); as timm's ``grid_partition`` and
+    torchvision's grid ``PartitionAttentionLayer``."""
+    b, h, w, c = x.shape
+    gh, gw = grid
+    x = x.reshape(b, gh, h // gh, gw, w // gw, c).transpose(0, 2, 4, 1, 3, 5)
+    return x.reshape(b, (h // gh) * (w // gw), gh * gw, c)
+
+
+def grid_merge(x, grid: tuple[int, int], height: int, width: int):
+    """Inverse of ``grid_partition``: (B, nG, gh * gw, C) -> (B, height, width, C)."""
+    b, _, _, c = x.shape
+    gh, gw = grid
+    x = x.reshape(b, height // gh, width // gw, gh, gw, c).transpose(0, 3, 1, 4, 2, 5)
+    return x.reshape(b, height, width, c)
+
+
 class RelativePositionSelfAttention(nn.Module):
     """Multi-head self-attention inside windows of ``window_size`` tokens, with relative position
     bias.
@@ -52,6 +95,8 @@ class RelativePositionSelfAttention(nn.Module):
       num_heads: H; ``head_dim`` (Dh) defaults to C // H.
       window_size: (h, w) of the window the tokens come from.
       qkv_bias / proj_bias: biases of the projections.
+      scale: logits scale; None gives 1 / sqrt(head_dim) (torchvision's MaxViT uses
+        1 / sqrt(C)).
       kernel_init: of ``qkv`` and ``proj`` (truncated normal std 0.02 by default).
     """
 
@@ -60,6 +105,7 @@ class RelativePositionSelfAttention(nn.Module):
     head_dim: int | None = None
     qkv_bias: bool = True
     proj_bias: bool = True
+    scale: float | None = None
     kernel_init: Any = trunc_normal_02
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
@@ -88,7 +134,7 @@ class RelativePositionSelfAttention(nn.Module):
         qkv = self._dense(3 * inner, self.qkv_bias, "qkv")(x)
         qkv = qkv.reshape(*x.shape[:-1], 3, self.num_heads, head_dim)
         q, k, v = qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]  # (..., N, H, Dh)
-        q = q * jnp.asarray(head_dim**-0.5, q.dtype)
+        q = q * jnp.asarray(head_dim**-0.5 if self.scale is None else self.scale, q.dtype)
         logits = jnp.einsum("...qhd,...khd->...hqk", q, k, preferred_element_type=jnp.float32)
         logits = logits + self.relative_position_bias()
         if mask is not None:

@@ -31,6 +31,8 @@ from jaxvision.layers import (
     RelativePositionSelfAttention,
     f32_accumulating_dot_general,
     gelu_exact,
+    window_merge,
+    window_partition,
 )
 from jaxvision.layers.relative_attention import trunc_normal_02
 from jaxvision.models.features import sow_level
@@ -81,22 +83,6 @@ def shifted_window_mask(height: int, width: int, window: tuple[int, int],
     regions = regions.reshape(-1, wh * ww)
     diff = regions[:, None, :] - regions[:, :, None]
     return np.where(diff != 0, MASK_VALUE, 0.0).astype(np.float32)[:, None]
-
-
-def window_partition(x, window: tuple[int, int]):
-    """(B, H, W, C) -> (B, H/wh * W/ww, wh * ww, C), windows in row-major order."""
-    b, h, w, c = x.shape
-    wh, ww = window
-    x = x.reshape(b, h // wh, wh, w // ww, ww, c).transpose(0, 1, 3, 2, 4, 5)
-    return x.reshape(b, (h // wh) * (w // ww), wh * ww, c)
-
-
-def window_merge(x, window: tuple[int, int], height: int, width: int):
-    """Inverse of ``window_partition``: (B, nW, wh * ww, C) -> (B, height, width, C)."""
-    b, _, _, c = x.shape
-    wh, ww = window
-    x = x.reshape(b, height // wh, width // ww, wh, ww, c).transpose(0, 1, 3, 2, 4, 5)
-    return x.reshape(b, height, width, c)
 
 
 class ShiftedWindowAttention(nn.Module):
