@@ -365,11 +365,12 @@ def _mobile_overrides(family, name, sd, bn_epsilon, padding) -> dict[str, Any]:
 
 # Families converted in their own modules: family -> "module:function" (imported when used);
 # ``function(mapper, name, bn_epsilon=None, padding=None)`` -> (num_classes, (mean, std),
-# model overrides giving the checkpoint's architecture).
+# model overrides giving the checkpoint's architecture, the resolution its weights fix or None).
 FAMILY_CONVERTERS = {
     "swin": "jaxvision.convert.torch_swin:convert_swin",
     "efficientnet_v2": "jaxvision.convert.torch_efficientnet_v2:convert_efficientnet_v2",
     "maxvit": "jaxvision.convert.torch_maxvit:convert_maxvit",
+    "coatnet": "jaxvision.convert.torch_coatnet:convert_coatnet",
 }
 
 
@@ -404,8 +405,9 @@ def convert_torch(
     sd = load_state_dict(source)
     m = _Mapper(sd)
     family_overrides: dict[str, Any] = {}
+    stored_resolution = None
     if spec.family in FAMILY_CONVERTERS:
-        num_classes, norm, family_overrides = _family_converter(spec.family)(
+        num_classes, norm, family_overrides, stored_resolution = _family_converter(spec.family)(
             m, name, bn_epsilon=bn_epsilon, padding=padding)
         bn_epsilon = padding = None  # handled (or refused) by the family's converter
     elif spec.family == "resnet":
@@ -426,7 +428,7 @@ def convert_torch(
     unused = sorted(set(sd) - m.used)
     if unused:
         raise ValueError(f"state-dict entries left unmapped: {unused[:10]}; is this {name}?")
-    r = image_size or spec.default_resolution
+    r = image_size or stored_resolution or spec.default_resolution
     overrides: dict[str, Any] = dict(family_overrides)
     notes: list[str] = []
     if spec.family in ("mobilenet_v2", "efficientnet"):

@@ -144,5 +144,5 @@ def convert_efficientnet_v2(m, name: str, bn_epsilon=None, padding=None):
     overrides = non_default_overrides(name, arch)
     if configs != registered:
         overrides["stages"] = [dataclasses.asdict(StageConfig(**c)) for c in configs]
-    return num_classes, IMAGENET, overrides
+    return num_classes, IMAGENET, overrides, None
 

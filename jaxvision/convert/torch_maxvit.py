@@ -16,7 +16,7 @@ from typing import Any
 from jaxvision.convert.common import non_default_overrides
 from jaxvision.convert.relative_position import relative_attention
 
-__all__ = ["convert_maxvit", "pre_norm_mbconv"]
+__all__ = ["convert_maxvit", "pre_norm_mbconv", "timm_mbconv_names"]
 
 # torchvision's MaxViT transforms and timm's maxvit_*_tf_* configs: ImageNet mean/std.
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -27,9 +27,14 @@ _TV = dict(shortcut=("MBconv.proj.0", "MBconv.proj.1"), pre_norm="MBconv.layers.
            dw=("MBconv.layers.conv_b.0", "MBconv.layers.conv_b.1"),
            se="MBconv.layers.squeeze_excitation", project="MBconv.layers.conv_c",
            window="window_attention", grid="grid_attention")
-_TIMM_MBCONV = dict(shortcut=("shortcut.expand",), pre_norm="pre_norm",
-                    expand=("conv1_1x1", "norm1"), dw=("conv2_kxk", "norm2"), se="se",
-                    project="conv3_1x1")
+
+
+def timm_mbconv_names(prefix: str) -> dict:
+    """Source names of timm's ``MbConvBlock`` parts under ``prefix`` ('' or 'conv.')."""
+    return dict(shortcut=(f"{prefix}shortcut.expand",), pre_norm=f"{prefix}pre_norm",
+                expand=(f"{prefix}conv1_1x1", f"{prefix}norm1"),
+                dw=(f"{prefix}conv2_kxk", f"{prefix}norm2"), se=f"{prefix}se",
+                project=f"{prefix}conv3_1x1")
 
 
 def pre_norm_mbconv(m, dst: str, src: str, names: dict) -> int:
@@ -76,8 +81,7 @@ def _blocks(m, tv: bool):
         j = 0
         while m.has(f"{prefix(i, j)}.{probe}"):
             src, dst = prefix(i, j), f"stage{i + 1}_block{j + 1}"
-            names = _TV if tv else {k: f"conv.{v}" if isinstance(v, str) else tuple(f"conv.{n}" for n in v)
-                                    for k, v in _TIMM_MBCONV.items()}
+            names = _TV if tv else timm_mbconv_names("conv.")
             width = pre_norm_mbconv(m, f"{dst}_mbconv", src, names)
             for part, source in (("window", "window_attention" if tv else "attn_block"),
                                  ("grid", "grid_attention" if tv else "attn_grid")):
@@ -90,7 +94,7 @@ def _blocks(m, tv: bool):
     return widths, depths, first
 
 
-def convert_maxvit(m, name: str, bn_epsilon=None, padding=None) -> tuple[int, Any, dict[str, Any]]:
+def convert_maxvit(m, name: str, bn_epsilon=None, padding=None) -> tuple[int, Any, dict[str, Any], None]:
     """Map a torchvision or timm-TF MaxViT state dict held by ``m`` onto model ``name``."""
     if bn_epsilon is not None or padding is not None:
         raise ValueError("MaxViT conventions come with the layout (torchvision or timm 'tf', read "
@@ -121,4 +125,4 @@ def convert_maxvit(m, name: str, bn_epsilon=None, padding=None) -> tuple[int, An
         "partition_size": side,
         "layout": "torchvision" if tv else "tf",
     }
-    return num_classes, IMAGENET, non_default_overrides(name, arch)
+    return num_classes, IMAGENET, non_default_overrides(name, arch), None

@@ -30,7 +30,7 @@ def _block(m, dst: str, src: str) -> tuple[int, int]:
     return heads, window
 
 
-def convert_swin(m, name: str, bn_epsilon=None, padding=None) -> tuple[int, Any, dict[str, Any]]:
+def convert_swin(m, name: str, bn_epsilon=None, padding=None) -> tuple[int, Any, dict[str, Any], None]:
     """Map a torchvision Swin state dict held by ``m`` (``convert.torch._Mapper``) onto model
     ``name``; the overrides give the checkpoint's architecture where it differs from ``name``."""
     if bn_epsilon is not None or padding is not None:
@@ -68,5 +68,5 @@ def convert_swin(m, name: str, bn_epsilon=None, padding=None) -> tuple[int, Any,
         "window_size": windows.pop(),
         "mlp_ratio": float(m.sd["features.1.0.mlp.0.weight"].shape[0] / embed_dim),
     }
-    return num_classes, IMAGENET, non_default_overrides(name, arch)
+    return num_classes, IMAGENET, non_default_overrides(name, arch), None
 

@@ -88,11 +88,13 @@ class RelativePositionSelfAttention(nn.Module):
 
     Input x (..., N, C) with N = h * w tokens of one window in row-major order (any leading axes:
     batch, window index...). ``mask``: optional additive float logits bias broadcastable to
-    (..., H, N, N) (Swin's shifted-window mask). Output (..., N, C) in ``dtype``. Logits and
-    softmax are computed in float32.
+    (..., H, N, N) (Swin's shifted-window mask). Output (..., N, out_features or C) in ``dtype``.
+    Logits and softmax are computed in float32.
 
     Attributes:
       num_heads: H; ``head_dim`` (Dh) defaults to C // H.
+      out_features: width of the output projection (default C; CoAtNet's downsampling blocks
+        attend with the stage's wider H * Dh and project to it).
       window_size: (h, w) of the window the tokens come from.
       qkv_bias / proj_bias: biases of the projections.
       scale: logits scale; None gives 1 / sqrt(head_dim) (torchvision's MaxViT uses
@@ -103,6 +105,7 @@ class RelativePositionSelfAttention(nn.Module):
     num_heads: int
     window_size: tuple[int, int]
     head_dim: int | None = None
+    out_features: int | None = None
     qkv_bias: bool = True
     proj_bias: bool = True
     scale: float | None = None
@@ -141,4 +144,4 @@ class RelativePositionSelfAttention(nn.Module):
             logits = logits + mask
         weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
         y = jnp.einsum("...hqk,...khd->...qhd", weights, v).reshape(*x.shape[:-1], inner)
-        return self._dense(c, self.proj_bias, "proj")(y)
+        return self._dense(self.out_features or c, self.proj_bias, "proj")(y)

@@ -53,7 +53,8 @@ from jaxvision.models.features import sow_level
 from jaxvision.models.registry import register
 
 __all__ = ["MAXVIT_LAYOUTS", "MAXVIT_SIZES", "MaxViT", "MaxVitLayout", "NormMlpHead",
-           "PreNormMBConv", "Stem"]
+           "PreNormMBConv", "Stem",
+           "drop_path_schedule", "resolve_layout"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,7 +110,8 @@ MAXVIT_LAYOUTS = {
 }
 
 
-def _layout(layout: str | MaxVitLayout) -> MaxVitLayout:
+def resolve_layout(layout: str | MaxVitLayout) -> MaxVitLayout:
+    """A ``MAXVIT_LAYOUTS`` name (or a layout) -> the layout; ValueError for an unknown name."""
     if isinstance(layout, MaxVitLayout):
         return layout
     if layout not in MAXVIT_LAYOUTS:
@@ -307,7 +309,7 @@ class MaxViT(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        lay = _layout(self.layout)
+        lay = resolve_layout(self.layout)
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         x = Stem((self.stem_width, self.stem_width), lay, self.bn_axis_name, name="stem", **kw)(x, train)
         sow_level(x)
