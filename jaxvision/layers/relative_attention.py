@@ -32,9 +32,9 @@ __all__ = [
     "window_partition",
 ]
 
-# std 0.02 for the bias table and the projections: torchvision Swin / MaxViT and timm's
-# ``trunc_normal_(std=.02)``.
-trunc_normal_02 = nn.initializers.truncated_normal(0.02)
+# The bias table and the projections: torchvision Swin / MaxViT and timm ``trunc_normal_(std=.02)``,
+# whose bounds a=-2, b=2 are absolute (100 standard deviations), i.e. N(0, 0.02) in effect.
+std02_init = nn.initializers.normal(0.02)
 
 
 def relative_position_index(height: int, width: int) -> np.ndarray:
@@ -99,7 +99,7 @@ class RelativePositionSelfAttention(nn.Module):
       qkv_bias / proj_bias: biases of the projections.
       scale: logits scale; None gives 1 / sqrt(head_dim) (torchvision's MaxViT uses
         1 / sqrt(C)).
-      kernel_init: of ``qkv`` and ``proj`` (truncated normal std 0.02 by default).
+      kernel_init: of ``qkv`` and ``proj`` (N(0, 0.02) by default, as the references).
     """
 
     num_heads: int
@@ -109,7 +109,7 @@ class RelativePositionSelfAttention(nn.Module):
     qkv_bias: bool = True
     proj_bias: bool = True
     scale: float | None = None
-    kernel_init: Any = trunc_normal_02
+    kernel_init: Any = std02_init
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
@@ -121,7 +121,7 @@ class RelativePositionSelfAttention(nn.Module):
     def relative_position_bias(self) -> jnp.ndarray:
         """(H, N, N) float32 bias from the table."""
         h, w = self.window_size
-        table = self.param("relative_position_bias_table", trunc_normal_02,
+        table = self.param("relative_position_bias_table", std02_init,
                            ((2 * h - 1) * (2 * w - 1), self.num_heads), self.param_dtype)
         bias = jnp.take(table, relative_position_index(h, w).reshape(-1), axis=0)
         return bias.reshape(h * w, h * w, self.num_heads).transpose(2, 0, 1).astype(jnp.float32)

@@ -8,7 +8,7 @@ windows of 7x7, shift of half a window on every second block, the shifted-window
 of -100 on the logits of token pairs from different regions, zero padding of the feature map to
 a multiple of the window (padded tokens take part in attention, as there), no shift along an axis
 the window already covers, LayerNorm epsilon 1e-5, exact GELU, stochastic depth growing linearly
-from 0 to ``drop_path_rate`` over all blocks, truncated-normal(0.02) linear layers with zero
+from 0 to ``drop_path_rate`` over all blocks, torch trunc_normal_(std=0.02) = N(0, 0.02) linear layers with zero
 biases. Sizes (torchvision): T = (96, depths 2-2-6-2, heads 3-6-12-24, drop path 0.2),
 S = (96, 2-2-18-2, 3-6-12-24, 0.3), B = (128, 2-2-18-2, 4-8-16-32, 0.5).
 """
@@ -34,7 +34,7 @@ from jaxvision.layers import (
     window_merge,
     window_partition,
 )
-from jaxvision.layers.relative_attention import trunc_normal_02
+from jaxvision.layers.relative_attention import std02_init
 from jaxvision.models.features import sow_level
 from jaxvision.models.registry import register
 
@@ -141,7 +141,7 @@ class SwinBlock(nn.Module):
         x = x + DropPath(self.drop_path_rate)(y, train)
         y = nn.LayerNorm(LAYER_NORM_EPS, name="norm2", **kw)(x)
         y = MlpBlock(int(c * self.mlp_ratio), dropout_rate=self.dropout_rate, act=gelu_exact,
-                     kernel_init=trunc_normal_02, bias_init=nn.initializers.zeros, name="mlp",
+                     kernel_init=std02_init, bias_init=nn.initializers.zeros, name="mlp",
                      **kw)(y, deterministic=not train)
         return x + DropPath(self.drop_path_rate)(y, train)
 
@@ -162,7 +162,7 @@ class PatchMerging(nn.Module):
             [x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], axis=-1)
         x = nn.LayerNorm(LAYER_NORM_EPS, dtype=self.dtype, param_dtype=self.param_dtype,
                          name="norm")(x)
-        return nn.Dense(2 * c, use_bias=False, kernel_init=trunc_normal_02, dtype=self.dtype,
+        return nn.Dense(2 * c, use_bias=False, kernel_init=std02_init, dtype=self.dtype,
                         param_dtype=self.param_dtype, dot_general=f32_accumulating_dot_general,
                         name="reduction")(x)
 
@@ -216,7 +216,7 @@ class SwinTransformer(nn.Module):
         x = nn.LayerNorm(LAYER_NORM_EPS, name="norm", **kw)(x)
         x = jnp.mean(x, axis=(1, 2), dtype=jnp.float32).astype(x.dtype)
         if self.num_classes:
-            x = nn.Dense(self.num_classes, kernel_init=trunc_normal_02,
+            x = nn.Dense(self.num_classes, kernel_init=std02_init,
                          dot_general=f32_accumulating_dot_general, name="head", **kw)(x)
         return x
 
