@@ -28,8 +28,8 @@ import jax.numpy as jnp
 
 from jaxvision.layers import (
     Conv,
-    DropPath,
     Dropout,
+    DropPath,
     MlpBlock,
     RelativePositionSelfAttention,
     avg_pool,

@@ -16,7 +16,14 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxvision.layers import ConvNormAct, Dropout, FusedMBConv, MBConv, batch_norm_of, global_avg_pool
+from jaxvision.layers import (
+    ConvNormAct,
+    Dropout,
+    FusedMBConv,
+    MBConv,
+    batch_norm_of,
+    global_avg_pool,
+)
 from jaxvision.layers.conv import Padding
 from jaxvision.models.registry import register
 

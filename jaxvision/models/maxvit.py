@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -37,8 +37,8 @@ from jaxvision.layers import (
     BatchNorm,
     Conv,
     ConvNormAct,
-    DropPath,
     Dropout,
+    DropPath,
     MlpBlock,
     RelativePositionSelfAttention,
     SqueezeExcite,

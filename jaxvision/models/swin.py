@@ -25,8 +25,8 @@ import numpy as np
 
 from jaxvision.layers import (
     Conv,
-    DropPath,
     Dropout,
+    DropPath,
     MlpBlock,
     RelativePositionSelfAttention,
     f32_accumulating_dot_general,
