@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-__all__ = ["Converted", "ParamWriter", "build_model", "non_default_overrides"]
+__all__ = ["Converted", "ParamWriter", "build_model"]
 
 
 @dataclasses.dataclass
@@ -51,24 +51,6 @@ def build_model(name: str, num_classes: int, overrides: dict[str, Any], dtype=jn
     return models.create(name, num_classes=num_classes, dtype=dtype, **overrides)
 
 
-def non_default_overrides(name: str, values: dict[str, Any]) -> dict[str, Any]:
-    """The entries of ``values`` (architecture read from a checkpoint) that differ from model
-    ``name``'s registered defaults: what ``models.create(name, **overrides)`` needs to build the
-    checkpoint's architecture."""
-    import inspect
-
-    from jaxvision import models
-
-    params = inspect.signature(models.get_spec(name).builder).parameters
-    out = {}
-    for k, v in values.items():
-        default = params[k].default
-        same = tuple(default) == tuple(v) if isinstance(v, tuple | list) else default == v
-        if not same:
-            out[k] = v
-    return out
-
-
 class ParamWriter:
     """Collects 'a/b/c' -> array for the params and batch_stats collections, then checks the
     result against the model's own variable shapes (nothing missing, nothing extra, same shapes)."""
@@ -81,7 +63,8 @@ class ParamWriter:
         target = self.params if collection == "params" else self.stats
         if path in target:
             raise ValueError(f"converter bug: {collection}/{path} written twice")
-        target[path] = np.asarray(value, np.float32)
+        # A copy: converted arrays never alias the source (a torch tensor, a Keras variable).
+        target[path] = np.array(value, np.float32, copy=True)
 
     def batchnorm(self, path: str, gamma, beta, mean, var, fold_bias=None) -> None:
         """BatchNorm (scale, bias; mean, var); a bias of the preceding conv folds into the mean:

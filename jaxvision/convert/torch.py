@@ -23,6 +23,7 @@ ports need ``padding='SAME', bn_epsilon=1e-3`` (their names are the same as the 
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 from collections.abc import Mapping
@@ -30,12 +31,20 @@ from typing import Any
 
 import numpy as np
 
-from jaxvision.convert.common import Converted, ParamWriter
+from jaxvision.convert.common import Converted
+from jaxvision.convert.torch_mapper import (
+    StateDictMapper,
+    classifier,
+    conv_norm,
+    encoder_block,
+    squeeze_excite,
+)
 
 __all__ = ["convert_torch", "load_state_dict"]
 
 _IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 _HALF = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+_ZERO_ONE = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))  # inputs in [0, 1] (timm MobileViT)
 
 
 def _to_numpy(v) -> np.ndarray:
@@ -81,45 +90,7 @@ def load_state_dict(source: Any) -> dict[str, np.ndarray]:
     return out
 
 
-class _Mapper:
-    def __init__(self, sd):
-        self.sd = sd
-        self.used: set[str] = set()
-        self.out = ParamWriter()
-
-    def take(self, key):
-        if key not in self.sd:
-            raise ValueError(f"state dict has no {key!r}; is it the architecture named by --model?")
-        self.used.add(key)
-        return self.sd[key]
-
-    def has(self, key):
-        return key in self.sd
-
-    def conv(self, dst, src, bias=False):
-        self.out.put(f"{dst}/kernel", self.take(f"{src}.weight").transpose(2, 3, 1, 0))
-        if bias:
-            self.out.put(f"{dst}/bias", self.take(f"{src}.bias"))
-
-    def bn(self, dst, src):
-        self.out.batchnorm(
-            dst,
-            self.take(f"{src}.weight"),
-            self.take(f"{src}.bias"),
-            self.take(f"{src}.running_mean"),
-            self.take(f"{src}.running_var"),
-        )
-
-    def ln(self, dst, src):
-        self.out.put(f"{dst}/scale", self.take(f"{src}.weight"))
-        self.out.put(f"{dst}/bias", self.take(f"{src}.bias"))
-
-    def linear(self, dst, src):
-        self.out.put(f"{dst}/kernel", self.take(f"{src}.weight").T)
-        self.out.put(f"{dst}/bias", self.take(f"{src}.bias"))
-
-
-def _resnet_blocks(m: _Mapper, block, norm, norm_name: str, down_conv: str, down_norm: str,
+def _resnet_blocks(m: StateDictMapper, block, norm, norm_name: str, down_conv: str, down_norm: str,
                    first_stage: int) -> int:
     """Map every residual block onto ``ResNetStages`` names; returns the number of stages.
 
@@ -145,7 +116,7 @@ def _resnet_blocks(m: _Mapper, block, norm, norm_name: str, down_conv: str, down
     return stage - first_stage
 
 
-def _resnet(m: _Mapper) -> int:
+def _resnet(m: StateDictMapper, overrides=None) -> int:
     m.conv("backbone/stem_conv", "conv1")
     m.bn("backbone/stem_norm", "bn1")
     _resnet_blocks(m, lambda i, j: f"layer{i}.{j}", m.bn, "bn", "downsample.0", "downsample.1",
@@ -156,32 +127,18 @@ def _resnet(m: _Mapper) -> int:
     return 0
 
 
-def _vit(m: _Mapper) -> int:
+def _vit(m: StateDictMapper, overrides=None) -> int:
     sd = m.sd
     m.conv("patch_embed/proj", "patch_embed.proj", bias=True)
     if m.has("cls_token"):
         m.out.put("cls/cls", m.take("cls_token"))
     m.out.put("pos_embed/embedding", m.take("pos_embed"))
     width = sd["patch_embed.proj.weight"].shape[0]
+    heads = (overrides or {}).get("num_heads") or _num_heads(width)
     i = 0
     while m.has(f"blocks.{i}.norm1.weight"):
         src, dst = f"blocks.{i}", f"encoder/block_{i}"
-        m.ln(f"{dst}/norm1", f"{src}.norm1")
-        m.ln(f"{dst}/norm2", f"{src}.norm2")
-        qkv_w, qkv_b = m.take(f"{src}.attn.qkv.weight"), m.take(f"{src}.attn.qkv.bias")
-        proj = m.take(f"{src}.attn.proj.weight")
-        heads = _num_heads(width)
-        hd = width // heads
-        for n, name in enumerate(("query", "key", "value")):
-            w = qkv_w[n * width : (n + 1) * width]  # (D_out, D_in)
-            m.out.put(f"{dst}/attn/{name}/kernel", w.T.reshape(width, heads, hd))
-            m.out.put(
-                f"{dst}/attn/{name}/bias", qkv_b[n * width : (n + 1) * width].reshape(heads, hd)
-            )
-        m.out.put(f"{dst}/attn/out/kernel", proj.T.reshape(heads, hd, width))
-        m.out.put(f"{dst}/attn/out/bias", m.take(f"{src}.attn.proj.bias"))
-        m.linear(f"{dst}/mlp/fc1", f"{src}.mlp.fc1")
-        m.linear(f"{dst}/mlp/fc2", f"{src}.mlp.fc2")
+        encoder_block(m, dst, src, heads)
         i += 1
     m.ln("encoder/norm", "norm")
     if m.has("head.weight"):
@@ -193,7 +150,7 @@ def _vit(m: _Mapper) -> int:
 _TIMM_HYBRID_BACKBONE = "patch_embed.backbone"
 
 
-def _hybrid(m: _Mapper) -> int:
+def _hybrid(m: StateDictMapper, overrides=None) -> int:
     """timm ``vit_base_r50_s16_224`` style hybrids: ``patch_embed.backbone`` is a ResNetV2 without
     pre-activation (``stem.conv``/``stem.norm``, ``stages.{i}.blocks.{j}.{conv,norm}{1,2,3}``,
     ``downsample.{conv,norm}``; GroupNorm ``weight``/``bias``), then ``patch_embed.proj`` and the
@@ -208,7 +165,7 @@ def _hybrid(m: _Mapper) -> int:
             f"state dict has no {b}.stages.0.blocks.0.conv1.weight; is it a timm ResNet hybrid "
             "(vit_base_r50_s16_224 names)?"
         )
-    return _vit(m)
+    return _vit(m, overrides)
 
 
 def _hybrid_stride(sd) -> int:
@@ -220,29 +177,11 @@ def _hybrid_stride(sd) -> int:
     return backbone_stride(len(stages))
 
 
-def _cna(m: _Mapper, dst: str, conv: str, bn: str) -> None:
-    """A ConvNormAct (conv without bias, then BatchNorm)."""
-    m.conv(f"{dst}/conv", conv)
-    m.bn(f"{dst}/norm", bn)
-
-
-def _se(m: _Mapper, dst: str, reduce: str, expand: str) -> None:
-    m.conv(f"{dst}/se/reduce", reduce, bias=True)
-    m.conv(f"{dst}/se/expand", expand, bias=True)
-
-
-def _head(m: _Mapper, src: str) -> int:
-    if m.has(f"{src}.weight"):
-        m.linear("head", src)
-        return int(m.sd[f"{src}.weight"].shape[0])
-    return 0
-
-
-def _is_timm_mobile(m: _Mapper) -> bool:
+def _is_timm_mobile(m: StateDictMapper) -> bool:
     return m.has("conv_stem.weight")
 
 
-def _timm_mobile_blocks(m: _Mapper, dst_name) -> None:
+def _timm_mobile_blocks(m: StateDictMapper, dst_name) -> None:
     """timm's EfficientNet-builder blocks ``blocks.{s}.{j}``: DepthwiseSeparable (conv_dw, bn1,
     [se], conv_pw, bn2) or InvertedResidual (conv_pw, bn1, conv_dw, bn2, [se], conv_pwl, bn3)."""
     s, k = 0, 0
@@ -251,54 +190,54 @@ def _timm_mobile_blocks(m: _Mapper, dst_name) -> None:
         while m.has(f"blocks.{s}.{j}.conv_dw.weight"):
             src, dst = f"blocks.{s}.{j}", dst_name(s, j, k)
             if m.has(f"{src}.conv_pwl.weight"):
-                _cna(m, f"{dst}/expand", f"{src}.conv_pw", f"{src}.bn1")
-                _cna(m, f"{dst}/dw", f"{src}.conv_dw", f"{src}.bn2")
+                conv_norm(m, f"{dst}/expand", f"{src}.conv_pw", f"{src}.bn1")
+                conv_norm(m, f"{dst}/dw", f"{src}.conv_dw", f"{src}.bn2")
                 project = (f"{src}.conv_pwl", f"{src}.bn3")
             else:
-                _cna(m, f"{dst}/dw", f"{src}.conv_dw", f"{src}.bn1")
+                conv_norm(m, f"{dst}/dw", f"{src}.conv_dw", f"{src}.bn1")
                 project = (f"{src}.conv_pw", f"{src}.bn2")
             if m.has(f"{src}.se.conv_reduce.weight"):
-                _se(m, dst, f"{src}.se.conv_reduce", f"{src}.se.conv_expand")
-            _cna(m, f"{dst}/project", *project)
+                squeeze_excite(m, dst, f"{src}.se.conv_reduce", f"{src}.se.conv_expand")
+            conv_norm(m, f"{dst}/project", *project)
             j, k = j + 1, k + 1
         s += 1
 
 
-def _timm_mobile(m: _Mapper, block_name) -> int:
+def _timm_mobile(m: StateDictMapper, block_name) -> int:
     """A whole timm MobileNetV2/EfficientNet: stem, blocks (named by ``block_name(stage, index in
     stage, running index)``), head conv, classifier."""
-    _cna(m, "stem", "conv_stem", "bn1")
+    conv_norm(m, "stem", "conv_stem", "bn1")
     _timm_mobile_blocks(m, block_name)
-    _cna(m, "head_conv", "conv_head", "bn2")
-    return _head(m, "classifier")
+    conv_norm(m, "head_conv", "conv_head", "bn2")
+    return classifier(m, "classifier")
 
 
-def _mobilenet_v2(m: _Mapper) -> int:
+def _mobilenet_v2(m: StateDictMapper, overrides=None) -> int:
     """torchvision ``features.{0..18}`` / ``classifier.1``, or timm ``mobilenetv2_*``."""
     if _is_timm_mobile(m):
         return _timm_mobile(m, lambda s, j, k: f"block{k + 1}")
-    _cna(m, "stem", "features.0.0", "features.0.1")
+    conv_norm(m, "stem", "features.0.0", "features.0.1")
     k = 1
     while m.has(f"features.{k}.conv.0.0.weight"):
         src, dst = f"features.{k}.conv", f"block{k}"
         if m.has(f"{src}.3.weight"):  # 1x1 expand, dw, 1x1 project + BN
-            _cna(m, f"{dst}/expand", f"{src}.0.0", f"{src}.0.1")
-            _cna(m, f"{dst}/dw", f"{src}.1.0", f"{src}.1.1")
-            _cna(m, f"{dst}/project", f"{src}.2", f"{src}.3")
+            conv_norm(m, f"{dst}/expand", f"{src}.0.0", f"{src}.0.1")
+            conv_norm(m, f"{dst}/dw", f"{src}.1.0", f"{src}.1.1")
+            conv_norm(m, f"{dst}/project", f"{src}.2", f"{src}.3")
         else:  # expand ratio 1: dw, 1x1 project + BN
-            _cna(m, f"{dst}/dw", f"{src}.0.0", f"{src}.0.1")
-            _cna(m, f"{dst}/project", f"{src}.1", f"{src}.2")
+            conv_norm(m, f"{dst}/dw", f"{src}.0.0", f"{src}.0.1")
+            conv_norm(m, f"{dst}/project", f"{src}.1", f"{src}.2")
         k += 1
-    _cna(m, "head_conv", f"features.{k}.0", f"features.{k}.1")
-    return _head(m, "classifier.1")
+    conv_norm(m, "head_conv", f"features.{k}.0", f"features.{k}.1")
+    return classifier(m, "classifier.1")
 
 
-def _efficientnet(m: _Mapper) -> int:
+def _efficientnet(m: StateDictMapper, overrides=None) -> int:
     """torchvision ``features.0`` (stem), ``features.{1..7}.{j}.block.*`` (MBConv: [expand], dw,
     SE fc1/fc2, project), ``features.8`` (head conv), ``classifier.1``; or timm names."""
     if _is_timm_mobile(m):
         return _timm_mobile(m, lambda s, j, k: f"stage{s + 1}_block{j + 1}")
-    _cna(m, "stem", "features.0.0", "features.0.1")
+    conv_norm(m, "stem", "features.0.0", "features.0.1")
     s = 1
     while m.has(f"features.{s}.0.block.0.0.weight"):
         j = 0
@@ -306,15 +245,15 @@ def _efficientnet(m: _Mapper) -> int:
             src, dst = f"features.{s}.{j}.block", f"stage{s}_block{j + 1}"
             i = 0
             if m.has(f"{src}.3.0.weight"):  # expand ratio != 1: a 1x1 expand comes first
-                _cna(m, f"{dst}/expand", f"{src}.0.0", f"{src}.0.1")
+                conv_norm(m, f"{dst}/expand", f"{src}.0.0", f"{src}.0.1")
                 i = 1
-            _cna(m, f"{dst}/dw", f"{src}.{i}.0", f"{src}.{i}.1")
-            _se(m, dst, f"{src}.{i + 1}.fc1", f"{src}.{i + 1}.fc2")
-            _cna(m, f"{dst}/project", f"{src}.{i + 2}.0", f"{src}.{i + 2}.1")
+            conv_norm(m, f"{dst}/dw", f"{src}.{i}.0", f"{src}.{i}.1")
+            squeeze_excite(m, dst, f"{src}.{i + 1}.fc1", f"{src}.{i + 1}.fc2")
+            conv_norm(m, f"{dst}/project", f"{src}.{i + 2}.0", f"{src}.{i + 2}.1")
             j += 1
         s += 1
-    _cna(m, "head_conv", f"features.{s}.0", f"features.{s}.1")
-    return _head(m, "classifier.1")
+    conv_norm(m, "head_conv", f"features.{s}.0", f"features.{s}.1")
+    return classifier(m, "classifier.1")
 
 
 def _mobilenet_width(sd) -> float:
@@ -363,22 +302,102 @@ def _mobile_overrides(family, name, sd, bn_epsilon, padding) -> dict[str, Any]:
     return out
 
 
-# Families converted in their own modules: family -> "module:function" (imported when used);
-# ``function(mapper, name, bn_epsilon=None, padding=None)`` -> (num_classes, (mean, std),
-# model overrides giving the checkpoint's architecture, the resolution its weights fix or None).
-FAMILY_CONVERTERS = {
-    "swin": "jaxvision.convert.torch_swin:convert_swin",
-    "efficientnet_v2": "jaxvision.convert.torch_efficientnet_v2:convert_efficientnet_v2",
-    "maxvit": "jaxvision.convert.torch_maxvit:convert_maxvit",
-    "coatnet": "jaxvision.convert.torch_coatnet:convert_coatnet",
+# family -> (state-dict mapper, default input normalization). A mapper ``fn(m, overrides) -> num
+# classes`` writes every entry of ``m.sd`` (``overrides``: the model options the caller gave);
+# "module:function" entries are imported when used (one module per family added later).
+_FAMILIES: dict[str, tuple[Any, tuple]] = {
+    "resnet": (_resnet, _IMAGENET),
+    "vit": (_vit, _HALF),
+    "hybrid": (_hybrid, _HALF),
+    "mobilenet_v2": (_mobilenet_v2, _IMAGENET),
+    "efficientnet": (_efficientnet, _IMAGENET),
+    "densenet": ("jaxvision.convert.torch_densenet:map_densenet", _IMAGENET),
+    "vgg": ("jaxvision.convert.torch_vgg:map_vgg", _IMAGENET),
+    "alexnet": ("jaxvision.convert.torch_alexnet:map_alexnet", _IMAGENET),
+    "googlenet": ("jaxvision.convert.torch_googlenet:map_googlenet", _HALF),
+    "mobilevit": ("jaxvision.convert.torch_mobilevit:map_mobilevit", _ZERO_ONE),
+    "swin": ("jaxvision.convert.torch_swin:map_swin", _IMAGENET),
+    "efficientnet_v2": ("jaxvision.convert.torch_efficientnet_v2:map_efficientnet_v2", _IMAGENET),
+    "maxvit": ("jaxvision.convert.torch_maxvit:map_maxvit", _IMAGENET),
+    "coatnet": ("jaxvision.convert.torch_coatnet:map_coatnet", _IMAGENET),
 }
 
 
-def _family_converter(family: str):
-    import importlib
+def _family_mapper(family: str, name: str):
+    if family not in _FAMILIES:
+        raise NotImplementedError(
+            f"no PyTorch converter for {name!r} (family {family!r}); families with one: "
+            f"{', '.join(sorted(_FAMILIES))}"
+        )
+    fn, norm = _FAMILIES[family]
+    if isinstance(fn, str):
+        module, attr = fn.split(":")
+        fn = getattr(importlib.import_module(module), attr)
+    return fn, norm
 
-    module, function = FAMILY_CONVERTERS[family].split(":")
-    return getattr(importlib.import_module(module), function)
+
+# timm checkpoints of TensorFlow-trained weights, recognized by file name: TF 'SAME' padding and
+# BatchNorm eps 1e-3 (timm's tf_efficientnet_*/tf_mobilenetv3_* set both); AdvProp ('ap')
+# weights expect inputs scaled to [-1, 1].
+_TF_PORT = re.compile(r"(^|[^a-z])tf_(efficientnet|mobilenet)")
+_ADVPROP = re.compile(r"[._-]ap([._-]|$)|advprop")
+
+
+def variant_from_name(path: str) -> dict[str, Any]:
+    """Conventions a checkpoint's file name reveals: ``{'padding': 'SAME', 'bn_epsilon': 1e-3}``
+    for timm's ``tf_efficientnet_*`` ports (plus ``mean``/``std`` 0.5 for AdvProp ``ap``
+    weights); ``{}`` otherwise."""
+    base = os.path.basename(os.fspath(path)).lower()
+    if not _TF_PORT.search(base):
+        return {}
+    out: dict[str, Any] = {"padding": "SAME", "bn_epsilon": 1e-3}
+    if _ADVPROP.search(base):
+        out.update(mean=_HALF[0], std=_HALF[1])
+    return out
+
+
+def _derived_overrides(family, name, sd, given) -> tuple[dict[str, Any], list[str]]:
+    """Model options the state dict implies (given ones win), with notes for the user."""
+    overrides: dict[str, Any] = {}
+    notes: list[str] = []
+    if family in ("mobilenet_v2", "efficientnet"):
+        overrides.update(_mobile_overrides(family, name, sd, given.get("bn_epsilon"),
+                                           given.get("padding")))
+        if family == "mobilenet_v2" and "width_multiplier" in given:
+            overrides.pop("width_multiplier", None)
+        notes.append(
+            f"padding {overrides['padding']}, BatchNorm epsilon {overrides['bn_epsilon']} "
+            f"momentum {overrides['bn_momentum']} (Flax convention)"
+        )
+    elif family == "efficientnet_v2":
+        from jaxvision.convert.torch_efficientnet_v2 import conventions
+
+        overrides.update(conventions(sd, given))
+        notes.append(f"padding {overrides['padding']}, BatchNorm epsilon {overrides['bn_epsilon']}")
+    elif given.get("bn_epsilon") is not None or given.get("padding") is not None:
+        raise ValueError(f"bn_epsilon/padding overrides apply to mobilenet_v2/efficientnet(_v2), "
+                         f"not {name}")
+    if family == "hybrid" and "weight_standardization" not in given:
+        overrides["weight_standardization"] = "timm"
+        notes.append("timm's weight standardization: (w - mean) / sqrt(var + 1e-8), GroupNorm "
+                     "eps 1e-5 (the ViT paper's .npz weights use big_vision's, via --source npz)")
+    return overrides, notes
+
+
+def _stored_resolution(family, sd) -> int | None:
+    """The resolution a ViT's position embedding (a CoAtNet's bias tables) was made for (None
+    for CNNs)."""
+    if family == "coatnet":
+        from jaxvision.convert.torch_coatnet import stored_resolution
+
+        return stored_resolution(sd)
+    if family not in ("vit", "hybrid"):
+        return None
+    patch = sd["patch_embed.proj.weight"].shape[-1]
+    if family == "hybrid":  # 1x1 patches of the backbone's feature map
+        patch *= _hybrid_stride(sd)
+    tokens = sd["pos_embed"].shape[1] - (1 if "cls_token" in sd else 0)
+    return int(round(tokens**0.5)) * patch
 
 
 def convert_torch(
@@ -390,64 +409,55 @@ def convert_torch(
     image_size: int | None = None,
     bn_epsilon: float | None = None,
     padding: str | None = None,
+    **model_overrides,
 ) -> Converted:
-    """Map a torchvision/timm state dict onto jaxvision model ``name`` (resnet*, vit_*,
-    mobilenet_v2, efficientnet_b0..b7).
+    """Map a torchvision/timm state dict onto jaxvision model ``name`` (families: see
+    ``_FAMILIES``; the module docstring lists the conventions).
 
-    ``bn_epsilon`` / ``padding`` override what the converter assumes for mobilenet_v2 and
-    efficientnet (torchvision's conventions, see the module docstring), e.g. ``padding='SAME',
-    bn_epsilon=1e-3`` for timm's ``tf_efficientnet_*`` ports."""
+    Args:
+      source: a state-dict file or mapping (see ``load_state_dict``).
+      name: the registered jaxvision model.
+      mean, std: the input normalization the weights expect (default: the family's usual one,
+        or what the file name reveals, see ``variant_from_name``).
+      image_size: input resolution (default: what a ViT's position embedding was made for, or
+        the model's default).
+      bn_epsilon, padding: BatchNorm epsilon / 'SAME' vs 'SYMMETRIC' padding of mobilenet_v2 and
+        efficientnet (e.g. ``padding='SAME', bn_epsilon=1e-3`` for timm's ``tf_efficientnet_*``,
+        detected from a file name containing ``tf_efficientnet``).
+      **model_overrides: ``models.create`` options of the architecture the weights belong to
+        (e.g. a non-default width); they are recorded in ``Converted.model_overrides``.
+
+    Returns:
+      ``Converted``; its arrays are copies (they never alias the source tensors).
+
+    Raises:
+      ValueError: the state dict does not fit the model (missing, unmapped or mis-shaped
+      entries); NotImplementedError: no converter for the family; FileNotFoundError.
+    """
     if name is None:
         raise ValueError("convert_torch needs the jaxvision model name (a state dict does not say)")
     from jaxvision import models
 
     spec = models.get_spec(name)
+    if not isinstance(source, Mapping):
+        detected = variant_from_name(source)
+        padding = padding if padding is not None else detected.get("padding")
+        bn_epsilon = bn_epsilon if bn_epsilon is not None else detected.get("bn_epsilon")
+        mean, std = mean or detected.get("mean"), std or detected.get("std")
+    given = {**model_overrides, "bn_epsilon": bn_epsilon, "padding": padding}
+    mapper, norm = _family_mapper(spec.family, name)
     sd = load_state_dict(source)
-    m = _Mapper(sd)
-    family_overrides: dict[str, Any] = {}
-    stored_resolution = None
-    if spec.family in FAMILY_CONVERTERS:
-        num_classes, norm, family_overrides, stored_resolution = _family_converter(spec.family)(
-            m, name, bn_epsilon=bn_epsilon, padding=padding)
-        bn_epsilon = padding = None  # handled (or refused) by the family's converter
-    elif spec.family == "resnet":
-        num_classes, norm = _resnet(m), _IMAGENET
-    elif spec.family == "vit":
-        num_classes, norm = _vit(m), _HALF
-    elif spec.family == "hybrid":
-        num_classes, norm = _hybrid(m), _HALF
-    elif spec.family == "mobilenet_v2":
-        num_classes, norm = _mobilenet_v2(m), _IMAGENET
-    elif spec.family == "efficientnet":
-        num_classes, norm = _efficientnet(m), _IMAGENET
-    else:
-        raise NotImplementedError(
-            f"no PyTorch converter for {name!r} (family {spec.family!r}) yet; supported: resnet*, "
-            "vit_*, r50_vit_b16/r26_vit_s32, mobilenet_v2, efficientnet_b0..b7"
-        )
+    m = StateDictMapper(sd)
+    num_classes = mapper(m, model_overrides)
     unused = sorted(set(sd) - m.used)
     if unused:
         raise ValueError(f"state-dict entries left unmapped: {unused[:10]}; is this {name}?")
-    r = image_size or stored_resolution or spec.default_resolution
-    overrides: dict[str, Any] = dict(family_overrides)
-    notes: list[str] = []
-    if spec.family in ("mobilenet_v2", "efficientnet"):
-        overrides.update(_mobile_overrides(spec.family, name, sd, bn_epsilon, padding))
-        notes.append(
-            f"padding {overrides['padding']}, BatchNorm epsilon {overrides['bn_epsilon']} "
-            f"momentum {overrides['bn_momentum']} (Flax convention)"
-        )
-    elif bn_epsilon is not None or padding is not None:
-        raise ValueError(f"bn_epsilon/padding overrides apply to mobilenet_v2/efficientnet, not {name}")
-    if spec.family in ("vit", "hybrid"):
-        patch = sd["patch_embed.proj.weight"].shape[-1]
-        if spec.family == "hybrid":  # 1x1 patches of the backbone's feature map
-            patch *= _hybrid_stride(sd)
-        tokens = sd["pos_embed"].shape[1] - (1 if "cls_token" in sd else 0)
-        stored = int(round(tokens**0.5)) * patch
-        if stored != spec.default_resolution:
-            overrides["image_size"] = stored
-        r = image_size or stored
+    overrides, notes = _derived_overrides(spec.family, name, sd, given)
+    overrides.update(model_overrides)
+    stored = _stored_resolution(spec.family, sd)
+    if stored is not None and stored != spec.default_resolution:
+        overrides.setdefault("image_size", stored)
+    r = image_size or stored or spec.default_resolution
     converted = Converted(
         model_name=name,
         variables=m.out.variables(),

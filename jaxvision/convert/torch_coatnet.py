@@ -6,20 +6,17 @@ pre_norm,conv1_1x1,norm1,conv2_kxk,norm2,se.fc1,se.fc2,conv3_1x1}``; Transformer
 ``...{shortcut.expand, norm1[.norm], attn.{qkv,proj} (1x1 convs, qkv rows per head (q|k|v)),
 attn.rel_pos.relative_position_bias_table, norm2, mlp.fc1, mlp.fc2}``; ``head.{norm,
 pre_logits.fc,fc}``. The relative position tables cover the whole feature map, so they fix the
-input resolution: it is read from them (stage i's map is 1/2^(i+1) of the input).
+input resolution: ``stored_resolution`` reads it from them.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from jaxvision.convert.common import non_default_overrides
-from jaxvision.convert.relative_position import relative_attention
+from jaxvision.convert.relative_position import relative_attention, window_of_table
 from jaxvision.convert.torch_maxvit import pre_norm_mbconv, timm_mbconv_names
 
-__all__ = ["convert_coatnet"]
-
-IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+__all__ = ["map_coatnet", "stored_resolution"]
 
 
 def _conv1x1_as_dense(m, dst: str, src: str) -> None:
@@ -41,18 +38,28 @@ def _transformer_block(m, dst: str, src: str) -> tuple[int, int, int]:
     return int(m.sd[f"{src}.attn.proj.weight"].shape[0]), heads, side
 
 
-def convert_coatnet(m, name: str, bn_epsilon=None, padding=None) -> tuple[int, Any, dict[str, Any], int | None]:
-    """Map a timm CoAtNet state dict held by ``m`` onto model ``name``."""
-    if bn_epsilon is not None or padding is not None:
-        raise ValueError("timm's CoAtNet uses PyTorch padding and BatchNorm eps 1e-5: drop "
-                         "bn_epsilon/padding")
+def stored_resolution(sd) -> int | None:
+    """The input side the first Transformer stage's bias table was made for (stage i's map is
+    the input / 2^(i+2)); None when the state dict has no Transformer stage."""
+    i = 0
+    while f"stages.{i}.blocks.0.norm2.weight" in sd:
+        key = f"stages.{i}.blocks.0.attn.rel_pos.relative_position_bias_table"
+        if key in sd:
+            return window_of_table(sd[key].shape[0]) * 2 ** (i + 2)
+        i += 1
+    return None
+
+
+def map_coatnet(m, model_overrides: dict[str, Any]) -> int:
+    """Map a timm CoAtNet state dict held by ``m``; the architecture read from it is added to
+    ``model_overrides`` (given values win). Returns the number of classes."""
     if not m.has("stem.conv1.weight") or not m.has("stages.0.blocks.0.pre_norm.weight"):
         raise ValueError("state dict has no stem.conv1.weight / stages.0.blocks.0.pre_norm.weight; "
                          "is it a timm coatnet_*?")
     m.conv("stem/conv1", "stem.conv1", bias=m.has("stem.conv1.bias"))
     m.bn("stem/norm1", "stem.norm1")
     m.conv("stem/conv2", "stem.conv2", bias=m.has("stem.conv2.bias"))
-    widths, depths, kinds, head_dim, resolution = [], [], [], 32, None
+    widths, depths, kinds, head_dim = [], [], [], 32
     i = 0
     while m.has(f"stages.{i}.blocks.0.norm2.weight"):
         kind = "C" if m.has(f"stages.{i}.blocks.0.pre_norm.weight") else "T"
@@ -62,9 +69,8 @@ def convert_coatnet(m, name: str, bn_epsilon=None, padding=None) -> tuple[int, A
             if kind == "C":
                 width = pre_norm_mbconv(m, dst, src, timm_mbconv_names(""))
             else:
-                width, heads, side = _transformer_block(m, dst, src)
+                width, heads, _ = _transformer_block(m, dst, src)
                 head_dim = width // heads
-                resolution = resolution or side * 2 ** (i + 2)  # stage i's map: input / 2^(i+2)
             j += 1
         widths.append(width)
         depths.append(j)
@@ -83,4 +89,6 @@ def convert_coatnet(m, name: str, bn_epsilon=None, padding=None) -> tuple[int, A
         "block_types": tuple(kinds),
         "head_dim": head_dim,
     }
-    return num_classes, IMAGENET, non_default_overrides(name, arch), resolution
+    for k, v in arch.items():
+        model_overrides.setdefault(k, v)
+    return num_classes

@@ -13,13 +13,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from jaxvision.convert.common import non_default_overrides
 from jaxvision.convert.relative_position import relative_attention
+from jaxvision.convert.torch_mapper import conv_norm, squeeze_excite
 
-__all__ = ["convert_maxvit", "pre_norm_mbconv", "timm_mbconv_names"]
-
-# torchvision's MaxViT transforms and timm's maxvit_*_tf_* configs: ImageNet mean/std.
-IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+__all__ = ["map_maxvit", "pre_norm_mbconv", "timm_mbconv_names"]
 
 # Source names of the parts of one MaxViT block: torchvision, timm.
 _TV = dict(shortcut=("MBconv.proj.0", "MBconv.proj.1"), pre_norm="MBconv.layers.pre_norm",
@@ -45,10 +42,8 @@ def pre_norm_mbconv(m, dst: str, src: str, names: dict) -> int:
     m.bn(f"{dst}/pre_norm", f"{src}.{names['pre_norm']}")
     for part in ("expand", "dw"):
         conv, bn = names[part]
-        m.conv(f"{dst}/{part}/conv", f"{src}.{conv}")
-        m.bn(f"{dst}/{part}/norm", f"{src}.{bn}")
-    m.conv(f"{dst}/se/reduce", f"{src}.{names['se']}.fc1", bias=True)
-    m.conv(f"{dst}/se/expand", f"{src}.{names['se']}.fc2", bias=True)
+        conv_norm(m, f"{dst}/{part}", f"{src}.{conv}", f"{src}.{bn}")
+    squeeze_excite(m, dst, f"{src}.{names['se']}.fc1", f"{src}.{names['se']}.fc2")
     m.conv(f"{dst}/project", f"{src}.{names['project']}", bias=True)
     return int(m.sd[f"{src}.{names['project']}.weight"].shape[0])
 
@@ -94,11 +89,10 @@ def _blocks(m, tv: bool):
     return widths, depths, first
 
 
-def convert_maxvit(m, name: str, bn_epsilon=None, padding=None) -> tuple[int, Any, dict[str, Any], None]:
-    """Map a torchvision or timm-TF MaxViT state dict held by ``m`` onto model ``name``."""
-    if bn_epsilon is not None or padding is not None:
-        raise ValueError("MaxViT conventions come with the layout (torchvision or timm 'tf', read "
-                         "from the state dict): drop bn_epsilon/padding")
+def map_maxvit(m, model_overrides: dict[str, Any]) -> int:
+    """Map a torchvision or timm-TF MaxViT state dict held by ``m``; the architecture and layout
+    read from it are added to ``model_overrides`` (given values win). Returns the number of
+    classes."""
     tv = m.has("stem.0.0.weight")
     if not tv and not m.has("stem.conv1.weight"):
         raise ValueError("state dict has neither stem.0.0.weight (torchvision maxvit_t) nor "
@@ -125,4 +119,6 @@ def convert_maxvit(m, name: str, bn_epsilon=None, padding=None) -> tuple[int, An
         "partition_size": side,
         "layout": "torchvision" if tv else "tf",
     }
-    return num_classes, IMAGENET, non_default_overrides(name, arch), None
+    for k, v in arch.items():
+        model_overrides.setdefault(k, v)
+    return num_classes

@@ -12,13 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from jaxvision.convert.common import non_default_overrides
 from jaxvision.convert.relative_position import relative_attention
 
-__all__ = ["convert_swin"]
-
-# torchvision's Swin transforms: ImageNet mean/std.
-IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+__all__ = ["map_swin"]
 
 
 def _block(m, dst: str, src: str) -> tuple[int, int]:
@@ -30,11 +26,10 @@ def _block(m, dst: str, src: str) -> tuple[int, int]:
     return heads, window
 
 
-def convert_swin(m, name: str, bn_epsilon=None, padding=None) -> tuple[int, Any, dict[str, Any], None]:
-    """Map a torchvision Swin state dict held by ``m`` (``convert.torch._Mapper``) onto model
-    ``name``; the overrides give the checkpoint's architecture where it differs from ``name``."""
-    if bn_epsilon is not None or padding is not None:
-        raise ValueError("Swin has no BatchNorm and no padding choice: drop bn_epsilon/padding")
+def map_swin(m, model_overrides: dict[str, Any]) -> int:
+    """Map a torchvision Swin state dict held by ``m`` (``convert.torch_mapper.StateDictMapper``);
+    the architecture read from it is added to ``model_overrides`` (given values win). Returns
+    the number of classes."""
     if not m.has("features.0.0.weight"):
         raise ValueError("state dict has no features.0.0.weight; is it a torchvision swin_t/s/b?")
     m.conv("patch_embed", "features.0.0", bias=True)
@@ -68,5 +63,7 @@ def convert_swin(m, name: str, bn_epsilon=None, padding=None) -> tuple[int, Any,
         "window_size": windows.pop(),
         "mlp_ratio": float(m.sd["features.1.0.mlp.0.weight"].shape[0] / embed_dim),
     }
-    return num_classes, IMAGENET, non_default_overrides(name, arch), None
+    for k, v in arch.items():
+        model_overrides.setdefault(k, v)
+    return num_classes
 

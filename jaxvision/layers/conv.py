@@ -14,6 +14,7 @@ Padding (``padding=`` of every conv and pooling layer here):
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -79,12 +80,18 @@ def conv_padding(
     raise ValueError(f"padding {padding!r} does not match a {len(kernel_size)}-d kernel")
 
 
-def weight_standardize(kernel: jnp.ndarray, eps: float = 1e-5) -> jnp.ndarray:
-    """Standardize an HWIO kernel per output channel: ``(w - mean) / (std + eps)`` over (H, W, I),
-    as ``StdConv`` in google-research/vision_transformer and big_vision's BiT."""
+def weight_standardize(kernel: jnp.ndarray, eps: float = 1e-5, eps_in_sqrt: bool = False
+                       ) -> jnp.ndarray:
+    """Standardize an HWIO kernel per output channel over (H, W, I): ``(w - mean) / (std + eps)``
+    as ``StdConv`` in google-research/vision_transformer and big_vision's BiT, or with
+    ``eps_in_sqrt`` ``(w - mean) / sqrt(var + eps)`` as timm's ``StdConv2d``/``StdConv2dSame``
+    (biased variance in both)."""
     axes = tuple(range(kernel.ndim - 1))
     kernel = kernel - jnp.mean(kernel, axis=axes, keepdims=True)
-    return kernel / (jnp.std(kernel, axis=axes, keepdims=True) + eps)
+    var = jnp.mean(jnp.square(kernel), axis=axes, keepdims=True)
+    if eps_in_sqrt:
+        return kernel * lax.rsqrt(var + eps)
+    return kernel / (jnp.sqrt(var) + eps)
 
 
 def conv2d(
@@ -141,7 +148,7 @@ def _conv(
     bias_init: Callable,
     dtype: Any,
     param_dtype: Any,
-    standardize_eps: float | None = None,
+    standardize: Callable | None = None,
 ) -> jnp.ndarray:
     if x.ndim != 4:
         raise ValueError(f"{module.__class__.__name__} expects NHWC input (N, H, W, C), got shape {x.shape}")
@@ -154,9 +161,9 @@ def _conv(
     kernel = module.param(
         "kernel", kernel_init, (*kernel_size, in_features // groups, features), param_dtype
     )
-    if standardize_eps is not None:
+    if standardize is not None:
         # Standardize in float32 (the parameter dtype), then cast for the convolution.
-        kernel = weight_standardize(kernel, standardize_eps)
+        kernel = standardize(kernel)
     bias = module.param("bias", bias_init, (features,), param_dtype) if use_bias else None
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=dtype)
     y = conv2d(x, kernel, strides=strides, padding=conv_padding(padding, kernel_size, dilation),
@@ -195,7 +202,8 @@ class Conv(nn.Module):
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
-    def _standardize_eps(self) -> float | None:
+    def _standardize(self) -> Callable | None:
+        """The kernel transform applied at every call (none for a plain convolution)."""
         return None
 
     @nn.compact
@@ -214,7 +222,7 @@ class Conv(nn.Module):
             bias_init=self.bias_init,
             dtype=self.dtype,
             param_dtype=self.param_dtype,
-            standardize_eps=self._standardize_eps(),
+            standardize=self._standardize(),
         )
 
 
@@ -223,13 +231,15 @@ class StdConv(Conv):
 
     The kernel parameter is stored raw and standardized per output channel at every call
     (``weight_standardize``). Pair it with GroupNorm. Same attributes as ``Conv`` plus ``eps``
-    (1e-5, as google-research/vision_transformer).
+    (1e-5, as google-research/vision_transformer) and ``eps_in_sqrt`` (False; True with
+    ``eps=1e-8`` is timm's ``StdConv2dSame`` of its ViT hybrids).
     """
 
     eps: float = 1e-5
+    eps_in_sqrt: bool = False
 
-    def _standardize_eps(self) -> float | None:
-        return self.eps
+    def _standardize(self) -> Callable:
+        return functools.partial(weight_standardize, eps=self.eps, eps_in_sqrt=self.eps_in_sqrt)
 
 
 class DepthwiseConv(nn.Module):

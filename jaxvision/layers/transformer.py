@@ -23,6 +23,7 @@ import numpy as np
 
 from jaxvision.layers.attention import MultiHeadSelfAttention
 from jaxvision.layers.dense import f32_accumulating_dot_general
+from jaxvision.layers.feature_levels import collecting, sow_level, tokens_to_map
 
 __all__ = [
     "Encoder",
@@ -158,6 +159,11 @@ def _scan_step(block: EncoderBlock, x, drop_path_rate, deterministic):
     return block(x, drop_path_rate, deterministic), None
 
 
+def _scan_step_keeping_outputs(block: EncoderBlock, x, drop_path_rate, deterministic):
+    x = block(x, drop_path_rate, deterministic)
+    return x, x
+
+
 class Encoder(nn.Module):
     """Stack of ``num_layers`` encoder blocks followed by LayerNorm: (N, T, D) -> (N, T, D).
 
@@ -185,7 +191,10 @@ class Encoder(nn.Module):
     param_dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x, deterministic: bool = True):
+    def __call__(self, x, deterministic: bool = True, feature_grid=None, num_prefix_tokens: int = 0):
+        """``feature_grid`` (gh, gw): the patch grid of the tokens after ``num_prefix_tokens``;
+        given, every layer's output is a feature level (``models.features``, timm's convention
+        for ViTs) while a feature extractor collects them."""
         if not 0.0 <= self.drop_path_rate < 1.0:
             raise ValueError(f"drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
         block_cls = EncoderBlock
@@ -207,22 +216,32 @@ class Encoder(nn.Module):
             param_dtype=self.param_dtype,
         )
         rates = drop_path_rates(self.drop_path_rate, self.num_layers, self.drop_path_schedule)
+        keep = feature_grid is not None and collecting()
+
+        def sow(y):
+            sow_level(tokens_to_map(y, feature_grid, num_prefix_tokens))
+
         if self.scan_layers:
             scanned = nn.scan(
-                _scan_step,
+                _scan_step_keeping_outputs if keep else _scan_step,
                 variable_axes={"params": 0},
                 split_rngs={"params": True, "dropout": True, "drop_path": True},
                 in_axes=(0, nn.broadcast),
                 length=self.num_layers,
             )
-            x, _ = scanned(
+            x, outputs = scanned(
                 block_cls(name=SCANNED_NAME, **block_kw), x, jnp.asarray(rates), deterministic
             )
+            if keep:  # sown here: tracers of the scan body must not escape it
+                for i in range(self.num_layers):
+                    sow(outputs[i])
         else:
             for i in range(self.num_layers):
                 x = block_cls(name=f"{LAYER_PREFIX}{i}", **block_kw)(
                     x, float(rates[i]), deterministic
                 )
+                if keep:
+                    sow(x)
         return nn.LayerNorm(
             epsilon=self.layer_norm_epsilon,
             dtype=self.dtype,

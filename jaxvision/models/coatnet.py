@@ -108,7 +108,9 @@ class CoAtNet(nn.Module):
     """CoAtNet. Input (N, H, W, 3), H and W multiples of 32 (224 by default). Output
     (N, num_classes) logits, or the (N, embed_dims[-1]) pre-logits (after tanh) when
     ``num_classes == 0``. ``block_types``: 'C' (MBConv) or 'T' (Transformer) per stage.
-    Feature levels: the stem (stride 2), then every stage (4, 8, 16, 32), as timm.
+    ``image_size``: the input side the relative position tables are made for (as timm's
+    ``img_size``); another input size raises ValueError (None accepts any). Feature levels: the
+    stem (stride 2), then every stage (4, 8, 16, 32), as timm.
     """
 
     stem_width: int = 64
@@ -117,6 +119,7 @@ class CoAtNet(nn.Module):
     block_types: Sequence[str] = ("C", "C", "T", "T")
     head_dim: int = 32
     layout: str | MaxVitLayout = "timm"
+    image_size: int | None = 224
     num_classes: int = 1000
     drop_rate: float = 0.0
     dropout_rate: float = 0.0
@@ -128,6 +131,11 @@ class CoAtNet(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool = False):
         lay = resolve_layout(self.layout)
+        if self.image_size and tuple(x.shape[1:3]) != (self.image_size, self.image_size):
+            raise ValueError(
+                f"CoAtNet built for {self.image_size}x{self.image_size} inputs (its relative position "
+                f"tables cover the feature maps) got {x.shape[1]}x{x.shape[2]}: pass "
+                f"image_size={x.shape[1]} (or None) to models.create")
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         x = Stem((self.stem_width, self.stem_width), lay, self.bn_axis_name, name="stem", **kw)(x, train)
         sow_level(x)
@@ -155,10 +163,11 @@ class CoAtNet(nn.Module):
 def _register(name: str, size: CoAtNetSize):
     def builder(num_classes, dtype, param_dtype, *, stem_width=size.stem_width,
                 embed_dims=size.embed_dims, depths=size.depths, block_types=("C", "C", "T", "T"),
-                head_dim=32, layout="timm", drop_rate=0.0, dropout_rate=0.0,
+                head_dim=32, layout="timm", image_size=224, drop_rate=0.0, dropout_rate=0.0,
                 drop_path_rate=size.drop_path_rate, bn_axis_name=None):
         return CoAtNet(stem_width=stem_width, embed_dims=tuple(embed_dims), depths=tuple(depths),
                        block_types=tuple(block_types), head_dim=head_dim, layout=layout,
+                       image_size=image_size,
                        num_classes=num_classes, drop_rate=drop_rate, dropout_rate=dropout_rate,
                        drop_path_rate=drop_path_rate, bn_axis_name=bn_axis_name, dtype=dtype,
                        param_dtype=param_dtype)

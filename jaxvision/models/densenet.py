@@ -18,6 +18,7 @@ from jaxvision.layers import (
     global_avg_pool,
     max_pool,
 )
+from jaxvision.models.features import sow_level
 from jaxvision.models.registry import register
 
 __all__ = ["DenseLayer", "DenseNet"]
@@ -69,6 +70,7 @@ class DenseNet(nn.Module):
         norm = batch_norm_of(self)
         x = Conv(self.num_init_features, 7, 2, padding=3, use_bias=False, name="conv0", **kw)(x)
         x = nn.relu(norm(name="norm0", **kw)(x, train))
+        sow_level(x)  # feature levels: the stem, then each dense block (as timm), strides 2..32
         x = max_pool(x, 3, 2, padding=1)
         for b, n in enumerate(self.block_config):
             for i in range(n):
@@ -76,10 +78,12 @@ class DenseNet(nn.Module):
                                name=f"block{b + 1}_layer{i + 1}", **kw)(x, train)
                 x = jnp.concatenate([x, y], axis=-1)
             if b != len(self.block_config) - 1:
+                sow_level(x)
                 x = nn.relu(norm(name=f"transition{b + 1}_norm", **kw)(x, train))
                 x = Conv(x.shape[-1] // 2, 1, use_bias=False, name=f"transition{b + 1}_conv", **kw)(x)
                 x = avg_pool(x, 2, 2)
         x = nn.relu(norm(name="norm_final", **kw)(x, train))
+        sow_level(x)
         x = global_avg_pool(x)
         x = Dropout(self.drop_rate)(x, train)
         if self.num_classes:
@@ -89,8 +93,11 @@ class DenseNet(nn.Module):
 
 @register("densenet121", family="densenet", default_resolution=224)
 def densenet121(num_classes, dtype, param_dtype, *, drop_rate=0.0, bn_momentum=0.9,
-                bn_epsilon=1e-5, bn_axis_name=None):
-    """DenseNet-121 (growth 32, blocks 6-12-24-16, torchvision)."""
-    return DenseNet((6, 12, 24, 16), 32, 64, num_classes=num_classes, drop_rate=drop_rate,
+                bn_epsilon=1e-5, bn_axis_name=None, growth_rate=32, block_config=(6, 12, 24, 16),
+                num_init_features=64, bn_size=4):
+    """DenseNet-121 (growth 32, blocks 6-12-24-16, torchvision); the architecture options are
+    torchvision ``DenseNet``'s."""
+    return DenseNet(tuple(block_config), growth_rate, num_init_features, bn_size,
+                    num_classes=num_classes, drop_rate=drop_rate,
                     bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, bn_axis_name=bn_axis_name,
                     dtype=dtype, param_dtype=param_dtype)

@@ -25,6 +25,7 @@ from jaxvision.layers import (
     global_avg_pool,
 )
 from jaxvision.layers.conv import Padding
+from jaxvision.models.features import level_ends, sow_level
 from jaxvision.models.registry import register
 
 __all__ = [
@@ -132,6 +133,7 @@ class EfficientNet(nn.Module):
         x = ConvNormAct(self.stem_features, 3, 2, padding=self.padding, act=nn.swish, name="stem",
                         **kw)(x, train)
         total = sum(s.repeats for s in self.stages)
+        ends = level_ends([s.strides for s in self.stages])  # feature levels: strides 2..32
         k = 0
         for i, s in enumerate(self.stages):
             block = FusedMBConv if s.fused else MBConv
@@ -149,6 +151,8 @@ class EfficientNet(nn.Module):
                     **kw,
                 )(x, train)
                 k += 1
+            if i in ends:
+                sow_level(x)
         x = ConvNormAct(self.head_features, 1, padding="VALID", act=nn.swish, name="head_conv",
                         **kw)(x, train)
         x = global_avg_pool(x)
@@ -220,8 +224,10 @@ def _register(name: str):
     width, depth, res, dropout = EFFICIENTNET_PARAMS[name]
 
     def builder(num_classes, dtype, param_dtype, *, drop_rate=dropout, drop_path_rate=0.2,
-                bn_momentum=0.99, bn_epsilon=1e-3, bn_axis_name=None, padding="SAME"):
-        return efficientnet(width, depth, res, drop_rate, num_classes=num_classes,
+                bn_momentum=0.99, bn_epsilon=1e-3, bn_axis_name=None, padding="SAME",
+                width_coefficient=width, depth_coefficient=depth):
+        return efficientnet(width_coefficient, depth_coefficient, res, drop_rate,
+                            num_classes=num_classes,
                             drop_path_rate=drop_path_rate, bn_momentum=bn_momentum,
                             bn_epsilon=bn_epsilon, bn_axis_name=bn_axis_name, padding=padding,
                             dtype=dtype, param_dtype=param_dtype)

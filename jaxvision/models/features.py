@@ -11,18 +11,12 @@ disagree with the code.
     variables = model.init(rng, x)                  # the classifier's variables minus its head
     maps = model.apply(variables, x)                # list of (N, H/s, W/s, C) arrays
 
-Mechanism: while a ``FeatureExtractor`` traces its model, ``sow_level`` appends each map to the
-active collector (a context variable), in call order; outside of one it does nothing. (Not
-``Module.sow``: ``init`` makes every collection mutable, so sown maps would land in every
-model's variables.) ``sow_level`` must be called outside lifted transforms (``nn.scan``/
-``nn.remat`` bodies), whose tracers must not escape; the scanned transformer encoder therefore
-returns its layers' outputs from the scan and sows them afterwards.
+The collecting mechanism (``sow_level``, ``collect_levels``) lives in
+``jaxvision.layers.feature_levels`` so that layers (the transformer encoder) can mark levels too.
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -31,51 +25,23 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxvision.layers.feature_levels import (
+    collect_levels,
+    collecting,
+    level_ends,
+    sow_level,
+    tokens_to_map,
+)
+
 __all__ = [
     "FeatureExtractor",
     "collect_levels",
     "collecting",
+    "level_ends",
     "level_info",
     "sow_level",
     "tokens_to_map",
 ]
-
-_COLLECTORS: contextvars.ContextVar[tuple[list, ...]] = contextvars.ContextVar(
-    "jaxvision_feature_collectors", default=()
-)
-
-
-@contextlib.contextmanager
-def collect_levels():
-    """Collect the maps passed to ``sow_level`` while the block runs, in call order."""
-    levels: list = []
-    token = _COLLECTORS.set(_COLLECTORS.get() + (levels,))
-    try:
-        yield levels
-    finally:
-        _COLLECTORS.reset(token)
-
-
-def collecting() -> bool:
-    """Whether a ``FeatureExtractor`` is collecting levels now (models may then keep values they
-    would otherwise not materialize, e.g. every layer's output of a scanned encoder)."""
-    return bool(_COLLECTORS.get())
-
-
-def sow_level(x: jnp.ndarray) -> None:
-    """Mark ``x`` (N, H, W, C) as the model's next level (a no-op unless a ``FeatureExtractor``
-    is tracing the model)."""
-    if x.ndim != 4:
-        raise ValueError(f"a feature level must be an NHWC map, got shape {x.shape}")
-    collectors = _COLLECTORS.get()
-    if collectors:
-        collectors[-1].append(x)
-
-
-def tokens_to_map(tokens: jnp.ndarray, grid: tuple[int, int], num_prefix_tokens: int = 0):
-    """Transformer tokens (N, prefix + gh * gw, D) -> patch-token map (N, gh, gw, D)."""
-    n, _, d = tokens.shape
-    return tokens[:, num_prefix_tokens:].reshape(n, grid[0], grid[1], d)
 
 
 class FeatureExtractor(nn.Module):
@@ -85,7 +51,8 @@ class FeatureExtractor(nn.Module):
 
     The variables are exactly the wrapped model's (the scope is shared), so a classifier's
     checkpoint without its ``head`` loads as is; parameters after the last requested level are
-    kept but unused (their computation is removed by XLA under ``jit``).
+    kept but unused (their computation is removed by XLA under ``jit``). ``train=True`` takes
+    the model's usual ``rngs`` (``dropout``, ``drop_path``) and ``mutable=['batch_stats']``.
 
     Raises:
       ValueError: at trace time, when an index is out of range for the model's levels.

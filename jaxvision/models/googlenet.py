@@ -17,6 +17,7 @@ from jaxvision.layers import (
     global_avg_pool,
     max_pool,
 )
+from jaxvision.models.features import sow_level
 from jaxvision.models.registry import register
 
 __all__ = ["GoogLeNet", "Inception"]
@@ -76,6 +77,7 @@ class GoogLeNet(nn.Module):
     """
 
     num_classes: int = 1000
+    width_multiplier: float = 1.0
     drop_rate: float = 0.2
     bn_momentum: float = 0.9
     bn_epsilon: float = 1e-3
@@ -87,17 +89,23 @@ class GoogLeNet(nn.Module):
     def __call__(self, x, train: bool = False):
         norm = batch_norm_of(self)
         kw = dict(norm=norm, dtype=self.dtype, param_dtype=self.param_dtype)
-        x = ConvNormAct(64, 7, 2, padding=3, name="conv1", **kw)(x, train)
+        w = _scaler(self.width_multiplier)
+        # Feature levels: the last map of each resolution (strides 2, 4, 8, 16, 32).
+        x = ConvNormAct(w(64), 7, 2, padding=3, name="conv1", **kw)(x, train)
+        sow_level(x)
         x = max_pool(x, 3, 2, ceil_mode=True)
-        x = ConvNormAct(64, 1, padding=0, name="conv2", **kw)(x, train)
-        x = ConvNormAct(192, 3, padding=1, name="conv3", **kw)(x, train)
+        x = ConvNormAct(w(64), 1, padding=0, name="conv2", **kw)(x, train)
+        x = ConvNormAct(w(192), 3, padding=1, name="conv3", **kw)(x, train)
+        sow_level(x)
         x = max_pool(x, 3, 2, ceil_mode=True)
         for name in ("3a", "3b", "4a", "4b", "4c", "4d", "4e", "5a", "5b"):
             if name == "4a":
                 x = max_pool(x, 3, 2, ceil_mode=True)
             elif name == "5a":
                 x = max_pool(x, 2, 2, ceil_mode=True)
-            x = Inception(*_INCEPTION[name], name=f"inception{name}", **kw)(x, train)
+            x = Inception(*map(w, _INCEPTION[name]), name=f"inception{name}", **kw)(x, train)
+            if name in ("3b", "4e", "5b"):
+                sow_level(x)
         x = global_avg_pool(x)
         x = Dropout(self.drop_rate)(x, train)
         if self.num_classes:
@@ -105,10 +113,25 @@ class GoogLeNet(nn.Module):
         return x
 
 
+def _scaler(multiplier: float):
+    """Channel count c -> c * multiplier, which must be a whole number for every width."""
+
+    def scale(c: int) -> int:
+        scaled = c * multiplier
+        if multiplier <= 0 or abs(scaled - round(scaled)) > 1e-6 or round(scaled) < 1:
+            raise ValueError(f"width_multiplier {multiplier} gives {scaled} channels for a "
+                             f"{c}-channel layer; use 1/k with k dividing 8 (all widths are multiples of 8)")
+        return int(round(scaled))
+
+    return scale
+
+
 @register("googlenet", family="googlenet", default_resolution=224)
 def googlenet(num_classes, dtype, param_dtype, *, drop_rate=0.2, bn_momentum=0.9, bn_epsilon=1e-3,
-              bn_axis_name=None):
-    """GoogLeNet (Inception v1) with BatchNorm, no auxiliary heads (torchvision)."""
-    return GoogLeNet(num_classes=num_classes, drop_rate=drop_rate, bn_momentum=bn_momentum,
+              bn_axis_name=None, width_multiplier=1.0):
+    """GoogLeNet (Inception v1) with BatchNorm, no auxiliary heads (torchvision);
+    ``width_multiplier`` scales every width (exactly: e.g. 1/8 for tiny test instances)."""
+    return GoogLeNet(num_classes=num_classes, width_multiplier=width_multiplier,
+                     drop_rate=drop_rate, bn_momentum=bn_momentum,
                      bn_epsilon=bn_epsilon, bn_axis_name=bn_axis_name, dtype=dtype,
                      param_dtype=param_dtype)

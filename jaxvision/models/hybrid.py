@@ -32,6 +32,16 @@ from jaxvision.models.vit import VIT_SIZES, VisionTransformer, transformer_build
 __all__ = ["hybrid_vit", "resnet_backbone"]
 
 
+# Weight standardization and GroupNorm epsilon of the hybrids' CNN: google-research/
+# vision_transformer and big_vision ((w - mean) / (std + 1e-5), GroupNorm eps 1e-6), or timm's
+# ``vit_*_r26_s32``/``r50_s16`` (``_resnetv2``: StdConv2dSame (w - mean) / sqrt(var + 1e-8),
+# GroupNormAct eps 1e-5). The same weights give different logits under the two.
+WEIGHT_STANDARDIZATION = {
+    "big_vision": dict(eps=1e-5, eps_in_sqrt=False, norm_epsilon=1e-6),
+    "timm": dict(eps=1e-8, eps_in_sqrt=True, norm_epsilon=1e-5),
+}
+
+
 def resnet_backbone(
     stage_sizes: Sequence[int],
     *,
@@ -41,17 +51,24 @@ def resnet_backbone(
     stem_kernel: int = 7,
     stem_pool: bool = True,
     drop_path_rate: float = 0.0,
+    weight_standardization: str = "big_vision",
     dtype=jnp.float32,
     param_dtype=jnp.float32,
 ) -> ResNetStages:
-    """The ViT paper's hybrid CNN: ResNet stem + stages with StdConv, GroupNorm (eps 1e-6),
-    TF-"SAME" padding and zero-initialized last norm of every residual branch."""
+    """The ViT paper's hybrid CNN: ResNet stem + stages with StdConv, GroupNorm, TF-"SAME"
+    padding and zero-initialized last norm of every residual branch; ``weight_standardization``
+    ('big_vision' or 'timm', see ``WEIGHT_STANDARDIZATION``) picks the epsilons."""
+    if weight_standardization not in WEIGHT_STANDARDIZATION:
+        raise ValueError(f"weight_standardization must be one of {sorted(WEIGHT_STANDARDIZATION)}, "
+                         f"got {weight_standardization!r}")
+    ws = dict(WEIGHT_STANDARDIZATION[weight_standardization])
+    norm_epsilon = ws.pop("norm_epsilon")
     return ResNetStages(
         tuple(stage_sizes),
         block=block,
         width=width,
-        conv=StdConv,
-        norm=functools.partial(GroupNorm, num_groups=num_groups, epsilon=1e-6),
+        conv=functools.partial(StdConv, **ws),
+        norm=functools.partial(GroupNorm, num_groups=num_groups, epsilon=norm_epsilon),
         padding="SAME",
         stem_kernel=stem_kernel,
         stem_pool=stem_pool,
@@ -76,30 +93,36 @@ def hybrid_vit(
     param_dtype=jnp.float32,
     *,
     backbone_drop_path_rate: float = 0.0,
+    width: int = 64,
+    weight_standardization: str = "big_vision",
     **vit_kwargs,
 ) -> VisionTransformer:
-    """A ResNet-stages + ViT hybrid with 1x1 patches on the feature map (ViT paper)."""
+    """A ResNet-stages + ViT hybrid with 1x1 patches on the feature map (ViT paper).
+    ``vit_kwargs``: ``VisionTransformer`` attributes (they may override the ViT size's shape)."""
     hidden, depth, heads, mlp = VIT_SIZES[vit_size]
     backbone = resnet_backbone(
-        stage_sizes, drop_path_rate=backbone_drop_path_rate, dtype=dtype, param_dtype=param_dtype
+        stage_sizes, width=width, drop_path_rate=backbone_drop_path_rate,
+        weight_standardization=weight_standardization, dtype=dtype, param_dtype=param_dtype
     )
+    shape = dict(patch_size=1, hidden_size=hidden, num_layers=depth, num_heads=heads, mlp_dim=mlp)
     return VisionTransformer(
         num_classes=num_classes,
-        patch_size=1,
-        hidden_size=hidden,
-        num_layers=depth,
-        num_heads=heads,
-        mlp_dim=mlp,
         backbone=backbone,
         backbone_stride=backbone_stride(len(stage_sizes)),
         dtype=dtype,
         param_dtype=param_dtype,
-        **vit_kwargs,
+        **{**shape, **vit_kwargs},
     )
 
 
 def _register_hybrid(name: str, stage_sizes, vit_size: str, doc: str):
-    builder = transformer_builder(functools.partial(hybrid_vit, stage_sizes, vit_size), name, doc)
+    def build(num_classes, dtype, param_dtype, stage_sizes=stage_sizes, **options):
+        return hybrid_vit(tuple(stage_sizes), vit_size, num_classes, dtype, param_dtype, **options)
+
+    # stage_sizes / width change the CNN (e.g. tiny test instances); weight_standardization
+    # 'timm' reproduces timm's vit_*_r26_s32 / r50_s16 (what convert sets for timm weights).
+    builder = transformer_builder(build, name, doc, extra_options=dict(
+        stage_sizes=None, width=None, weight_standardization="big_vision"))
     register(name, family="hybrid", default_resolution=224)(builder)
 
 
@@ -117,24 +140,10 @@ _register_hybrid(
 )
 
 
-def _hybrid_tiny_mnist(
-    num_classes,
-    dtype,
-    param_dtype,
-    *,
-    drop_rate: float,
-    drop_path_rate: float,
-    dropout_rate: float,
-    attn_drop_rate: float,
-    scan_layers: bool,
-    remat: bool,
-    image_size: int | None,
-    pool: str,
-    posemb: str,
-    attention_impl: str,
-):
+def _hybrid_tiny_mnist(num_classes, dtype, param_dtype, **options):
     """Tiny hybrid for mnist5k: 28x28x1 -> StdConv 3x3/2 (32) + GroupNorm(8) -> one basic
-    block (14x14x32) -> 2x2 patches (7x7 tokens) -> ViT (width 64, 4 layers, 4 heads, MLP 128)."""
+    block (14x14x32) -> 2x2 patches (7x7 tokens) -> ViT (width 64, 4 layers, 4 heads, MLP 128).
+    ``options``: ``VisionTransformer`` attributes (they may override the shape above)."""
     backbone = ResNetStages(
         (1,),
         block=BasicBlock,
@@ -148,27 +157,14 @@ def _hybrid_tiny_mnist(
         dtype=dtype,
         param_dtype=param_dtype,
     )
+    shape = dict(patch_size=2, hidden_size=64, num_layers=4, num_heads=4, mlp_dim=128)
     return VisionTransformer(
         num_classes=num_classes,
-        patch_size=2,
-        hidden_size=64,
-        num_layers=4,
-        num_heads=4,
-        mlp_dim=128,
         backbone=backbone,
         backbone_stride=2,
-        image_size=image_size,
-        pool=pool,
-        posemb=posemb,
-        dropout_rate=dropout_rate,
-        attn_drop_rate=attn_drop_rate,
-        drop_rate=drop_rate,
-        drop_path_rate=drop_path_rate,
-        scan_layers=scan_layers,
-        remat=remat,
-        attention_impl=attention_impl,
         dtype=dtype,
         param_dtype=param_dtype,
+        **{**shape, **options},
     )
 
 

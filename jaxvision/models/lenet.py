@@ -8,6 +8,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxvision.layers import Conv, max_pool
+from jaxvision.models.features import sow_level
 from jaxvision.models.registry import register
 
 __all__ = ["LeNet5"]
@@ -32,7 +33,9 @@ class LeNet5(nn.Module):
             raise ValueError(f"LeNet-5 takes 32x32 images (pad 28x28 MNIST by 2), got {x.shape[1:3]}")
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         x = max_pool(nn.relu(Conv(6, 5, padding="VALID", name="conv1", **kw)(x)), 2)
+        sow_level(x)  # 14x14x6
         x = max_pool(nn.relu(Conv(16, 5, padding="VALID", name="conv2", **kw)(x)), 2)
+        sow_level(x)  # 5x5x16
         x = x.reshape(x.shape[0], -1)  # (N, 5 * 5 * 16)
         x = nn.relu(nn.Dense(120, name="fc1", **kw)(x))
         x = nn.relu(nn.Dense(84, name="fc2", **kw)(x))

@@ -15,6 +15,7 @@ from jaxvision.layers import (
     batch_norm_of,
     global_avg_pool,
 )
+from jaxvision.models.features import level_ends, sow_level
 from jaxvision.models.registry import register
 
 __all__ = ["MobileNetV2", "make_divisible"]
@@ -70,13 +71,17 @@ class MobileNetV2(nn.Module):
         stem_pad = 1 if self.padding == "SYMMETRIC" else "SAME"
         x = ConvNormAct(make_divisible(32 * w), 3, 2, padding=stem_pad, act=nn.relu6, name="stem",
                         **kw)(x, train)
-        total = sum(n for _, _, n, _ in _SETTINGS)
+        strides = [s if i == 0 else 1 for _, _, n, s in _SETTINGS for i in range(n)]
+        ends = level_ends(strides)  # feature levels: strides 2, 4, 8, 16, 32
+        total = len(strides)
         k = 0
         for t, c, n, s in _SETTINGS:
             for i in range(n):
                 x = InvertedResidual(make_divisible(c * w), t, s if i == 0 else 1,
                                      drop_path_rate=self.drop_path_rate * k / total,
                                      padding=self.padding, name=f"block{k + 1}", **kw)(x, train)
+                if k in ends:
+                    sow_level(x)
                 k += 1
         x = ConvNormAct(make_divisible(1280 * max(1.0, w)), 1, padding=0, act=nn.relu6,
                         name="head_conv", **kw)(x, train)

@@ -30,6 +30,7 @@ from jaxvision.layers.blocks import ConvNormAct, MBConv
 from jaxvision.layers.conv import Conv
 from jaxvision.layers.norm import BatchNorm
 from jaxvision.layers.transformer import Encoder
+from jaxvision.models.features import sow_level
 from jaxvision.models.registry import register
 
 __all__ = ["MOBILEVIT_CONFIGS", "MobileViT", "MobileViTBlock"]
@@ -222,6 +223,7 @@ class MobileViT(nn.Module):
                     name=f"stages_{i}_{blocks}",
                     **common,
                 )(x, train)
+            sow_level(x)  # feature levels: every stage's output, strides 2, 4, 8, 16, 32
         x = ConvNormAct(
             cfg["final"], 1, padding="VALID", act=nn.silu, conv=Conv, name="final_conv", **common
         )(x, train)
@@ -250,10 +252,13 @@ def _register_mobilevit(size: str):
         bn_epsilon: float = 1e-5,
         bn_axis_name: str | None = None,
         attention_impl: str = "auto",
+        config: dict | None = None,
     ):
+        """``config``: a ``MOBILEVIT_CONFIGS``-shaped dict replacing the size's (e.g. tiny
+        instances for tests)."""
         return MobileViT(
             num_classes=num_classes,
-            config=MOBILEVIT_CONFIGS[size],
+            config=config or MOBILEVIT_CONFIGS[size],
             drop_rate=drop_rate,
             drop_path_rate=drop_path_rate,
             dropout_rate=dropout_rate,

@@ -8,7 +8,10 @@ The returned Linen module follows the model contract (see ``shared/DESIGN.md``):
 * in training, ``model.apply(variables, x, train=True, rngs={'dropout': r1, 'drop_path': r2},
   mutable=['batch_stats'])`` -> (logits, {'batch_stats': ...});
 * ``num_classes=0`` builds the model without its classifier: it returns pre-logit features (N, D);
-* the classifier is a ``nn.Dense`` named ``head`` (fine-tuning re-initializes it by that name).
+* the classifier is a ``nn.Dense`` named ``head`` (fine-tuning re-initializes it by that name);
+* ``features_only=True`` wraps the head-less model in ``features.FeatureExtractor``: apply
+  returns the list of NHWC feature maps of ``out_indices`` (``model_info(name)['feature_info']``
+  gives each level's stride and channels).
 """
 
 from __future__ import annotations
@@ -18,12 +21,14 @@ import difflib
 import functools
 import inspect
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from jaxvision.models.features import FeatureExtractor, level_info
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -111,6 +116,9 @@ def create(
     num_classes: int | None = None,
     dtype: Any = jnp.float32,
     param_dtype: Any = jnp.float32,
+    *,
+    features_only: bool = False,
+    out_indices: Sequence[int] | None = None,
     **overrides,
 ) -> nn.Module:
     """Build a registered model.
@@ -120,11 +128,28 @@ def create(
       num_classes: classifier width; ``None`` uses the model's default (1000 for ImageNet
         models, 10 for LeNet-5); ``0`` returns a feature extractor (pre-logits).
       dtype: compute dtype (e.g. ``jnp.bfloat16``); parameters stay in ``param_dtype``.
+      features_only: return the multi-scale feature maps instead of logits (timm's convention):
+        apply gives a list of (N, H/stride_i, W/stride_i, C_i) maps, one per ``out_indices``.
+      out_indices: levels to return with ``features_only`` (default: all; negative counts from
+        the last); ``model_info(name)['feature_info']`` lists the levels.
       **overrides: family-specific options (e.g. ``drop_rate``, ``drop_path_rate``, ``width``).
 
     Returns:
       A Flax Linen module; see this module's docstring for its contract.
+
+    Raises:
+      KeyError: unknown name; TypeError: an option the model does not take; ValueError: bad
+      ``num_classes``/``out_indices`` (out-of-range indices are reported when first traced).
     """
+    if out_indices is not None and not features_only:
+        raise ValueError("out_indices selects feature levels: pass it with features_only=True")
+    if features_only:
+        if num_classes:
+            raise ValueError(f"features_only=True builds the model without its head; got "
+                             f"num_classes={num_classes} (leave it out)")
+        model = create(name, 0, dtype, param_dtype, **overrides)
+        indices = None if out_indices is None else tuple(int(i) for i in out_indices)
+        return FeatureExtractor(model, indices)
     spec = get_spec(name)
     if num_classes is None:
         num_classes = spec.num_classes
@@ -175,9 +200,21 @@ def _param_count(name: str, num_classes: int | None) -> int:
     return count_params(variables["params"])
 
 
+@functools.cache
+def _feature_info(name: str) -> tuple[dict[str, Any], ...]:
+    return tuple(level_info(create(name, num_classes=0), input_shape(name)))
+
+
+def feature_info(name: str) -> list[dict[str, Any]]:
+    """The feature levels of ``create(name, features_only=True)`` at the default resolution:
+    per level ``index``, ``stride`` (= timm's ``reduction``) and ``channels`` (= ``num_chs``)."""
+    return [dict(level) for level in _feature_info(name)]
+
+
 def model_info(name: str, num_classes: int | None = None) -> dict[str, Any]:
     """Facts about a model: family, default resolution, input channels, default class count,
-    and the trainable parameter count (the ``params`` collection) at that class count."""
+    the trainable parameter count (the ``params`` collection) at that class count, and the
+    ``feature_info`` of its levels (see ``feature_info``)."""
     spec = get_spec(name)
     return {
         "name": spec.name,
@@ -187,4 +224,5 @@ def model_info(name: str, num_classes: int | None = None) -> dict[str, Any]:
         "num_classes": spec.num_classes if num_classes is None else num_classes,
         "params": _param_count(name, num_classes),
         "description": spec.description,
+        "feature_info": feature_info(name),
     }

@@ -21,6 +21,7 @@ from jaxvision.layers import (
     max_pool,
 )
 from jaxvision.layers.conv import Padding
+from jaxvision.models.features import sow_level
 from jaxvision.models.registry import register
 
 __all__ = ["RESNET_CONFIGS", "ResNet", "ResNetStages"]
@@ -63,6 +64,8 @@ class ResNetStages(nn.Module):
       drop_path_rate: stochastic depth, growing linearly from 0 at the first block to this value
         at the last (as timm).
 
+    Feature levels (``models.features``): the stem's activation, then every stage's output.
+
     Submodule names: ``stem_conv``, ``stem_norm``, ``stage{i}_block{j}`` (1-based), each block with
     ``conv1..3``/``norm1..3`` and, where the shape changes, ``downsample_conv``/``downsample_norm``.
 
@@ -99,6 +102,7 @@ class ResNetStages(nn.Module):
                       use_bias=False,
                       name="stem_conv", **kw)(x)
         x = self.act(self.norm(name="stem_norm", **kw)(x, train))
+        sow_level(x)  # level 0: the stem (stride 2 with the ImageNet stem), as timm's 'act1'
         if self.stem_pool:
             x = max_pool(x, 3, 2, padding=self.padding)
         total = sum(self.stage_sizes)
@@ -120,6 +124,7 @@ class ResNetStages(nn.Module):
                     **kw,
                 )(x, train)
                 k += 1
+            sow_level(x)  # level i + 1: stage i's output
         return x
 
 
@@ -138,6 +143,7 @@ class ResNet(nn.Module):
 
     stage_sizes: Sequence[int]
     block: type[BasicBlock] = Bottleneck
+    width: int = 64
     num_classes: int = 1000
     drop_rate: float = 0.0
     drop_path_rate: float = 0.0
@@ -160,6 +166,7 @@ class ResNet(nn.Module):
         x = ResNetStages(
             self.stage_sizes,
             block=self.block,
+            width=self.width,
             norm=norm,
             zero_init_last=self.zero_init_residual,
             drop_path_rate=self.drop_path_rate,
@@ -181,8 +188,11 @@ def _register(depth: int):
 
     def builder(num_classes, dtype, param_dtype, *, drop_rate=0.0, drop_path_rate=0.0,
                 bn_momentum=0.9, bn_epsilon=1e-5, bn_axis_name=None, zero_init_residual=False,
-                stem="imagenet", stride_in_1x1=False):
-        return ResNet(stages, block=block, num_classes=num_classes, drop_rate=drop_rate,
+                stem="imagenet", stride_in_1x1=False, stage_sizes=None, width=64):
+        """``stage_sizes``/``width`` (stem and first-stage width) change the architecture, e.g.
+        for tiny test instances."""
+        return ResNet(tuple(stage_sizes or stages), block=block, width=width,
+                      num_classes=num_classes, drop_rate=drop_rate,
                       drop_path_rate=drop_path_rate, bn_momentum=bn_momentum,
                       bn_epsilon=bn_epsilon, bn_axis_name=bn_axis_name,
                       zero_init_residual=zero_init_residual, stem=stem,

@@ -11,6 +11,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxvision.layers import Conv, Dropout, adaptive_avg_pool, batch_norm_of, max_pool
+from jaxvision.models.features import sow_level
 from jaxvision.models.registry import register
 
 __all__ = ["VGG", "VGG_CONFIGS"]
@@ -35,6 +36,7 @@ class VGG(nn.Module):
 
     config: Sequence[int | str]
     batch_norm: bool = False
+    fc_width: int = 4096
     num_classes: int = 1000
     drop_rate: float = 0.5
     bn_momentum: float = 0.9
@@ -49,7 +51,8 @@ class VGG(nn.Module):
         norm = functools.partial(batch_norm_of(self), **kw)
         i = 0
         for v in self.config:
-            if v == "M":
+            if v == "M":  # feature levels: each map before its pool (timm), strides 1..16
+                sow_level(x)
                 x = max_pool(x, 2, 2)
                 continue
             i += 1
@@ -57,11 +60,12 @@ class VGG(nn.Module):
             if self.batch_norm:
                 x = norm(name=f"norm{i}")(x, train)
             x = nn.relu(x)
+        sow_level(x)  # the last pooled map, stride 32
         x = adaptive_avg_pool(x, 7)
         x = x.reshape(x.shape[0], -1)  # (N, 25088)
-        x = nn.relu(nn.Dense(4096, name="fc1", **kw)(x))
+        x = nn.relu(nn.Dense(self.fc_width, name="fc1", **kw)(x))
         x = Dropout(self.drop_rate)(x, train)
-        x = nn.relu(nn.Dense(4096, name="fc2", **kw)(x))
+        x = nn.relu(nn.Dense(self.fc_width, name="fc2", **kw)(x))
         x = Dropout(self.drop_rate)(x, train)
         if self.num_classes:
             x = nn.Dense(self.num_classes, name="head", **kw)(x)
@@ -73,17 +77,22 @@ def _register(depth: int, batch_norm: bool):
     spec = dict(family="vgg", default_resolution=224,
                 description=f"VGG-{depth}{' with BatchNorm' if batch_norm else ''} (torchvision).")
 
+    # ``config`` (conv widths and "M" pools) and ``fc_width`` change the architecture (torchvision
+    # ``make_layers`` cfg and classifier width), e.g. for tiny test instances.
     if batch_norm:
         def builder(num_classes, dtype, param_dtype, *, drop_rate=0.5, bn_momentum=0.9,
-                    bn_epsilon=1e-5, bn_axis_name=None):
-            return VGG(VGG_CONFIGS[depth], batch_norm=True, num_classes=num_classes,
-                       drop_rate=drop_rate, bn_momentum=bn_momentum, bn_epsilon=bn_epsilon,
-                       bn_axis_name=bn_axis_name, dtype=dtype, param_dtype=param_dtype)
+                    bn_epsilon=1e-5, bn_axis_name=None, config=None, fc_width=4096):
+            return VGG(tuple(config or VGG_CONFIGS[depth]), batch_norm=True, fc_width=fc_width,
+                       num_classes=num_classes, drop_rate=drop_rate, bn_momentum=bn_momentum,
+                       bn_epsilon=bn_epsilon, bn_axis_name=bn_axis_name, dtype=dtype,
+                       param_dtype=param_dtype)
     else:
-        def builder(num_classes, dtype, param_dtype, *, drop_rate=0.5, bn_axis_name=None):
+        def builder(num_classes, dtype, param_dtype, *, drop_rate=0.5, bn_axis_name=None,
+                    config=None, fc_width=4096):
             del bn_axis_name  # no BatchNorm
-            return VGG(VGG_CONFIGS[depth], batch_norm=False, num_classes=num_classes,
-                       drop_rate=drop_rate, dtype=dtype, param_dtype=param_dtype)
+            return VGG(tuple(config or VGG_CONFIGS[depth]), batch_norm=False, fc_width=fc_width,
+                       num_classes=num_classes, drop_rate=drop_rate, dtype=dtype,
+                       param_dtype=param_dtype)
 
     builder.__name__ = builder.__qualname__ = name
     return register(name, **spec)(builder)

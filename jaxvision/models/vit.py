@@ -6,6 +6,9 @@ embeddings covering the class token, pre-norm encoder (LayerNorm eps 1e-6), fina
 class-token pooling, zero-initialized linear ``head``. ``VisionTransformer`` also takes a CNN
 ``backbone`` whose feature map is patchified; that is the hybrid of ``models/hybrid.py``.
 
+Feature levels (``features_only``): every encoder block's output as a patch-token map (stride =
+the patch size times the backbone's stride), timm's convention; hybrids first give their CNN's.
+
 Parameters (``params``):
   [backbone/...]  the hybrid's CNN
   patch_embed/proj  conv (p, p, C, D)
@@ -17,7 +20,7 @@ Parameters (``params``):
 
 from __future__ import annotations
 
-import functools
+import inspect
 from typing import Any
 
 import flax.linen as nn
@@ -132,7 +135,7 @@ class VisionTransformer(nn.Module):
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             name="encoder",
-        )(tokens, deterministic=not train)
+        )(tokens, deterministic=not train, feature_grid=grid, num_prefix_tokens=num_prefix)
         features = pool_tokens(tokens, self.pool, num_prefix)
         if self.num_classes == 0:
             return features
@@ -155,59 +158,67 @@ def vit(
     param_dtype=jnp.float32,
     **kwargs,
 ) -> VisionTransformer:
-    """A ViT of a named size (``VIT_SIZES``: 'ti', 's', 'b', 'l') and patch size."""
+    """A ViT of a named size (``VIT_SIZES``: 'ti', 's', 'b', 'l') and patch size; ``kwargs``
+    (``VisionTransformer`` attributes) may also override the size's ``hidden_size``,
+    ``num_layers``, ``num_heads`` and ``mlp_dim``."""
     hidden, depth, heads, mlp = VIT_SIZES[size]
+    shape = dict(hidden_size=hidden, num_layers=depth, num_heads=heads, mlp_dim=mlp)
     return VisionTransformer(
         num_classes=num_classes,
         patch_size=patch_size,
-        hidden_size=hidden,
-        num_layers=depth,
-        num_heads=heads,
-        mlp_dim=mlp,
         dtype=dtype,
         param_dtype=param_dtype,
-        **kwargs,
+        **{**shape, **kwargs},
     )
 
 
-def transformer_builder(build, name: str, doc: str, default_image_size: int | None = 224):
-    """A registry builder taking the transformer overrides as explicit keywords (so that
-    ``models.create`` can name the accepted ones) and passing them on to
-    ``build(num_classes, dtype, param_dtype, **options)``; shared by the ViTs and the hybrids."""
+# Options of every transformer builder, with their defaults (None: the registered model's own).
+TRANSFORMER_OPTIONS = dict(
+    drop_rate=0.0, drop_path_rate=0.0, dropout_rate=0.0, attn_drop_rate=0.0, scan_layers=False,
+    remat=False, pool="token", posemb="learned", attention_impl="auto",
+    # Architecture (e.g. tiny instances for tests): the encoder's shape and the patch size.
+    hidden_size=None, num_layers=None, num_heads=None, mlp_dim=None, patch_size=None,
+)
 
-    def builder(
-        num_classes,
-        dtype,
-        param_dtype,
-        *,
-        drop_rate: float = 0.0,
-        drop_path_rate: float = 0.0,
-        dropout_rate: float = 0.0,
-        attn_drop_rate: float = 0.0,
-        scan_layers: bool = False,
-        remat: bool = False,
-        image_size: int | None = default_image_size,
-        pool: str = "token",
-        posemb: str = "learned",
-        attention_impl: str = "auto",
-        bn_axis_name: str | None = None,  # no BatchNorm: accepted and ignored
-    ):
-        options = dict(
-            drop_rate=drop_rate, drop_path_rate=drop_path_rate, dropout_rate=dropout_rate,
-            attn_drop_rate=attn_drop_rate, scan_layers=scan_layers, remat=remat,
-            image_size=image_size, pool=pool, posemb=posemb, attention_impl=attention_impl,
-        )
-        return build(num_classes, dtype, param_dtype, **options)
 
+def transformer_builder(build, name: str, doc: str, default_image_size: int | None = 224,
+                        extra_options: dict[str, Any] | None = None):
+    """A registry builder taking the transformer overrides (``TRANSFORMER_OPTIONS``, ``image_size``
+    and ``extra_options``) as named keywords (its signature lists them, so that
+    ``models.create`` names the accepted ones) and calling
+    ``build(num_classes, dtype, param_dtype, **options)`` with the options that are not None;
+    shared by the ViTs and the hybrids. ``bn_axis_name`` is accepted and ignored (no BatchNorm)."""
+    defaults = {**TRANSFORMER_OPTIONS, "image_size": default_image_size, **(extra_options or {}),
+                "bn_axis_name": None}
+
+    def builder(num_classes, dtype, param_dtype, **options):
+        options = {**defaults, **options}
+        del options["bn_axis_name"]
+        # image_size=None is meaningful (the input's resolution); other Nones mean 'the default'.
+        kept = {k: v for k, v in options.items() if v is not None or k == "image_size"}
+        return build(num_classes, dtype, param_dtype, **kept)
+
+    positional = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+                  for n in ("num_classes", "dtype", "param_dtype")]
+    builder.__signature__ = inspect.Signature(positional + [
+        inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v) for k, v in defaults.items()
+    ])
     builder.__name__ = builder.__qualname__ = name
     builder.__doc__ = doc
     return builder
 
 
+def _sized_vit(size: str, patch: int):
+    def build(num_classes, dtype, param_dtype, patch_size=patch, **options):
+        return vit(size, patch_size, num_classes, dtype, param_dtype, **options)
+
+    return build
+
+
 def _register_vit(size: str, patch: int, long_name: str):
     name = f"vit_{size}{patch}"
     builder = transformer_builder(
-        functools.partial(vit, size, patch), name,
+        _sized_vit(size, patch), name,
         f"{long_name} (ViT-{size.upper()}/{patch}), 224 px, class token.")
     register(name, family="vit", default_resolution=224)(builder)
 

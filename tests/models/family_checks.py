@@ -1,6 +1,6 @@
 """Checks shared by the tests of the model families of issue 16 (Swin, EfficientNetV2, MaxViT,
-CoAtNet): exact parameter counts, a tiny instance's forward in evaluation and training, and its
-feature levels."""
+CoAtNet): exact parameter counts, a tiny instance's forward in evaluation and training, feature
+levels."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvision import models
-from jaxvision.models.features import FeatureExtractor, level_info
+from jaxvision.models.features import level_info
 
 
 def param_count(name: str) -> int:
@@ -57,12 +57,17 @@ def check_forward(model, size: int, num_classes: int, *, has_batch_stats: bool):
         assert any(not np.allclose(u, v) for u, v in zip(before, after, strict=True))
 
 
-def check_levels(model, size: int, expected: list[tuple[int, int]]):
-    """``model`` built with num_classes=0: its feature levels at a (1, size, size, 3) input have
-    these (stride, channels), and ``FeatureExtractor`` returns maps of those shapes."""
-    info = level_info(model, (1, size, size, 3))
+def check_levels(name: str, overrides: dict, size: int, expected: list[tuple[int, int]]):
+    """``models.create(name, features_only=True, **overrides)`` at a (1, size, size, 3) input
+    returns maps of these (stride, channels), as ``level_info`` reports them."""
+    model = models.create(name, features_only=True, **overrides)
+    info = level_info(models.create(name, num_classes=0, **overrides), (1, size, size, 3))
     assert [(i["stride"], i["channels"]) for i in info] == expected
     x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
-    extractor = FeatureExtractor(model)
-    maps = jax.eval_shape(lambda x: extractor.init_with_output(jax.random.key(0), x)[0], x)
+    maps = jax.eval_shape(lambda x: model.init_with_output(jax.random.key(0), x)[0], x)
     assert [m.shape for m in maps] == [(1, size // s, size // s, c) for s, c in expected]
+
+
+def levels_of(name: str) -> list[tuple[int, int]]:
+    """(stride, channels) of every level of the full-size model (``model_info``)."""
+    return [(i["stride"], i["channels"]) for i in models.model_info(name)["feature_info"]]

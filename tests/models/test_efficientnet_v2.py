@@ -7,7 +7,7 @@ from flax import traverse_util
 
 from jaxvision import models
 from jaxvision.models.efficientnet import StageConfig
-from tests.models.family_checks import check_forward, check_levels, param_count
+from tests.models.family_checks import check_forward, check_levels, levels_of, param_count
 
 # torchvision 0.29.1: sum(p.numel() for p in torchvision.models.efficientnet_v2_{s,m,l}().parameters())
 # (= its weight metadata; efficientnet_v2_s also in shared/reference/param_counts.json and equal
@@ -44,5 +44,6 @@ def test_tiny_forward_and_stochastic_depth():
 
 
 def test_feature_levels():
-    check_levels(models.create("efficientnet_v2_s", num_classes=0, **TINY), 32,
-                 [(2, 8), (4, 16), (8, 16), (16, 24)])  # timm: the last block at each stride
+    # timm tf_efficientnetv2_s.feature_info: the last block at each stride.
+    assert levels_of("efficientnet_v2_s") == [(2, 24), (4, 48), (8, 64), (16, 160), (32, 256)]
+    check_levels("efficientnet_v2_s", TINY, 32, [(2, 8), (4, 16), (8, 16), (16, 24)])

@@ -6,7 +6,7 @@ import pytest
 from flax import traverse_util
 
 from jaxvision import models
-from tests.models.family_checks import check_forward, check_levels, param_count
+from tests.models.family_checks import check_forward, check_levels, levels_of, param_count
 
 # torchvision 0.29.1 maxvit_t and timm 1.0.31 maxvit_{tiny,small,base}_tf_224:
 # sum(p.numel() for p in model.parameters()) (maxvit_t also in shared/reference/param_counts.json).
@@ -42,7 +42,8 @@ def test_tiny_forward_and_stochastic_depth(layout):
 
 
 def test_feature_levels_and_partition_error():
-    model = models.create("maxvit_t", num_classes=0, **TINY)
-    check_levels(model, 16, [(2, 8), (4, 8), (8, 16)])
+    # timm maxvit_tiny_tf_224.feature_info: the stem, then every stage.
+    assert levels_of("maxvit_t") == [(2, 64), (4, 64), (8, 128), (16, 256), (32, 512)]
+    check_levels("maxvit_t", TINY, 16, [(2, 8), (4, 8), (8, 16)])
     with pytest.raises(ValueError, match="divisible by 2"):
-        models.abstract_variables(model, (1, 24, 24, 3))  # stage 2's map is 3x3
+        models.abstract_variables(models.create("maxvit_t", **TINY), (1, 24, 24, 3))  # 3x3 map

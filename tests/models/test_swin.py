@@ -10,7 +10,7 @@ import pytest
 from jaxvision import models
 from jaxvision.layers import relative_position_index, window_merge, window_partition
 from jaxvision.models.swin import shifted_window_mask
-from tests.models.family_checks import check_forward, check_levels, param_count
+from tests.models.family_checks import check_forward, check_levels, levels_of, param_count
 
 # torchvision 0.29.1: sum(p.numel() for p in torchvision.models.swin_{t,s,b}().parameters())
 # (swin_t also in shared/reference/param_counts.json; torchvision's weight metadata says the same).
@@ -55,5 +55,7 @@ def test_tiny_forward_and_stochastic_depth():
 
 
 def test_feature_levels():
-    check_levels(models.create("swin_t", num_classes=0, **TINY), 24, [(4, 8), (8, 16)])
+    # timm swin_tiny_patch4_window7_224.feature_info (reduction, num_chs).
+    assert levels_of("swin_t") == [(4, 96), (8, 192), (16, 384), (32, 768)]
+    check_levels("swin_t", TINY, 24, [(4, 8), (8, 16)])
     assert models.list_models("swin") == ["swin_b", "swin_s", "swin_t"]
