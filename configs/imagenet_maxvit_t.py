@@ -26,6 +26,7 @@ def get_config(arg=None):
     c = base_config()
     c.model.name = "maxvit_t"
     c.model.drop_path_rate = 0.2
+    c.model.partition_size = 7  # window and grid side (224 px inputs: maps 56, 28, 14, 7)
     c.data.name = "imagenet2012"
     c.data.download = False
     c.data.image_size = 224
