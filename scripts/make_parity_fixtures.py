@@ -30,7 +30,7 @@ import torchvision
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from parity_fixtures import classic, mobile, relative_attention, transformer  # noqa: E402
+from parity_fixtures import classic, convnext, mobile, relative_attention, transformer  # noqa: E402
 from parity_fixtures.common import Fixture, randomize_batchnorm, randomize_zero_inits  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "convert", "fixtures")
@@ -45,11 +45,15 @@ FIXTURES = {
     "alexnet": classic.alexnet,
     "mobilenet_v2": mobile.mobilenet_v2,
     "mobilenet_v2_timm": mobile.mobilenet_v2_timm,
+    "mobilenet_v3_small": mobile.mobilenet_v3_small,
+    "mobilenet_v3_large": mobile.mobilenet_v3_large,
     "efficientnet": mobile.efficientnet,
     "efficientnet_timm": mobile.efficientnet_timm,
     "tf_efficientnet_timm": mobile.tf_efficientnet_timm,
     "mobilevit_timm": mobile.mobilevit_timm,
+    "convnext": convnext.convnext,
     "vit_timm": transformer.vit_timm,
+    "deit_distilled_timm": transformer.deit_distilled_timm,
     "hybrid_r26_timm": transformer.hybrid_r26_timm,
     "swin": relative_attention.swin,
     "efficientnet_v2": relative_attention.efficientnet_v2,

@@ -344,7 +344,11 @@ def convert_keras(source: Any, name: str | None = None) -> Converted:
     mapper_fn, preprocessing, bn_epsilon = _FAMILIES[name]
     m = _Mapper(_layer_weights(model))
     mapper_fn(m, model)
-    unused = sorted(set(m.w) - m.used - {"normalization"})
+    # Preprocessing layers (found by type: a second model in one session names its Normalization
+    # 'normalization_1') become the data mean/std, not variables.
+    preprocessing_layers = {layer.name for layer in model.layers
+                            if type(layer).__name__ in ("Normalization", "Rescaling")}
+    unused = sorted(set(m.w) - m.used - preprocessing_layers)
     if unused:
         raise ValueError(f"Keras layers with weights left unmapped: {unused[:10]}; is this {name}?")
 

@@ -1,5 +1,10 @@
 """PyTorch state dicts (torchvision / timm names) -> jaxvision: resnet18..152, vit_*,
-r50_vit_b16 / r26_vit_s32 (timm ``vit_base_r50_s16_224`` names), mobilenet_v2 (any width) and efficientnet_b0..b7.
+r50_vit_b16 / r26_vit_s32 (timm ``vit_base_r50_s16_224`` names), mobilenet_v2 (any width),
+efficientnet_b0..b7 (torchvision and timm, incl. timm's ``tf_efficientnet_*`` ports); and, in
+their own ``torch_<family>`` modules registered in ``_FAMILIES``: densenet121, vgg*, alexnet,
+googlenet (torchvision), mobilevit_* (timm), mobilenet_v3_* and convnext_* (torchvision).
+Reference parity of every family is checked in CI on the fixtures of
+``scripts/make_parity_fixtures.py`` (``tests/convert/test_parity_fixtures.py``).
 
 Sources: a ``.safetensors`` file (read with ``safetensors.numpy``; no torch needed), a ``.pt``/
 ``.pth``/``.bin`` file read with ``torch.load(weights_only=True)`` (tensors only: arbitrary
@@ -18,7 +23,16 @@ convs ``se/reduce``/``se/expand``. Both are built with PyTorch's symmetric paddi
 torchvision mobilenet_v2 and efficientnet_b0..b4 use PyTorch's default (eps 1e-5, momentum 0.1 =
 Flax 0.9); torchvision efficientnet_b5..b7 (ported TF weights) use eps 1e-3, momentum 0.01 (Flax
 0.99); timm ``efficientnet_b*``/``mobilenetv2_*`` use eps 1e-5. timm's ``tf_efficientnet_*``
-ports need ``padding='SAME', bn_epsilon=1e-3`` (their names are the same as the non-TF ones).
+ports need ``padding='SAME', bn_epsilon=1e-3`` (their state-dict names are the same as the
+non-TF ones): selected from a file name containing ``tf_efficientnet``, else by those arguments
+(``--padding``/``--bn_epsilon`` of ``python -m jaxvision.convert``).
+
+Hybrids: timm's ResNetV2 backbone standardizes weights as (w - mean) / sqrt(var + 1e-8) with
+GroupNorm eps 1e-5; the converter sets the model option ``weight_standardization='timm'``
+(recorded in the run's config), while the ViT paper's .npz weights keep big_vision's
+(w - mean) / (std + 1e-5) with eps 1e-6.
+
+Converted arrays are copies: changing the source tensors afterwards does not change them.
 """
 
 from __future__ import annotations
@@ -132,6 +146,8 @@ def _vit(m: StateDictMapper, overrides=None) -> int:
     m.conv("patch_embed/proj", "patch_embed.proj", bias=True)
     if m.has("cls_token"):
         m.out.put("cls/cls", m.take("cls_token"))
+    if m.has("dist_token"):  # DeiT distilled
+        m.out.put("dist/cls", m.take("dist_token"))
     m.out.put("pos_embed/embedding", m.take("pos_embed"))
     width = sd["patch_embed.proj.weight"].shape[0]
     heads = (overrides or {}).get("num_heads") or _num_heads(width)
@@ -141,6 +157,8 @@ def _vit(m: StateDictMapper, overrides=None) -> int:
         encoder_block(m, dst, src, heads)
         i += 1
     m.ln("encoder/norm", "norm")
+    if m.has("head_dist.weight"):
+        m.linear("head_dist", "head_dist")
     if m.has("head.weight"):
         m.linear("head", "head")
         return int(sd["head.weight"].shape[0])
@@ -308,6 +326,7 @@ def _mobile_overrides(family, name, sd, bn_epsilon, padding) -> dict[str, Any]:
 _FAMILIES: dict[str, tuple[Any, tuple]] = {
     "resnet": (_resnet, _IMAGENET),
     "vit": (_vit, _HALF),
+    "deit": (_vit, _IMAGENET),
     "hybrid": (_hybrid, _HALF),
     "mobilenet_v2": (_mobilenet_v2, _IMAGENET),
     "efficientnet": (_efficientnet, _IMAGENET),
@@ -320,6 +339,8 @@ _FAMILIES: dict[str, tuple[Any, tuple]] = {
     "efficientnet_v2": ("jaxvision.convert.torch_efficientnet_v2:map_efficientnet_v2", _IMAGENET),
     "maxvit": ("jaxvision.convert.torch_maxvit:map_maxvit", _IMAGENET),
     "coatnet": ("jaxvision.convert.torch_coatnet:map_coatnet", _IMAGENET),
+    "mobilenet_v3": ("jaxvision.convert.torch_mobilenet_v3:map_mobilenet_v3", _IMAGENET),
+    "convnext": ("jaxvision.convert.torch_convnext:map_convnext", _IMAGENET),
 }
 
 
@@ -391,12 +412,12 @@ def _stored_resolution(family, sd) -> int | None:
         from jaxvision.convert.torch_coatnet import stored_resolution
 
         return stored_resolution(sd)
-    if family not in ("vit", "hybrid"):
+    if family not in ("vit", "hybrid", "deit"):
         return None
     patch = sd["patch_embed.proj.weight"].shape[-1]
     if family == "hybrid":  # 1x1 patches of the backbone's feature map
         patch *= _hybrid_stride(sd)
-    tokens = sd["pos_embed"].shape[1] - (1 if "cls_token" in sd else 0)
+    tokens = sd["pos_embed"].shape[1] - ("cls_token" in sd) - ("dist_token" in sd)
     return int(round(tokens**0.5)) * patch
 
 

@@ -227,6 +227,10 @@ class MBConv(nn.Module):
     channels, as the official EfficientNet] -> 1x1 project to ``features`` -> norm (no act),
     + x (after DropPath) exactly when stride is 1 and C_in == features.
 
+    MobileNetV3 gives the widths explicitly instead: ``hidden_features`` (expand exactly when it
+    differs from C_in) and ``se_features`` (SE on when given), with ``se_act`` (ReLU there)
+    instead of the block's activation inside SE.
+
     Submodules: ``expand``, ``dw``, ``se``, ``project`` (each a ConvNormAct, except ``se``).
     x (N, H, W, C_in) -> (N, ceil(H/s), ceil(W/s), features) with "SAME" padding.
     """
@@ -238,6 +242,9 @@ class MBConv(nn.Module):
     se_ratio: float = 0.0
     act: Activation = nn.swish
     se_gate: Activation = nn.sigmoid
+    hidden_features: int | None = None
+    se_features: int | None = None
+    se_act: Activation | None = None
     padding: Padding = "SAME"
     drop_path_rate: float = 0.0
     zero_init_last: bool = False
@@ -247,9 +254,13 @@ class MBConv(nn.Module):
     param_dtype: Any = jnp.float32
 
     def _se(self, y, c_in):
-        if self.se_ratio <= 0:
+        if self.se_features is not None:
+            reduced = self.se_features
+        elif self.se_ratio > 0:
+            reduced = max(1, int(c_in * self.se_ratio))
+        else:
             return y
-        return SqueezeExcite(max(1, int(c_in * self.se_ratio)), act=self.act, gate=self.se_gate,
+        return SqueezeExcite(reduced, act=self.se_act or self.act, gate=self.se_gate,
                              dtype=self.dtype, param_dtype=self.param_dtype, name="se")(y)
 
     def _residual(self, x, y, train):
@@ -261,10 +272,11 @@ class MBConv(nn.Module):
     def __call__(self, x, train: bool = False):
         x = jnp.asarray(x, self.dtype)
         c_in = x.shape[-1]
-        hidden = int(round(c_in * self.expand_ratio))
+        hidden = self.hidden_features or int(round(c_in * self.expand_ratio))
+        expand = hidden != c_in if self.hidden_features else self.expand_ratio != 1
         kw = dict(conv=self.conv, norm=self.norm, dtype=self.dtype, param_dtype=self.param_dtype)
         y = x
-        if self.expand_ratio != 1:
+        if expand:
             y = ConvNormAct(hidden, 1, 1, "VALID", act=self.act, name="expand", **kw)(y, train)
         y = ConvNormAct(hidden, self.kernel_size, self.strides, self.padding, groups=hidden,
                         act=self.act, name="dw", **kw)(y, train)

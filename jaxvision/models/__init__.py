@@ -30,6 +30,7 @@ _FAMILIES = (
     "resnet",
     "densenet",
     "mobilenet_v2",
+    "mobilenet_v3",
     "efficientnet",
     "vit",
     "hybrid",
@@ -38,6 +39,7 @@ _FAMILIES = (
     "efficientnet_v2",
     "coatnet",
     "maxvit",
+    "convnext",
 )
 for _family in _FAMILIES:
     try:

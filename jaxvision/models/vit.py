@@ -20,6 +20,7 @@ Parameters (``params``):
 
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Any
 
@@ -67,6 +68,9 @@ class VisionTransformer(nn.Module):
       scan_layers, remat: see ``layers.transformer.Encoder``.
       backbone: optional CNN module called as ``backbone(x, train=train)`` -> feature map.
       backbone_stride: its total stride (for the position-embedding grid).
+      distilled: DeiT's distillation token after the class token, with its own head
+        ``head_dist``; the output is the mean of the two heads' logits (timm's
+        ``VisionTransformerDistilled`` in eval mode), the features the mean of the two tokens.
     """
 
     num_classes: int
@@ -87,6 +91,7 @@ class VisionTransformer(nn.Module):
     attention_impl: str = "auto"
     backbone: nn.Module | None = None
     backbone_stride: int = 1
+    distilled: bool = False
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
@@ -106,10 +111,12 @@ class VisionTransformer(nn.Module):
         )(x)
         num_prefix = 0
         if self.pool == "token":
+            if self.distilled:  # DeiT: [class, distillation, patches]
+                tokens = ClassToken(param_dtype=self.param_dtype, name="dist")(tokens)
             tokens = ClassToken(param_dtype=self.param_dtype, name="cls")(tokens)
-            num_prefix = 1
-        elif self.pool != "gap":
-            raise ValueError(f"unknown pool {self.pool!r}; use 'token' or 'gap'")
+            num_prefix = 2 if self.distilled else 1
+        elif self.pool != "gap" or self.distilled:
+            raise ValueError(f"pool {self.pool!r}: use 'token' or 'gap' ('token' when distilled)")
         stored_grid = None
         if self.image_size is not None:
             side = self.image_size // (self.backbone_stride * self.patch_size)
@@ -137,17 +144,23 @@ class VisionTransformer(nn.Module):
             name="encoder",
         )(tokens, deterministic=not train, feature_grid=grid, num_prefix_tokens=num_prefix)
         features = pool_tokens(tokens, self.pool, num_prefix)
-        if self.num_classes == 0:
-            return features
-        features = nn.Dropout(self.drop_rate)(features, deterministic=not train)
-        return nn.Dense(
+        head = functools.partial(
+            nn.Dense,
             self.num_classes,
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             kernel_init=nn.initializers.zeros,
             dot_general=f32_accumulating_dot_general,
-            name="head",
-        )(features)
+        )
+        dropout = nn.Dropout(self.drop_rate, deterministic=not train)
+        if self.distilled:  # DeiT's two heads, averaged (timm's inference and non-KD output)
+            if self.num_classes == 0:
+                return (features + tokens[:, 1]) / 2
+            return (head(name="head")(dropout(features))
+                    + head(name="head_dist")(dropout(tokens[:, 1]))) / 2
+        if self.num_classes == 0:
+            return features
+        return head(name="head")(dropout(features))
 
 
 def vit(
@@ -226,3 +239,17 @@ def _register_vit(size: str, patch: int, long_name: str):
 for _size, _long in (("ti", "ViT-Tiny"), ("s", "ViT-Small"), ("b", "ViT-Base"), ("l", "ViT-Large")):
     for _patch in (16, 32):
         _register_vit(_size, _patch, _long)
+
+
+def _sized_deit(size: str):
+    def build(num_classes, dtype, param_dtype, patch_size=16, **options):
+        return vit(size, patch_size, num_classes, dtype, param_dtype, distilled=True, **options)
+
+    return build
+
+
+# DeiT with distillation token (Touvron et al. 2021), timm deit_{tiny,small,base}_distilled_patch16_224.
+for _size, _long in (("ti", "DeiT-Ti"), ("s", "DeiT-S"), ("b", "DeiT-B")):
+    register(f"deit_{_size}_distilled", family="deit", default_resolution=224)(transformer_builder(
+        _sized_deit(_size), f"deit_{_size}_distilled",
+        f"{_long} distilled (class + distillation tokens, two heads averaged), 224 px."))

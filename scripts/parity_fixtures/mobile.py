@@ -13,6 +13,7 @@ from .common import NUM_CLASSES, Fixture
 
 tv_efficientnet = importlib.import_module("torchvision.models.efficientnet")
 tv_mobilenetv2 = importlib.import_module("torchvision.models.mobilenetv2")
+tv_mobilenetv3 = importlib.import_module("torchvision.models.mobilenetv3")
 
 
 
@@ -20,6 +21,23 @@ def mobilenet_v2() -> Fixture:
     m = tv_mobilenetv2.MobileNetV2(num_classes=NUM_CLASSES, width_mult=0.25)
     return Fixture(m, "torchvision", "torchvision.models.MobileNetV2(num_classes=10, width_mult=0.25)",
                    "mobilenet_v2", {"width_multiplier": 0.25}, 64)
+
+
+def _mobilenet_v3(size: str) -> Fixture:
+    arch = f"mobilenet_v3_{size}"
+    settings, last = tv_mobilenetv3._mobilenet_v3_conf(arch, width_mult=0.25)
+    m = tv_mobilenetv3.MobileNetV3(settings, last, num_classes=NUM_CLASSES)
+    return Fixture(m, "torchvision", f"torchvision.models.mobilenetv3.MobileNetV3("
+                   f"_mobilenet_v3_conf('{arch}', width_mult=0.25), num_classes=10)", arch,
+                   {"width_multiplier": 0.25}, 64)
+
+
+def mobilenet_v3_small() -> Fixture:
+    return _mobilenet_v3("small")
+
+
+def mobilenet_v3_large() -> Fixture:
+    return _mobilenet_v3("large")
 
 
 def mobilenet_v2_timm() -> Fixture:

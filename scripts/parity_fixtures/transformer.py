@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 
 from timm.layers import StdConv2dSame
+from timm.models import deit as timm_deit
 from timm.models import resnetv2 as timm_resnetv2
 from timm.models import vision_transformer as timm_vit
 from timm.models import vision_transformer_hybrid as timm_hybrid
@@ -21,6 +22,14 @@ def vit_timm() -> Fixture:
     return Fixture(m, "timm", "timm.models.vision_transformer.VisionTransformer(img_size=32, "
                    "patch_size=8, embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0, num_classes=10)",
                    "vit_ti16", {**_VIT_TINY, "patch_size": 8, "image_size": 32}, 32)
+
+
+def deit_distilled_timm() -> Fixture:
+    m = timm_deit.VisionTransformerDistilled(img_size=32, patch_size=8, embed_dim=32, depth=2,
+                                             num_heads=2, mlp_ratio=2.0, num_classes=NUM_CLASSES)
+    return Fixture(m, "timm", "timm.models.deit.VisionTransformerDistilled(img_size=32, "
+                   "patch_size=8, embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0, num_classes=10)",
+                   "deit_s_distilled", {**_VIT_TINY, "patch_size": 8, "image_size": 32}, 32)
 
 
 def _hybrid(layers, channels, name, jv_name) -> Fixture:

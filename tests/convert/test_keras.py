@@ -70,6 +70,20 @@ def test_efficientnet_b0_parity_with_in_model_normalization(tmp_path):
     assert meta["model"] == "efficientnet_b0" and "head" in pre["params"]
 
 
+def test_second_efficientnet_in_one_session_converts():
+    """Keras numbers layer names per session: the second EfficientNet's Normalization layer is
+    'normalization_1' (or later); the converter finds it by type."""
+    kw = dict(input_shape=(32, 32, 3), classes=5, classifier_activation=None)
+    keras_application("efficientnet_b0", **kw)
+    km = keras_application("efficientnet_b0", **kw)
+    norm = [layer for layer in km.layers if type(layer).__name__ == "Normalization"]
+    assert len(norm) == 1 and norm[0].name != "normalization"
+    _randomize_batchnorm(km, seed=3)
+    c = convert_keras(km)
+    pixels = np.random.default_rng(2).uniform(0, 1, (2, 32, 32, 3)).astype("float32")
+    _logits_equal(c, km, pixels * 255.0, pixels)
+
+
 def test_mobilenet_v2_parity_and_cli(tmp_path, capsys):
     # 32 px: even inputs to every stride-2 conv, where Keras' TF-"SAME" padding is asymmetric;
     # the converter builds mobilenet_v2 with padding="SAME" to match it.

@@ -39,7 +39,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 IMAGENET_TRAIN = 1_281_167
 CIFAR10_TRAIN = 50_000
 RECIPES = ["cifar10_resnet18", "imagenet_resnet50", "imagenet_efficientnet_b0", "imagenet_vit_s16",
-           "imagenet_r50_vit_b16"]
+           "imagenet_r50_vit_b16", "imagenet_convnext_t"]
 RECIPES += ["imagenet_swin_t", "imagenet_coatnet_0", "imagenet_maxvit_t"]  # issue 16
 RECIPES = [r for r in RECIPES if os.path.exists(os.path.join(REPO, "configs", f"{r}.py"))]
 
@@ -106,6 +106,13 @@ PAPER = {
     "imagenet_vit_s16": dict(
         n_train=IMAGENET_TRAIN, lr=_cosine(1e-3, 5 * 1251, 300 * 1251, end=1e-5),
         probe=[0, 3000, 6255, 200_000, 375_299], opt="adamw", wd=0.05,
+        decayed=lambda p: _name(p) == "kernel"),
+    # ConvNeXt (Liu et al. 2022, appendix A.1): AdamW lr 4e-3 at batch 4096 (312 steps per
+    # epoch), 20 warm-up epochs, cosine to 1e-6 at 300 epochs, decoupled wd 0.05 on conv/linear
+    # weights only (the official code skips 1-d parameters and biases: norms, layer scales).
+    "imagenet_convnext_t": dict(
+        n_train=IMAGENET_TRAIN, lr=_cosine(4e-3, 20 * 312, 300 * 312, end=1e-6),
+        probe=[0, 3000, 6240, 50_000, 93_599], opt="adamw", wd=0.05,
         decayed=lambda p: _name(p) == "kernel"),
     # ViT paper fine-tuning (appendix B.1.1): SGD momentum 0.9, lr 0.03 at batch 512 (not scaled),
     # 500 warm-up steps, cosine to 0 at 20k steps, no weight decay, global-norm clipping at 1.
@@ -216,6 +223,8 @@ RUN = {
                                mixup=True, extra=["--config.model.image_size=32"]),
     "imagenet_maxvit_t": dict(classes=1000, dtype="float32", label_smoothing=0.1, ema=0.0,
                               mixup=True, extra=["--config.model.partition_size=1"]),
+    "imagenet_convnext_t": dict(classes=1000, dtype="bfloat16", label_smoothing=0.1, ema=0.9999,
+                                mixup=True, extra=["--config.checkpoint_every_steps=1"]),
 }
 
 
