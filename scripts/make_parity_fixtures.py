@@ -30,7 +30,7 @@ import torchvision
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from parity_fixtures import classic, convnext, mobile, transformer  # noqa: E402
+from parity_fixtures import classic, convnext, mobile, relative_attention, transformer  # noqa: E402
 from parity_fixtures.common import Fixture, randomize_batchnorm, randomize_zero_inits  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "convert", "fixtures")
@@ -55,6 +55,12 @@ FIXTURES = {
     "vit_timm": transformer.vit_timm,
     "deit_distilled_timm": transformer.deit_distilled_timm,
     "hybrid_r26_timm": transformer.hybrid_r26_timm,
+    "swin": relative_attention.swin,
+    "efficientnet_v2": relative_attention.efficientnet_v2,
+    "tf_efficientnetv2_timm": relative_attention.tf_efficientnetv2_timm,
+    "maxvit": relative_attention.maxvit,
+    "maxvit_tf_timm": relative_attention.maxvit_tf_timm,
+    "coatnet_timm": relative_attention.coatnet_timm,
 }
 
 

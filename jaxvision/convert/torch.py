@@ -335,6 +335,10 @@ _FAMILIES: dict[str, tuple[Any, tuple]] = {
     "alexnet": ("jaxvision.convert.torch_alexnet:map_alexnet", _IMAGENET),
     "googlenet": ("jaxvision.convert.torch_googlenet:map_googlenet", _HALF),
     "mobilevit": ("jaxvision.convert.torch_mobilevit:map_mobilevit", _ZERO_ONE),
+    "swin": ("jaxvision.convert.torch_swin:map_swin", _IMAGENET),
+    "efficientnet_v2": ("jaxvision.convert.torch_efficientnet_v2:map_efficientnet_v2", _IMAGENET),
+    "maxvit": ("jaxvision.convert.torch_maxvit:map_maxvit", _IMAGENET),
+    "coatnet": ("jaxvision.convert.torch_coatnet:map_coatnet", _IMAGENET),
     "mobilenet_v3": ("jaxvision.convert.torch_mobilenet_v3:map_mobilenet_v3", _IMAGENET),
     "convnext": ("jaxvision.convert.torch_convnext:map_convnext", _IMAGENET),
 }
@@ -386,8 +390,14 @@ def _derived_overrides(family, name, sd, given) -> tuple[dict[str, Any], list[st
             f"padding {overrides['padding']}, BatchNorm epsilon {overrides['bn_epsilon']} "
             f"momentum {overrides['bn_momentum']} (Flax convention)"
         )
+    elif family == "efficientnet_v2":
+        from jaxvision.convert.torch_efficientnet_v2 import conventions
+
+        overrides.update(conventions(sd, given))
+        notes.append(f"padding {overrides['padding']}, BatchNorm epsilon {overrides['bn_epsilon']}")
     elif given.get("bn_epsilon") is not None or given.get("padding") is not None:
-        raise ValueError(f"bn_epsilon/padding overrides apply to mobilenet_v2/efficientnet, not {name}")
+        raise ValueError(f"bn_epsilon/padding overrides apply to mobilenet_v2/efficientnet(_v2), "
+                         f"not {name}")
     if family == "hybrid" and "weight_standardization" not in given:
         overrides["weight_standardization"] = "timm"
         notes.append("timm's weight standardization: (w - mean) / sqrt(var + 1e-8), GroupNorm "
@@ -396,7 +406,12 @@ def _derived_overrides(family, name, sd, given) -> tuple[dict[str, Any], list[st
 
 
 def _stored_resolution(family, sd) -> int | None:
-    """The resolution a ViT's position embedding was made for (None for CNNs)."""
+    """The resolution a ViT's position embedding (a CoAtNet's bias tables) was made for (None
+    for CNNs)."""
+    if family == "coatnet":
+        from jaxvision.convert.torch_coatnet import stored_resolution
+
+        return stored_resolution(sd)
     if family not in ("vit", "hybrid", "deit"):
         return None
     patch = sd["patch_embed.proj.weight"].shape[-1]

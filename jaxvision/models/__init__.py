@@ -35,6 +35,10 @@ _FAMILIES = (
     "vit",
     "hybrid",
     "mobilevit",
+    "swin",
+    "efficientnet_v2",
+    "coatnet",
+    "maxvit",
     "convnext",
 )
 for _family in _FAMILIES:

@@ -16,7 +16,14 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxvision.layers import ConvNormAct, Dropout, MBConv, batch_norm_of, global_avg_pool
+from jaxvision.layers import (
+    ConvNormAct,
+    Dropout,
+    FusedMBConv,
+    MBConv,
+    batch_norm_of,
+    global_avg_pool,
+)
 from jaxvision.layers.conv import Padding
 from jaxvision.models.features import level_ends, sow_level
 from jaxvision.models.registry import register
@@ -34,7 +41,8 @@ __all__ = [
 
 @dataclasses.dataclass(frozen=True)
 class StageConfig:
-    """One stage of MBConv blocks: the first block has ``strides``, the rest stride 1."""
+    """One stage of MBConv blocks (``FusedMBConv`` ones when ``fused``, EfficientNetV2): the
+    first block has ``strides``, the rest stride 1."""
 
     expand_ratio: int
     kernel_size: int
@@ -42,6 +50,7 @@ class StageConfig:
     features: int
     repeats: int
     se_ratio: float = 0.25
+    fused: bool = False
 
 
 # EfficientNet-B0 (the official blocks_args 'r1_k3_s11_e1_i32_o16_se0.25', ...).
@@ -66,6 +75,11 @@ EFFICIENTNET_PARAMS: dict[str, tuple[float, float, int, float]] = {
     "efficientnet_b6": (1.8, 2.6, 528, 0.5),
     "efficientnet_b7": (2.0, 3.1, 600, 0.5),
 }
+
+
+# U(-1/sqrt(fan_out), 1/sqrt(fan_out)): the official code's dense_kernel_initializer and
+# torchvision's EfficientNet classifier init.
+dense_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_out", "uniform")
 
 
 def round_filters(filters: int, width_coefficient: float, divisor: int = 8) -> int:
@@ -122,8 +136,9 @@ class EfficientNet(nn.Module):
         ends = level_ends([s.strides for s in self.stages])  # feature levels: strides 2..32
         k = 0
         for i, s in enumerate(self.stages):
+            block = FusedMBConv if s.fused else MBConv
             for j in range(s.repeats):
-                x = MBConv(
+                x = block(
                     s.features,
                     expand_ratio=s.expand_ratio,
                     kernel_size=s.kernel_size,
@@ -143,7 +158,8 @@ class EfficientNet(nn.Module):
         x = global_avg_pool(x)
         x = Dropout(self.drop_rate)(x, train)
         if self.num_classes:
-            x = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype, name="head")(x)
+            x = nn.Dense(self.num_classes, kernel_init=dense_init, dtype=self.dtype,
+                         param_dtype=self.param_dtype, name="head")(x)
         return x
 
 

@@ -40,6 +40,7 @@ IMAGENET_TRAIN = 1_281_167
 CIFAR10_TRAIN = 50_000
 RECIPES = ["cifar10_resnet18", "imagenet_resnet50", "imagenet_efficientnet_b0", "imagenet_vit_s16",
            "imagenet_r50_vit_b16", "imagenet_convnext_t"]
+RECIPES += ["imagenet_swin_t", "imagenet_coatnet_0", "imagenet_maxvit_t"]  # issue 16
 RECIPES = [r for r in RECIPES if os.path.exists(os.path.join(REPO, "configs", f"{r}.py"))]
 
 
@@ -118,12 +119,31 @@ PAPER = {
     "imagenet_r50_vit_b16": dict(
         n_train=IMAGENET_TRAIN, lr=_cosine(0.03, 500, 20_000), probe=[0, 250, 500, 10_250, 19_999],
         opt="sgd", momentum=0.9, nesterov=False, wd=0.0, clip=1.0, decayed=lambda p: False),
+    # Swin (Liu et al. 2021, A2.1; official config): AdamW lr 5e-4 x 1024/512, 20 warm-up epochs,
+    # cosine to 5e-6 x 1024/512 at 300 epochs, decoupled wd 0.05 on weight matrices only (not
+    # biases, norms, relative position bias tables). (Clipping at 5: test_recipes_issue16.)
+    "imagenet_swin_t": dict(
+        n_train=IMAGENET_TRAIN, lr=_cosine(1e-3, 20 * 1251, 300 * 1251, end=1e-5),
+        probe=[0, 12_000, 25_020, 200_000, 375_299], opt="adamw", wd=0.05,
+        decayed=lambda p: _name(p) == "kernel"),
+    # CoAtNet / MaxViT (papers' ImageNet-1K tables): AdamW at batch 4096, peak 1e-3 / 3e-3, 10k
+    # warm-up steps, cosine to 1e-5 at 300 epochs (312 steps each), wd 0.05 on weight matrices.
+    "imagenet_coatnet_0": dict(
+        n_train=IMAGENET_TRAIN, lr=_cosine(1e-3, 10_000, 300 * 312, end=1e-5),
+        probe=[0, 5_000, 10_000, 50_000, 93_599], opt="adamw", wd=0.05,
+        decayed=lambda p: _name(p) == "kernel"),
+    "imagenet_maxvit_t": dict(
+        n_train=IMAGENET_TRAIN, lr=_cosine(3e-3, 10_000, 300 * 312, end=1e-5),
+        probe=[0, 5_000, 10_000, 50_000, 93_599], opt="adamw", wd=0.05,
+        decayed=lambda p: _name(p) == "kernel"),
 }
 
 
 def _abstract_params(config, num_classes):
     model = loop.build_model(config, num_classes, pmap=False)
-    x = jnp.zeros((1, 32, 32, 3), jnp.float32)
+    # The model's own resolution: MaxViT's 7x7 partitions and CoAtNet's bias tables need it.
+    shape = models.input_shape(config.model.name, resolution=config.model.get("image_size"))
+    x = jnp.zeros(shape, jnp.float32)
     return model, jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x, train=False))
 
 
@@ -196,18 +216,26 @@ RUN = {
                              mixup=True),
     "imagenet_r50_vit_b16": dict(classes=1000, dtype="float32", label_smoothing=0.0, ema=0.0,
                                  mixup=False, subprocess=True),
+    # issue 16: at 32 px CoAtNet's bias tables cover 2x2 / 1x1 maps and MaxViT attends within
+    # 1x1 partitions (its 7x7 ones need 224 px); both override only that.
+    "imagenet_swin_t": dict(classes=1000, dtype="float32", label_smoothing=0.1, ema=0.0, mixup=True),
+    "imagenet_coatnet_0": dict(classes=1000, dtype="float32", label_smoothing=0.1, ema=0.0,
+                               mixup=True, extra=["--config.model.image_size=32"]),
+    "imagenet_maxvit_t": dict(classes=1000, dtype="float32", label_smoothing=0.1, ema=0.0,
+                              mixup=True, extra=["--config.model.partition_size=1"]),
     "imagenet_convnext_t": dict(classes=1000, dtype="bfloat16", label_smoothing=0.1, ema=0.9999,
                                 mixup=True, extra=["--config.checkpoint_every_steps=1"]),
 }
 
 
-def _expected_params(name, num_classes):
-    """The recipe's model (with its model.* overrides, e.g. the CIFAR stem) counted abstractly."""
+def _expected_params(name, num_classes, *extra):
+    """The recipe's model (with its model.* overrides, e.g. the CIFAR stem, and the run's
+    ``extra`` ones) counted abstractly."""
     from jaxvision.training.checkpoints import model_overrides
 
-    c = load_recipe(name)
+    c = load_recipe(name, *extra)
     model = models.create(c.model.name, num_classes=num_classes, **model_overrides(c))
-    shape = models.input_shape(c.model.name)
+    shape = models.input_shape(c.model.name, resolution=c.model.get("image_size"))
     return models.count_params(models.abstract_variables(model, shape)["params"])
 
 
@@ -251,7 +279,8 @@ def test_recipe_runs_on_mock_data(name, tmp_path):
     run = checkpoints.load_run(wd)
     assert run.step == 2 and len(run.class_names) == spec["classes"]
     assert run.image_shape == (32, 32, 3)
-    assert models.count_params(run.variables["params"]) == _expected_params(name, spec["classes"])
+    assert models.count_params(run.variables["params"]) == _expected_params(
+        name, spec["classes"], *spec.get("extra", []))
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(run.variables))
 
     p = run.variables["params"]
