@@ -246,7 +246,16 @@ def maybe_create(config, dp, build_data, train_split: str, eval_batch: int):
 
     Raises ValueError when ``device_data='on'`` and the recipe cannot run on the device.
     """
-    if config.get("device_data", "off") == "off":
+    mode = config.get("device_data", "off")
+    if mode == "off":
+        return None
+    if dp.num_devices > 1 and (mode == "auto" or jax.default_backend() == "cpu"):
+        # Sharded chunks over several XLA:CPU devices deadlocked its in-process all-reduce
+        # (8 simulated devices: 5 of 8 threads reached the rendezvous, then XLA aborted); 'auto'
+        # keeps the device path to one device, where it was measured.
+        if mode == "on":
+            raise ValueError("config.device_data='on' cannot be used with several CPU devices "
+                             f"({dp.num_devices}); use --config.device_data=auto or off.")
         return None
     from jaxvision import data
 
