@@ -71,7 +71,8 @@ class Sweep:
 def make_sweep(config: str, fixed: Sequence[str], space_specs: Sequence[str], metric: str,
                direction: str | None) -> Sweep:
     """Parse and validate everything before any trial runs; ValueError/FileNotFoundError say
-    what is wrong (unknown keys with close matches, a bound or choice the key's type rejects)."""
+    what is wrong (unknown keys with close matches, a bound or choice the key's type rejects or
+    that `config.check` rejects, as every trial's training would)."""
     from jaxvision.training.loop import EVAL_SCALARS
 
     metric = metric.removeprefix("val/")
@@ -85,12 +86,14 @@ def make_sweep(config: str, fixed: Sequence[str], space_specs: Sequence[str], me
                          f"leave --direction out or use --direction {natural}.")
     space = space_lib.parse_spaces(space_specs)
     base = config_lib.from_flags(config, fixed)
+    config_lib.check(base)  # values a trial's training would reject (an unknown optimizer, ...)
     if "data" in base and base.data.get("eval_split", "test") == "":
         raise ValueError("the recipe has no validation split (data.eval_split=''), so trials have "
                          "nothing to compare; set --config.data.eval_split.")
     for key, dist in space.items():
         for value in space_lib.extremes(dist):
-            config_lib.from_flags(config, [*fixed, *space_lib.override_args({key: value})])
+            config_lib.check(
+                config_lib.from_flags(config, [*fixed, *space_lib.override_args({key: value})]))
     return Sweep(config, tuple(fixed), space, metric, natural)
 
 
