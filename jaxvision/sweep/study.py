@@ -127,7 +127,16 @@ def make_storage(url: str, *, heartbeat_interval: int, max_retries: int
         except Exception as e:  # noqa: BLE001 - SQLAlchemy/driver errors of many kinds
             error = e
             break
-    raise ValueError(f"--storage {url!r} cannot be opened: {type(error).__name__}: {error}")
+    raise ValueError(f"--storage {url!r} cannot be opened: {_one_line(error)}")
+
+
+def _one_line(error: BaseException) -> str:
+    """A driver error in one line: SQLAlchemy appends the SQL and a '(Background on this
+    error at: ...)' line; the driver's own exception (``.orig``) says what is wrong."""
+    cause = getattr(error, "orig", None) or error
+    text = " ".join(str(cause).split("\n")[0].split())
+    return f"{type(cause).__name__}: {text}"
+
 
 
 def retry_callback(max_retries: int):

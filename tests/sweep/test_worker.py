@@ -169,3 +169,13 @@ def test_every_sampler_runs_its_trials(tmp_path, monkeypatch, sampler, spec, n, 
     assert all(t.value == 1.0 - t.params["schedule.base_lr"] for t in done)
     if sampler == "grid":
         assert sorted(t.params["schedule.base_lr"] for t in done) == [0.001, 0.01]
+
+
+@pytest.mark.parametrize("url", ["sqlite:////nonexistent-jaxvision-dir/sub/study.db", "notaurl"])
+def test_a_storage_that_cannot_be_opened_is_one_line(url, monkeypatch):
+    # SQLAlchemy's messages carry the SQL and a "(Background on this error at: ...)" line; the
+    # command's `error: ...` must stay one line.
+    monkeypatch.setattr(study_lib, "_STORAGE_ATTEMPTS", 1)
+    with pytest.raises(ValueError, match="cannot be opened") as e:
+        study_lib.make_storage(url, heartbeat_interval=60, max_retries=1)
+    assert "\n" not in str(e.value) and "Background on this error" not in str(e.value)
