@@ -159,6 +159,20 @@ def make_sampler(name: str, sweep: Sweep, seed: int | None) -> optuna.samplers.B
     raise ValueError(f"--sampler {name!r}: use one of {', '.join(SAMPLERS)}.")
 
 
+def sampler_seed(seed: int | None, storage, name: str) -> int | None:
+    """The sampler seed of this run of the command: ``seed`` for a new study; for a study that
+    already has trials, a seed derived from ``seed`` and their count, so that a rerun that
+    continues the study does not propose again the points its first run proposed (the sampler's
+    random stream would restart, and the repeats are wasted trials)."""
+    if seed is None:
+        return None
+    try:
+        done = len(storage.get_all_trials(storage.get_study_id_from_name(name), deepcopy=False))
+    except KeyError:
+        done = 0
+    return int(seed) if done == 0 else (int(seed) * 1_000_003 + done) % 2**32
+
+
 def make_pruner(name: str, *, startup_trials: int, warmup_steps: int) -> optuna.pruners.BasePruner:
     """median: stop a trial whose value is worse than the median of earlier trials at the same
     step (after ``startup_trials`` finished trials and ``warmup_steps`` steps); asha: asynchronous
