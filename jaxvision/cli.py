@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import sys
 
-from absl import app
 from absl import logging as absl_logging
 
 
@@ -17,17 +16,13 @@ def quiet_logging() -> None:
 
 
 def open_run(workdir: str, checkpoint: str):
-    """``load_run(workdir, checkpoint)`` for a command line: a bad ``--checkpoint`` is a usage
-    error, a missing or mismatched run is printed as ``error: ...`` with exit status 2."""
+    """``load_run(workdir, checkpoint)`` for a command line: a bad ``--checkpoint``, a missing or
+    mismatched run is printed as one ``error: ...`` line with exit status 2."""
     from jaxvision import evaluation
     from jaxvision.training import checkpoints
 
     try:
-        which = evaluation.parse_checkpoint(checkpoint)
-    except ValueError as e:
-        raise app.UsageError(str(e)) from e
-    try:
-        return checkpoints.load_run(workdir, which)
+        return checkpoints.load_run(workdir, evaluation.parse_checkpoint(checkpoint))
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

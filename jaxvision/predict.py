@@ -12,6 +12,7 @@ exit code is nonzero only if no file could be read. Logic: ``jaxvision.evaluatio
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from absl import app, flags
@@ -24,13 +25,27 @@ flags.DEFINE_bool("json", False, "Print a JSON list instead of text lines.")
 flags.DEFINE_integer("batch_size", 64, "Images per forward pass.")
 
 
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def main(argv):
     paths = argv[1:]
     if not paths:
-        raise app.UsageError("give at least one image file or folder after the flags")
+        _fail("give at least one image file or folder after the flags, e.g. "
+              "python -m jaxvision.predict --workdir RUN my_digit.png")
+    for name in ("top_k", "batch_size"):
+        if FLAGS[name].value < 1:
+            _fail(f"--{name} must be >= 1, got {FLAGS[name].value}")
     from jaxvision import cli, evaluation
+    from jaxvision.evaluation.predictor import IMAGE_EXTENSIONS, expand_paths
 
     cli.quiet_logging()
+    empty = [p for p in paths if os.path.isdir(p) and not expand_paths([p])]
+    if empty:
+        _fail(f"no image files in folder {empty[0]} (searched recursively for "
+              f"{', '.join(IMAGE_EXTENSIONS)})")
     run = cli.open_run(FLAGS.workdir, FLAGS.checkpoint)
     results = evaluation.predict_files(run, paths, top_k=FLAGS.top_k,
                                        batch_size=FLAGS.batch_size)
