@@ -13,6 +13,7 @@ Logic: ``jaxvision.evaluation.predict_files``.
 
 from __future__ import annotations
 
+import os
 import sys
 
 from absl import flags
@@ -36,8 +37,13 @@ def main(argv):
     if not paths:
         raise cli.UsageError("give at least one image file or folder after the flags")
     from jaxvision import compilation_cache, evaluation
+    from jaxvision.evaluation.predictor import IMAGE_EXTENSIONS, expand_paths
 
     compilation_cache.enable()
+    empty = [p for p in paths if os.path.isdir(p) and not expand_paths([p])]
+    if empty:
+        raise cli.UsageError(f"no image files in folder {empty[0]} (searched recursively for "
+                             f"{', '.join(IMAGE_EXTENSIONS)})")
 
     with cli.json_stdout(FLAGS.json) as emit:
         run = cli.open_run(FLAGS.workdir, FLAGS.checkpoint)

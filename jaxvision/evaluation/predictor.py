@@ -26,14 +26,17 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".
 
 
 def expand_paths(paths: Iterable[str]) -> list[str]:
-    """Files as given, folders replaced by their image files (recursively, sorted)."""
+    """Files as given, folders replaced by their image files (recursively, sorted). Hidden
+    files and folders (``.name``: macOS ``._photo.jpg`` resource forks, ``.git``, ``.cache``)
+    are skipped, as the training image folder skips them."""
     out: list[str] = []
     for p in paths:
         if os.path.isdir(p):
             found = []
-            for root, _, files in os.walk(p):
+            for root, dirs, files in os.walk(p):
+                dirs[:] = [d for d in dirs if not d.startswith(".")]
                 found += [os.path.join(root, f) for f in files
-                          if f.lower().endswith(IMAGE_EXTENSIONS)]
+                          if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)]
             out += sorted(found)
         else:
             out.append(p)

@@ -27,7 +27,8 @@ flags.DEFINE_string("input_size", None, "Fixed input size for tflite/stablehlo: 
 flags.DEFINE_integer("calibration_images", 300, "Training images that calibrate int8.")
 flags.DEFINE_string("eval_split", "test", "Split on which tflite_int8's accuracy is measured.")
 flags.DEFINE_integer("eval_images", 0, "At most this many images of --eval_split (0: all).")
-flags.DEFINE_bool("overwrite", False, "Replace an existing --output.")
+flags.DEFINE_bool("overwrite", False, "Replace a previous export at --output (a SavedModel "
+                  "folder, or a file) once the new one is complete; other folders are refused.")
 flags.DEFINE_bool("json", False, "Print one JSON object instead of text lines.")
 
 

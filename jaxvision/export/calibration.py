@@ -1,7 +1,7 @@
 """Images of a dataset split as the exported models take them, and the int8 accuracy check.
 
 Calibration (int8) and the accuracy measurement read the split's encoded images through the data
-source and decode them with the pipeline's ``preprocess.decode`` to RGB uint8, as
+source and decode them with the one decoder (``image_file.decode``) to RGB uint8, as
 ``jaxvision.data.load_image`` reads a file. An image whose size differs from the fixed input size
 is resized to it (the pipeline's antialiased bilinear ``augment.resize``, rounded to uint8).
 """
@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from jaxvision.data import augment, preprocess, sources
+from jaxvision.data import augment, image_file, sources
 from jaxvision.data._tf import tf
 from jaxvision.evaluation.predictor import predict_images
 from jaxvision.export.preprocessing import INPUT_CHANNELS
@@ -31,9 +31,10 @@ def split_pixels(config_data, split: str, input_hw: Sequence[int], limit: int | 
     if limit is not None:
         ds = ds.take(int(limit))
     hw = tuple(int(v) for v in input_hw)
+    background = image_file.background_rgb(config_data.get("alpha_background", "white"))
     images, labels = [], []
     for ex in ds.as_numpy_iterator():
-        image = preprocess.decode(ex["image"], INPUT_CHANNELS)
+        image = image_file.decode(ex["image"], channels=INPUT_CHANNELS, background=background)
         if tuple(image.shape[:2]) != hw:
             image = tf.cast(tf.round(tf.clip_by_value(augment.resize(image, hw), 0, 255)), tf.uint8)
         images.append(np.asarray(image))

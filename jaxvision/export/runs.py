@@ -41,13 +41,17 @@ def export_run(run, fmt: str, output: str, *, input_hw: Sequence[int] | None = N
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    _check_output(output, overwrite)
+    _check_output(output, overwrite, fmt)
     servable = Servable.from_run(run)
     hw = _input_hw(servable, input_hw)
     summary: dict[str, Any] = {"format": fmt, "output": output, "model": servable.model_name,
                                "step": servable.step, "num_classes": servable.num_classes}
     if fmt == "saved_model":
-        saved_model.export_saved_model(servable, output)
+        tmp = output.rstrip("/") + ".tmp-export"
+        if os.path.lexists(tmp):
+            shutil.rmtree(tmp) if os.path.isdir(tmp) else os.remove(tmp)
+        saved_model.export_saved_model(servable, tmp)
+        _replace_with(tmp, output)
         summary["input"] = "uint8 (N, H, W, 3), any N, H, W"
     else:
         summary.update(_export_fixed_size(run, servable, fmt, output, hw, calibration_images,
@@ -90,19 +94,35 @@ def _input_hw(servable: Servable, input_hw) -> tuple[int, int]:
     return hw
 
 
-def _check_output(output: str, overwrite: bool) -> None:
+def _check_output(output: str, overwrite: bool, fmt: str) -> None:
+    """Refuses an existing ``output`` unless ``overwrite`` and it is a previous export of this
+    kind (a SavedModel folder, or a file); nothing is deleted here: the new export replaces the
+    old one only once it is complete, so a failed export loses nothing."""
     if not output:
         raise ValueError("give the output path (--output=PATH)")
     if os.path.lexists(output):
         if not overwrite:
             raise ValueError(f"{output} already exists; choose another path or pass --overwrite")
-        if os.path.isdir(output) and not os.path.islink(output):
-            shutil.rmtree(output)
-        else:
-            os.remove(output)
+        is_dir = os.path.isdir(output) and not os.path.islink(output)
+        if fmt == "saved_model" and is_dir and not os.path.isfile(
+                os.path.join(output, "saved_model.pb")):
+            raise ValueError(f"{output} is a folder but not a SavedModel; --overwrite replaces only "
+                             "a previous export: choose another --output")
+        if fmt != "saved_model" and is_dir:
+            raise ValueError(f"{output} is a folder; --format {fmt} writes one file: choose a "
+                             "file path for --output")
     parent = os.path.dirname(os.path.abspath(output))
     if not os.path.isdir(parent):
         raise ValueError(f"the folder of --output ({parent}) does not exist; create it first")
+
+
+def _replace_with(tmp: str, output: str) -> None:
+    """Moves the complete export ``tmp`` to ``output``, replacing a previous export there."""
+    if os.path.isdir(output) and not os.path.islink(output):
+        shutil.rmtree(output)
+    elif os.path.lexists(output):
+        os.remove(output)
+    os.replace(tmp, output)
 
 
 def _write_bytes(path: str, blob: bytes) -> None:

@@ -103,7 +103,8 @@ def main(overrides: list[str]) -> None:
                                          heartbeat_interval=_HEARTBEAT.value,
                                          max_retries=_MAX_RETRIES.value)
         study = study_lib.open_study(
-            name, storage, sweep, sampler=study_lib.make_sampler(_SAMPLER.value, sweep, _SEED.value),
+            name, storage, sweep, sampler=study_lib.make_sampler(
+                _SAMPLER.value, sweep, study_lib.sampler_seed(_SEED.value, storage, name)),
             pruner=study_lib.make_pruner(_PRUNER.value, startup_trials=_PRUNER_STARTUP.value,
                                          warmup_steps=_PRUNER_WARMUP.value))
         run = worker.Worker(sweep, study, workdir, _TRIALS.value, poll_seconds=min(_HEARTBEAT.value, 10),

@@ -71,7 +71,8 @@ class Sweep:
 def make_sweep(config: str, fixed: Sequence[str], space_specs: Sequence[str], metric: str,
                direction: str | None) -> Sweep:
     """Parse and validate everything before any trial runs; ValueError/FileNotFoundError say
-    what is wrong (unknown keys with close matches, a bound or choice the key's type rejects)."""
+    what is wrong (unknown keys with close matches, a bound or choice the key's type rejects or
+    that `config.check` rejects, as every trial's training would)."""
     from jaxvision.training.loop import EVAL_SCALARS
 
     metric = metric.removeprefix("val/")
@@ -85,12 +86,14 @@ def make_sweep(config: str, fixed: Sequence[str], space_specs: Sequence[str], me
                          f"leave --direction out or use --direction {natural}.")
     space = space_lib.parse_spaces(space_specs)
     base = config_lib.from_flags(config, fixed)
+    config_lib.check(base)  # values a trial's training would reject (an unknown optimizer, ...)
     if "data" in base and base.data.get("eval_split", "test") == "":
         raise ValueError("the recipe has no validation split (data.eval_split=''), so trials have "
                          "nothing to compare; set --config.data.eval_split.")
     for key, dist in space.items():
         for value in space_lib.extremes(dist):
-            config_lib.from_flags(config, [*fixed, *space_lib.override_args({key: value})])
+            config_lib.check(
+                config_lib.from_flags(config, [*fixed, *space_lib.override_args({key: value})]))
     return Sweep(config, tuple(fixed), space, metric, natural)
 
 
@@ -124,7 +127,16 @@ def make_storage(url: str, *, heartbeat_interval: int, max_retries: int
         except Exception as e:  # noqa: BLE001 - SQLAlchemy/driver errors of many kinds
             error = e
             break
-    raise ValueError(f"--storage {url!r} cannot be opened: {type(error).__name__}: {error}")
+    raise ValueError(f"--storage {url!r} cannot be opened: {_one_line(error)}")
+
+
+def _one_line(error: BaseException) -> str:
+    """A driver error in one line: SQLAlchemy appends the SQL and a '(Background on this
+    error at: ...)' line; the driver's own exception (``.orig``) says what is wrong."""
+    cause = getattr(error, "orig", None) or error
+    text = " ".join(str(cause).split("\n")[0].split())
+    return f"{type(cause).__name__}: {text}"
+
 
 
 def retry_callback(max_retries: int):
@@ -145,6 +157,20 @@ def make_sampler(name: str, sweep: Sweep, seed: int | None) -> optuna.samplers.B
     if name == "cmaes":
         return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
     raise ValueError(f"--sampler {name!r}: use one of {', '.join(SAMPLERS)}.")
+
+
+def sampler_seed(seed: int | None, storage, name: str) -> int | None:
+    """The sampler seed of this run of the command: ``seed`` for a new study; for a study that
+    already has trials, a seed derived from ``seed`` and their count, so that a rerun that
+    continues the study does not propose again the points its first run proposed (the sampler's
+    random stream would restart, and the repeats are wasted trials)."""
+    if seed is None:
+        return None
+    try:
+        done = len(storage.get_all_trials(storage.get_study_id_from_name(name), deepcopy=False))
+    except KeyError:
+        done = 0
+    return int(seed) if done == 0 else (int(seed) * 1_000_003 + done) % 2**32
 
 
 def make_pruner(name: str, *, startup_trials: int, warmup_steps: int) -> optuna.pruners.BasePruner:

@@ -143,3 +143,17 @@ def test_balanced_sampling_is_class_uniform_and_resumable(tmp_path):
         got = next(it)
         np.testing.assert_array_equal(got["label"], want["label"])
         np.testing.assert_array_equal(got["image"], want["image"])
+
+
+def test_predict_folders_skip_hidden_files_and_folders_as_training_does(tmp_path):
+    # Regression: `predict FOLDER` read hidden files (macOS `._x.jpg` resource forks: "cannot
+    # read" noise) and images under hidden folders (.git, .cache), which training never sees.
+    from jaxvision.evaluation.predictor import expand_paths
+
+    for rel in ["a/1.jpg", "a/sub/2.PNG", "a/._1.jpg", "a/.hidden.png", ".cache/3.png",
+                "a/.git/4.jpg", "a/notes.txt"]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    assert expand_paths([str(tmp_path)]) == [str(tmp_path / "a/1.jpg"), str(tmp_path / "a/sub/2.PNG")]
+    # A file named on the command line is read even when hidden: the user asked for it.
+    assert expand_paths([str(tmp_path / "a/._1.jpg")]) == [str(tmp_path / "a/._1.jpg")]

@@ -77,6 +77,14 @@ def test_sampled_values_reach_the_config_exactly():
     ([], ["schedule.base_lr=uniform(0.1,0.2)"], "nll", "maximize", "contradicts --metric nll"),
     (["--config.data.eval_split="], ["schedule.base_lr=uniform(0.1,0.2)"], "top1", None,
      "no validation split"),
+    # Values the key's type takes but training rejects (config.check): refused before any
+    # trial, not after three failed trials.
+    ([], ["optimizer.name=uniform(0,1)"], "top1", None, "optimizer.name='0.0' is not valid"),
+    ([], ["optimizer.name=choice(adamw,adamm)"], "top1", None, "optimizer.name='adamm' is not valid"),
+    ([], ["label_smoothing=uniform(0,1)"], "top1", None, "label_smoothing must be in"),
+    ([], ["batch_size=int(0,64)"], "top1", None, "batch_size must be >= 1"),
+    (["--config.schedule.name=cosin"], ["schedule.base_lr=uniform(0.1,0.2)"], "top1", None,
+     "schedule.name='cosin' is not valid"),
 ])
 def test_sweep_is_validated_before_any_trial(fixed, specs, metric, direction, message):
     with pytest.raises(ValueError, match=message):

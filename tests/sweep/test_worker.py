@@ -169,3 +169,38 @@ def test_every_sampler_runs_its_trials(tmp_path, monkeypatch, sampler, spec, n, 
     assert all(t.value == 1.0 - t.params["schedule.base_lr"] for t in done)
     if sampler == "grid":
         assert sorted(t.params["schedule.base_lr"] for t in done) == [0.001, 0.01]
+
+
+@pytest.mark.parametrize("url", ["sqlite:////nonexistent-jaxvision-dir/sub/study.db", "notaurl"])
+def test_a_storage_that_cannot_be_opened_is_one_line(url, monkeypatch):
+    # SQLAlchemy's messages carry the SQL and a "(Background on this error at: ...)" line; the
+    # command's `error: ...` must stay one line.
+    monkeypatch.setattr(study_lib, "_STORAGE_ATTEMPTS", 1)
+    with pytest.raises(ValueError, match="cannot be opened") as e:
+        study_lib.make_storage(url, heartbeat_interval=60, max_retries=1)
+    assert "\n" not in str(e.value) and "Background on this error" not in str(e.value)
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "random"])
+def test_a_seeded_rerun_does_not_propose_the_first_runs_points_again(tmp_path, sampler):
+    # Regression: rerunning `sweep --seed S` to continue a study restarted the sampler's random
+    # stream, so it proposed the first run's points again (trials wasted as "same point").
+    sweep = study_lib.make_sweep(CONFIG, [], ["schedule.base_lr=loguniform(1e-4,1e-1)"], "top1",
+                                 None)
+    storage = study_lib.make_storage(study_lib.default_storage(tmp_path), heartbeat_interval=60,
+                                     max_retries=1)
+
+    def one_run():
+        seed = study_lib.sampler_seed(7, storage, "s")
+        study = study_lib.open_study("s", storage, sweep,
+                                     sampler=study_lib.make_sampler(sampler, sweep, seed))
+        out = []
+        for _ in range(2):
+            trial = study.ask()
+            out.append(trial.suggest_float("schedule.base_lr", 1e-4, 1e-1, log=True))
+            study.tell(trial, 0.5)
+        return out
+
+    first, second = one_run(), one_run()
+    assert not set(first) & set(second)
+    assert study_lib.sampler_seed(7, storage, "new") == 7 and study_lib.sampler_seed(None, storage, "s") is None

@@ -185,9 +185,12 @@ def _digits_config(total_steps, **kw):
 
 
 @pytest.mark.slow
-def test_loop_on_device_resumes_exactly_and_evaluates_as_the_pipeline(tmp_path):
+def test_loop_on_device_resumes_exactly_and_evaluates_as_the_pipeline(tmp_path, monkeypatch):
     """The real loop on the bundled digits: 4 steps at once == 2 steps, then resumed to 4; the
     validation metrics the loop computes on device == the tf.data evaluation of the run."""
+    # The device path runs on one device (device_data.maybe_create refuses several CPU ones).
+    all_devices = jax.devices
+    monkeypatch.setattr(jax, "devices", lambda *a, **k: all_devices(*a, **k)[:1])
     from jaxvision import evaluation
     from jaxvision.training import checkpoints, loop
 
