@@ -22,7 +22,11 @@ from jaxvision.config import base_config, lock
 def get_config(arg=None):
     c = base_config()
     c.model.name = arg or "resnet18"
-    c.model.drop_rate = 0.0
+    from jaxvision.models import registry
+
+    # Head dropout where the model has one (settable with --config.model.drop_rate=0.2).
+    if "drop_rate" in registry.model_options(c.model.name):
+        c.model.drop_rate = 0.0
     c.data.name = "image_folder"
     c.data.image_size = 224
     c.batch_size = 32

@@ -29,6 +29,7 @@ from absl import app, flags
 from absl import logging as absl_logging
 
 USAGE_EXIT = 2
+_HELP_FLAGS = ("--help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml")
 _CONFIG_OVERRIDE = re.compile(r"^--config\.([A-Za-z0-9_.]+)(?:=(.*))?$", re.S)
 _VERBOSITY = re.compile(r"^(--verbosity|-v)(=|$)")
 
@@ -318,7 +319,13 @@ def run(main: Callable[..., int | None], argv: Sequence[str] | None = None, *,
         except (UsageError, app.UsageError) as e:
             fail(str(e))
 
-    app.run(checked_main, argv=argv, flags_parser=_parse_flags)
+    try:
+        app.run(checked_main, argv=argv, flags_parser=_parse_flags)
+    except SystemExit as e:
+        # absl ends --help with status 1; asking for help is not a failure.
+        if e.code == 1 and any(a in _HELP_FLAGS for a in argv[1:]):
+            sys.exit(0)
+        raise
 
 
 def open_run(workdir: str, checkpoint: str):

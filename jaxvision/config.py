@@ -341,6 +341,12 @@ def check_data(config, info) -> None:
         raise ValueError(f"the training data has {info.num_classes} class(es) "
                          f"({list(info.class_names)}); a classifier needs at least 2 (for an "
                          "image folder: one sub-folder per class).")
+    wanted = config.model.get("num_classes")
+    if wanted is not None and int(wanted) < int(info.num_classes):
+        raise ValueError(f"config.model.num_classes={wanted} but the training data has "
+                         f"{info.num_classes} classes (labels up to {info.num_classes - 1} would "
+                         "have no output); leave --config.model.num_classes unset (the data's "
+                         f"count) or set it to {info.num_classes} or more.")
     if config.batch_size > info.num_examples:
         raise ValueError(f"config.batch_size={config.batch_size} is larger than the "
                          f"{info.num_examples} training examples (each batch would repeat "

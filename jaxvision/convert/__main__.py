@@ -86,7 +86,7 @@ def main(argv):
                                          input_file=FLAGS.input)
         except (ValueError, TypeError, KeyError, FileNotFoundError, FileExistsError, NotImplementedError,
                 ImportError) as e:
-            cli.fail(str(e))
+            cli.fail(e.args[0] if isinstance(e, KeyError) and e.args else str(e))
         if FLAGS.json:
             emit({"workdir": out, "model": converted.model_name,
                   "num_classes": converted.num_classes, "image_shape": list(converted.image_shape),

@@ -83,7 +83,11 @@ def load_state_dict(source: Any) -> dict[str, np.ndarray]:
                     f"reading {path!r} needs the safetensors package (pip install safetensors)"
                 ) from e
 
-            sd = load_file(path)
+            try:
+                sd = load_file(path)
+            except Exception as e:  # noqa: BLE001 - a damaged or foreign file, as one message
+                raise ValueError(f"{path!r} is not a readable .safetensors file ({e}); check the "
+                                 "download or give the original file") from None
         else:
             try:
                 import torch
@@ -91,7 +95,11 @@ def load_state_dict(source: Any) -> dict[str, np.ndarray]:
                 raise ImportError(
                     f"reading {path!r} needs torch (pip install torch), or convert it to .safetensors"
                 ) from e
-            sd = torch.load(path, map_location="cpu", weights_only=True)
+            try:
+                sd = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as e:  # noqa: BLE001 - a damaged or foreign file, as one message
+                raise ValueError(f"{path!r} is not a readable PyTorch state dict ({e}); check "
+                                 "the download or give the original file") from None
         for key in ("state_dict", "model", "model_ema"):  # training checkpoints wrap the weights
             if isinstance(sd, Mapping) and key in sd and isinstance(sd[key], Mapping):
                 sd = sd[key]

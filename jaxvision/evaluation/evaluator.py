@@ -137,6 +137,26 @@ def _class_names(run, info, num_classes: int) -> list[str]:
     return [str(n) for n in names]
 
 
+def _check_same_labels(run, info) -> None:
+    """Refuse data whose label indices mean other classes than the run's head (e.g. class folders
+    renamed since training: sorted names give indices, so 'hound' would be scored as 'cat').
+
+    Runs without recorded names, or with the default index names ('0', '1', ...), are not checked.
+    """
+    trained = [str(n) for n in (getattr(run, "class_names", None) or ())]
+    data = [str(n) for n in (getattr(info, "class_names", None) or ())]
+    if not trained or not data or trained == [str(i) for i in range(len(trained))]:
+        return
+    if trained != data:
+        only_run = sorted(set(trained) - set(data))[:5]
+        only_data = sorted(set(data) - set(trained))[:5]
+        raise ValueError(
+            f"the data's classes differ from the ones the run was trained on (run only: "
+            f"{only_run or 'none'}; data only: {only_data or 'none'}; {len(trained)} vs "
+            f"{len(data)} classes), so its labels would be scored against the wrong outputs. "
+            "Restore the class folders, or evaluate on data with the run's classes.")
+
+
 def _build(run, split: str, batch_size: int):
     from jaxvision import data
 
@@ -189,6 +209,7 @@ def evaluate_run(
     if pipeline is None:
         pipeline = _build(run, split, batch_size)
     info = getattr(pipeline, "info", None)
+    _check_same_labels(run, info)
     num_classes = _num_classes(run, info)
     class_names = _class_names(run, info, num_classes)
     mesh = _mesh()

@@ -31,6 +31,12 @@ import jax.numpy as jnp
 from jaxvision.models import input_check
 from jaxvision.models.features import FeatureExtractor, level_info
 
+
+class ModelOptionError(TypeError, ValueError):
+    """``models.create`` got an option the model does not take (a TypeError, as for any unknown
+    keyword, and a ValueError, so command lines report it as bad input)."""
+
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -163,7 +169,7 @@ def create(
             f"{k!r} (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(k, accepted, 1)) else repr(k)
             for k in unknown
         ]
-        raise TypeError(
+        raise ModelOptionError(
             f"Model {name!r} does not take option(s) {', '.join(hints)}. "
             f"It takes: {', '.join(sorted(accepted)) or 'no options'}."
         )
@@ -179,6 +185,12 @@ def _with_input_check(module: nn.Module) -> nn.Module:
     fields = {f.name: getattr(module, f.name) for f in dataclasses.fields(module)
               if f.init and f.name not in ("parent", "name")}
     return input_check.checked_class(type(module))(**fields)
+
+
+def model_options(name: str) -> frozenset[str]:
+    """The option names ``create(name, ..., **options)`` accepts (e.g. ``drop_rate``); KeyError
+    for an unknown name."""
+    return frozenset(_accepted_overrides(get_spec(name).builder))
 
 
 def _accepted_overrides(builder) -> set[str]:

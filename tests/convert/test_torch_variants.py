@@ -4,13 +4,14 @@ timm's weight standardization for the ViT hybrids, and converted arrays that nev
 source."""
 
 import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
 import pytest
 
 from jaxvision.convert import convert
-from jaxvision.convert.__main__ import main
 from jaxvision.convert.torch import variant_from_name
 from tests.convert.test_parity_fixtures import TOLERANCE, load_fixture, relative_error
 
@@ -44,6 +45,16 @@ def test_variant_from_file_name():
     assert variant_from_name("my_tf_notes/efficientnet_b0.pth") == {}
 
 
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def main(argv):
+    """``python -m jaxvision.convert ARGV`` as a user runs it -> (exit status, stderr)."""
+    proc = subprocess.run([sys.executable, "-m", "jaxvision.convert", *argv], capture_output=True,
+                          text=True, cwd=REPO, timeout=600, env={**os.environ, "PYTHONPATH": REPO})
+    return proc.returncode, proc.stderr
+
+
 def _write_safetensors(state, path):
     from safetensors.numpy import save_file
 
@@ -59,8 +70,9 @@ def _cli_logits(tmp_path, file_name, extra):
     out = str(tmp_path / f"run_{len(os.listdir(tmp_path))}")
     tiny = [f"--override={k}={v}" for k, v in meta["overrides"].items()
             if k in ("width_coefficient", "depth_coefficient")]
-    assert main(["--source", "torch", "--model", "efficientnet_b0", "--input", src, "--output",
-                 out, *tiny, *extra]) == 0
+    code, err = main(["--source", "torch", "--model", "efficientnet_b0", "--input", src,
+                      "--output", out, *tiny, *extra])
+    assert code == 0, err[-2000:]
     run = load_run(out)
     got = run.model.apply(run.variables, np.transpose(x, (0, 2, 3, 1)), train=False)
     return relative_error(got, want), run
@@ -83,13 +95,14 @@ def test_cli_selects_timm_tf_port_by_file_name_or_flags(tmp_path):
     (["--override", "width"], "--override"),
     (["--override", "no_such_option=1"], "no_such_option"),
 ])
-def test_cli_refuses_bad_options_in_one_line(tmp_path, capsys, flags, message):
+def test_cli_refuses_bad_options_in_one_line(tmp_path, flags, message):
     state, *_ = _fixture("resnet_basic")
     src = _write_safetensors(state, tmp_path / "r.safetensors")
-    code = main(["--source", "torch", "--model", "resnet18", "--input", src, "--output",
-                 str(tmp_path / "out"), *flags])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and message in err[0]
+    code, err = main(["--source", "torch", "--model", "resnet18", "--input", src, "--output",
+                      str(tmp_path / "out"), *flags])
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert code == 2 and len(errors) == 1 and message in errors[0], err[-2000:]
+    assert "Traceback" not in err
 
 
 def test_timm_hybrid_uses_timm_weight_standardization():
