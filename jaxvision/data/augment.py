@@ -72,7 +72,12 @@ def to_channels(image, channels: int):
     if c == 1 and channels == 3:
         return tf.image.grayscale_to_rgb(image)
     if c == 3 and channels == 1:
-        return tf.image.rgb_to_grayscale(image)
+        # Pillow's 'L' weights (ITU-R 601-2 luma in 16-bit fixed point, 19595/38470/7471 of
+        # 65536, summing to 1), the file decoder's conversion (data.image_file): arrays and files
+        # give the same gray, and gray replicated to RGB comes back unchanged. TF's
+        # rgb_to_grayscale weights sum to 0.9999.
+        weights = tf.constant([19595.0, 38470.0, 7471.0], image.dtype) / 65536.0
+        return tf.reduce_sum(image * weights, axis=-1, keepdims=True)
     raise ValueError(f"cannot convert an image with {c} channels to {channels} channels")
 
 

@@ -442,7 +442,7 @@ def _restore(job: _Job, restart_from_scratch: bool) -> None:
         job.state, job.start_step = state.replace(tx=job.tx), step
         job.es = meta.get("early_stopping", job.es)
         if job.chief:
-            log.info("Resuming from %s (step %d of %d).", job.store.step_path(step), step,
+            log.warning("Resuming from %s (step %d of %d).", job.store.step_path(step), step,
                         job.total_steps)
     if job.on_device is None and job.start_step != job.train_data_start:
         job.train_data = _train_data(job.config, job.build_data, job.start_step)

@@ -1,6 +1,7 @@
 """Exact trainable-parameter counts ('params' collection, 1000 classes unless noted) of every
 registered CNN, counted abstractly (jax.eval_shape: nothing is allocated)."""
 
+import dataclasses
 import json
 import pathlib
 
@@ -108,8 +109,10 @@ def test_param_count_exact(name):
 def test_efficientnet_compound_scaling_function():
     # B0..B7 are points of the one public function
     for name, (w, d, r, p) in EFFICIENTNET_PARAMS.items():
-        m = efficientnet(w, d, r, p)
-        assert m == models.create(name)
+        m, made = efficientnet(w, d, r, p), models.create(name)
+        fields = [f.name for f in dataclasses.fields(m) if f.name not in ("parent", "name")]
+        assert type(m).__name__ == type(made).__name__  # create() adds the input check
+        assert {f: getattr(m, f) for f in fields} == {f: getattr(made, f) for f in fields}
     # official channel rounding (divisor 8): head conv widths of B0..B7
     assert [round_filters(1280, w) for w, *_ in EFFICIENTNET_PARAMS.values()] == [
         1280, 1280, 1408, 1536, 1792, 2048, 2304, 2560]

@@ -13,8 +13,8 @@ from tests.training.test_recipes import REPO, load_recipe
 # Swin paper A2.1 / official swin_tiny config; CoAtNet and MaxViT papers' ImageNet-1K tables.
 PUBLISHED = {
     "imagenet_swin_t": ("swin_t", 1024, 300, 0.2, 5.0, (2, 9), 0.8, 1.0, "81.3%"),
-    "imagenet_coatnet_0": ("coatnet_0", 4096, 300, 0.2, 1.0, (2, 15), 0.8, 0.0, "81.6%"),
-    "imagenet_maxvit_t": ("maxvit_t", 4096, 300, 0.2, 1.0, (2, 15), 0.8, 0.0, "83.6%"),
+    "imagenet_coatnet_0": ("coatnet_0", 4096, 300, 0.2, 1.0, (2, 5), 0.8, 0.0, "81.6%"),
+    "imagenet_maxvit_t": ("maxvit_t", 4096, 300, 0.2, 1.0, (2, 5), 0.8, 0.0, "83.6%"),
 }
 
 
