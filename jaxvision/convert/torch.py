@@ -343,6 +343,8 @@ _FAMILIES: dict[str, tuple[Any, tuple]] = {
     "alexnet": ("jaxvision.convert.torch_alexnet:map_alexnet", _IMAGENET),
     "googlenet": ("jaxvision.convert.torch_googlenet:map_googlenet", _HALF),
     "mobilevit": ("jaxvision.convert.torch_mobilevit:map_mobilevit", _ZERO_ONE),
+    "mobilevit_v2": ("jaxvision.convert.torch_mobilevit_v2:map_mobilevit_v2", _ZERO_ONE),
+    "efficientformer": ("jaxvision.convert.torch_efficientformer:map_efficientformer", _IMAGENET),
     "swin": ("jaxvision.convert.torch_swin:map_swin", _IMAGENET),
     "efficientnet_v2": ("jaxvision.convert.torch_efficientnet_v2:map_efficientnet_v2", _IMAGENET),
     "maxvit": ("jaxvision.convert.torch_maxvit:map_maxvit", _IMAGENET),

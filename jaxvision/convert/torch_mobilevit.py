@@ -10,41 +10,48 @@ from __future__ import annotations
 
 from jaxvision.convert.torch_mapper import StateDictMapper, classifier, conv_norm, encoder_block
 
-__all__ = ["map_mobilevit"]
+__all__ = ["cna", "map_byob_stages", "map_mobilevit"]
 
 _HEADS = 4  # timm MobileVitBlock(num_heads=4), as models.mobilevit
 
 
-def _cna(m, dst, src):
+def cna(m, dst, src):
+    """A timm ConvNormAct (``{src}.conv``, ``{src}.bn``) onto ``{dst}/conv``, ``{dst}/norm``."""
     conv_norm(m, dst, f"{src}.conv", f"{src}.bn")
 
 
 def _mobilevit_block(m: StateDictMapper, dst: str, src: str) -> None:
-    _cna(m, f"{dst}/conv_kxk", f"{src}.conv_kxk")
+    cna(m, f"{dst}/conv_kxk", f"{src}.conv_kxk")
     m.conv(f"{dst}/conv_1x1", f"{src}.conv_1x1")
     k = 0
     while m.has(f"{src}.transformer.{k}.norm1.weight"):
         encoder_block(m, f"{dst}/transformer/block_{k}", f"{src}.transformer.{k}", _HEADS)
         k += 1
     m.ln(f"{dst}/transformer/norm", f"{src}.norm")
-    _cna(m, f"{dst}/conv_proj", f"{src}.conv_proj")
-    _cna(m, f"{dst}/conv_fusion", f"{src}.conv_fusion")
+    cna(m, f"{dst}/conv_proj", f"{src}.conv_proj")
+    cna(m, f"{dst}/conv_fusion", f"{src}.conv_fusion")
 
 
-def map_mobilevit(m: StateDictMapper, overrides=None) -> int:
-    _cna(m, "stem", "stem")
+def map_byob_stages(m: StateDictMapper, transformer_block) -> None:
+    """ByobNet ``stages.{i}.{j}`` of a MobileViT: inverted residuals onto ``MBConv`` names and
+    the blocks with a ``conv_kxk`` through ``transformer_block(m, dst, src)``."""
     i = 0
     while m.has(f"stages.{i}.0.conv1_1x1.conv.weight"):
         j = 0
         while m.has(f"stages.{i}.{j}.conv1_1x1.conv.weight") or m.has(f"stages.{i}.{j}.conv_kxk.conv.weight"):
             src, dst = f"stages.{i}.{j}", f"stages_{i}_{j}"
             if m.has(f"{src}.conv_kxk.conv.weight"):
-                _mobilevit_block(m, dst, src)
+                transformer_block(m, dst, src)
             else:
-                _cna(m, f"{dst}/expand", f"{src}.conv1_1x1")
-                _cna(m, f"{dst}/dw", f"{src}.conv2_kxk")
-                _cna(m, f"{dst}/project", f"{src}.conv3_1x1")
+                cna(m, f"{dst}/expand", f"{src}.conv1_1x1")
+                cna(m, f"{dst}/dw", f"{src}.conv2_kxk")
+                cna(m, f"{dst}/project", f"{src}.conv3_1x1")
             j += 1
         i += 1
-    _cna(m, "final_conv", "final_conv")
+
+
+def map_mobilevit(m: StateDictMapper, overrides=None) -> int:
+    cna(m, "stem", "stem")
+    map_byob_stages(m, _mobilevit_block)
+    cna(m, "final_conv", "final_conv")
     return classifier(m, "head.fc")

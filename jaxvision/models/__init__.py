@@ -35,6 +35,8 @@ _FAMILIES = (
     "vit",
     "hybrid",
     "mobilevit",
+    "mobilevit_v2",
+    "efficientformer",
     "swin",
     "efficientnet_v2",
     "coatnet",
