@@ -18,7 +18,7 @@ def _efficientformer(depths, dims, num_vit, downsamples) -> Fixture:
               "downsamples": list(downsamples)}
     return Fixture(m, "timm", f"timm.models.efficientformer.EfficientFormer(depths={depths}, "
                    f"embed_dims={dims}, num_vit={num_vit}, downsamples={downsamples}, "
-                   "num_classes=10)", "efficientformer_l1", {"config": config}, 112)
+                   "num_classes=10)", "efficientformer_l1", {"config": config, "image_size": 112}, 112)
 
 
 def efficientformer_timm() -> Fixture:
