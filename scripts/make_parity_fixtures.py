@@ -30,8 +30,15 @@ import torchvision
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from parity_fixtures import classic, convnext, mobile, relative_attention, transformer  # noqa: E402
-from parity_fixtures import efficientformer, mobilevit_v2  # noqa: E402
+from parity_fixtures import (  # noqa: E402
+    classic,
+    convnext,
+    efficientformer,
+    mobile,
+    mobilevit_v2,
+    relative_attention,
+    transformer,
+)
 from parity_fixtures.common import Fixture, randomize_batchnorm, randomize_zero_inits  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "convert", "fixtures")
