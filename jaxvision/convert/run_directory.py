@@ -22,11 +22,19 @@ from jaxvision.convert.common import Converted
 # paper's checkpoints are evaluated on the resized full image (big_vision: no crop).
 TORCH_KERAS_EVAL_CROP = 0.875
 VIT_NPZ_EVAL_CROP = 1.0
+# Families whose timm checkpoints were evaluated with another crop (timm default_cfg crop_pct).
+TIMM_EVAL_CROP = {"mobilevit": 0.9, "mobilevit_v2": 0.888, "efficientformer": 0.95}
 FINETUNE_RECIPE = "finetune.py"
 
 
 def eval_crop_fraction(converted: Converted) -> float:
-    return VIT_NPZ_EVAL_CROP if converted.source.startswith("vit-npz") else TORCH_KERAS_EVAL_CROP
+    if converted.source.startswith("vit-npz"):
+        return VIT_NPZ_EVAL_CROP
+    if converted.source.startswith("torch"):
+        from jaxvision.models import get_spec
+
+        return TIMM_EVAL_CROP.get(get_spec(converted.model_name).family, TORCH_KERAS_EVAL_CROP)
+    return TORCH_KERAS_EVAL_CROP
 
 
 def preprocessing(converted: Converted) -> dict:
