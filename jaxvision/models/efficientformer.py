@@ -10,7 +10,8 @@ learned attention bias per head indexed by the absolute token offset (|dy| * 7 +
 7x7 grid, and a GELU MLP (ratio 4), again with layer scale. LayerNorm, token mean, then two
 linear heads, ``head`` and ``head_dist`` (the distillation head the published weights were
 trained with against a RegNetY-16GF teacher); their logits are averaged, as timm returns them in
-evaluation and in non-distilled training.
+evaluation and in non-distilled training. Training with a teacher reads the two heads apart by
+their names (``head``: true labels, ``head_dist``: the teacher's), as for DeiT.
 
 Widths, depths, layer details, initialization and parameter counts follow timm 1.0
 ``efficientformer_{l1,l3,l7}``: widths (48, 96, 224, 448) / (64, 128, 320, 512) /
