@@ -35,13 +35,13 @@ _FAMILIES = (
     "vit",
     "hybrid",
     "mobilevit",
-    "mobilevit_v2",
-    "efficientformer",
     "swin",
     "efficientnet_v2",
     "coatnet",
     "maxvit",
     "convnext",
+    "mobilevit_v2",
+    "efficientformer",
 )
 for _family in _FAMILIES:
     try:
