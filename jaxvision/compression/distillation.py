@@ -73,7 +73,7 @@ def distill(
 
     Returns (student variables, report with 'teacher_top1', 'student_top1_before/after', 'losses').
     """
-    from jaxvision.compression import run_steps, top1
+    from jaxvision.compression.fine_tuning import run_steps, top1
 
     tx = optimizer or optax.adam(learning_rate)
     params = student_variables["params"]

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 from flax import serialization, traverse_util
 from flax.core import unfreeze
 
+from jaxvision.compression.fine_tuning import top1
 from jaxvision.training.pruning import default_prunable
 
 __all__ = [
@@ -149,3 +150,42 @@ def quantized_apply(
 
     with nn.intercept_methods(quant_inputs):
         return model.apply(variables, images, train=False)
+
+
+def quantize_run(
+    model,
+    variables: dict[str, Any],
+    eval_batches: Iterable[dict[str, Any]] | None = None,
+    *,
+    calibration_batches: Iterable[dict[str, Any]] | None = None,
+    num_calibration_batches: int = 4,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Post-training int8 quantization with a before/after report.
+
+    Returns (quantized variables {'params' (int8 kernels + scales), 'batch_stats'}, report with
+    'size_bytes_before/after', 'compression', 'top1_before', 'top1_int8_weights' and, when
+    ``calibration_batches`` are given, 'top1_int8_weights_activations' and 'activation_ranges').
+    """
+    qvars = {
+        "params": quantize_params(variables["params"]),
+        "batch_stats": variables.get("batch_stats") or {},
+    }
+    report: dict[str, Any] = {
+        "size_bytes_before": stored_size(variables),
+        "size_bytes_after": stored_size(qvars),
+    }
+    report["compression"] = report["size_bytes_before"] / report["size_bytes_after"]
+    ranges = None
+    if calibration_batches is not None:
+        ranges = calibrate_activations(
+            model, variables, calibration_batches, num_batches=num_calibration_batches
+        )
+        report["activation_ranges"] = ranges
+    if eval_batches is not None:
+        report["top1_before"] = top1(lambda x: model.apply(variables, x, train=False), eval_batches)
+        report["top1_int8_weights"] = top1(lambda x: quantized_apply(model, qvars, x), eval_batches)
+        if ranges is not None:
+            report["top1_int8_weights_activations"] = top1(
+                lambda x: quantized_apply(model, qvars, x, activation_ranges=ranges), eval_batches
+            )
+    return qvars, report
