@@ -294,8 +294,7 @@ def _prepare_workdir(workdir: str) -> str:
 def _build(config, workdir: str, build_data: Callable) -> _Job:
     """Data, model, optimizer, a freshly initialised state and the compiled steps."""
     chief = is_chief()
-    dp = parallel.DataParallel(config.parallel)
-    config_lib.check_devices(config, dp.num_devices, jax.process_count())
+    dp = parallel.from_config(config)  # the mesh, checked against the devices and the batch
     store = ckpt_lib.CheckpointStore(
         ckpt_lib.checkpoint_dir(workdir),
         keep=config.keep_checkpoints,
@@ -385,7 +384,7 @@ def _compile_train_step(job: _Job) -> Callable:
         ema_decay=config.ema_decay, grad_accum_steps=config.grad_accum_steps,
         axis_name=job.dp.axis_name, augment_fn=augment_fn)
     job.raw_train_step = raw_train_step
-    return job.dp.compile_train_step(raw_train_step)
+    return job.dp.compile_train_step(raw_train_step, job.state)
 
 
 def _make_evaluate(job: _Job) -> Callable | None:
@@ -400,7 +399,7 @@ def _make_evaluate(job: _Job) -> Callable | None:
     raw_eval_step = steps.make_eval_step(
         job.model, num_classes=job.num_classes, use_ema=config.ema_decay > 0,
         axis_name=dp.axis_name)
-    eval_step = dp.compile_eval_step(raw_eval_step)
+    eval_step = dp.compile_eval_step(raw_eval_step, job.state)
     merge = dp.compile_merge(eval_metrics.merge_states)
     job.raw_eval_step = raw_eval_step
     pipes = {}  # each evaluation pipeline is built once
@@ -457,8 +456,9 @@ def _newest_good_checkpoint(job: _Job):
     count or data is not damaged: it raises CheckpointMismatchError / DataChangedError.
     """
     store, dp = job.store, job.dp
-    abstract = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=dp.replicated), job.state)
+    # Restored straight into this run's layout, whatever mesh wrote the checkpoint.
+    abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                            job.state, dp.state_shardings(job.state))
     for step in sorted(store.all_steps(), reverse=True):
         where = store.step_path(step)
         try:
