@@ -30,6 +30,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jaxvision.layers import transformer
 from jaxvision.training.mesh import AXES
 
 FSDP_MIN_SIZE = 4000  # elements; big_vision's `fsdp` rule default (min_size_fsdp)
@@ -43,6 +44,9 @@ MODEL_RULES = (
     (re.compile(r"mlp/fc1/bias$"), 1, 0),
     (re.compile(r"mlp/fc2/kernel$"), 2, 0),
 )
+# Layers stacked by ``scan_layers=True`` (jaxvision.layers.transformer's scan) carry a leading
+# layer axis: the same rules apply one dimension further right.
+SCANNED = re.compile(rf"(^|/){transformer.SCANNED_NAME}/")
 
 
 class ShardingRuleError(ValueError):
@@ -94,8 +98,10 @@ def spec_for(path: str, shape: Sequence[int], sizes: Mapping[str, int], rules=()
 
 
 def _place_model(path: str, shape, n: int, spec: list) -> None:
+    offset = 1 if SCANNED.search(path) else 0
     for pattern, ndim, dim in MODEL_RULES:
-        if len(shape) == ndim and pattern.search(path) and shape[dim] % n == 0:
+        dim += offset
+        if len(shape) == ndim + offset and pattern.search(path) and shape[dim] % n == 0:
             spec[dim] = "model"
             return
 

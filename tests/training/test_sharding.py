@@ -10,7 +10,6 @@
 
 import chex
 import jax
-import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
@@ -34,6 +33,9 @@ SIZES = {"data": 1, "fsdp": 4, "model": 2}
     ("params/encoder/block_0/mlp/fc1/kernel", (64, 256), P("fsdp", "model")),
     ("params/encoder/block_0/mlp/fc1/bias", (256,), P("model")),
     ("params/encoder/block_0/mlp/fc2/kernel", (256, 64), P("model", "fsdp")),
+    # layers stacked by scan_layers=True: the same split, one dimension further right
+    ("params/encoder/blocks/attn/key/kernel", (12, 64, 4, 16), P(None, "fsdp", "model", None)),
+    ("params/encoder/blocks/mlp/fc2/kernel", (12, 256, 64), P(None, "model", "fsdp")),
     # an optimizer moment is laid out as its parameter
     ("opt_state/0/0/mu/encoder/block_0/mlp/fc2/kernel", (256, 64), P("model", "fsdp")),
     # FSDP only: the largest dimension that divides by 4 (a 3x3 conv kernel: its output channels)
