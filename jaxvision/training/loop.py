@@ -160,13 +160,21 @@ def build_model(config, num_classes: int, *, pmap: bool):
     )
 
 
-def init_variables(model, image_shape, rng) -> dict:
-    """{'params', 'batch_stats'} of ``model`` for inputs (1, *image_shape), float32."""
+def init_variables(model, image_shape, rng, dp: parallel.DataParallel | None = None) -> dict:
+    """{'params', 'batch_stats'} of ``model`` for inputs (1, *image_shape), float32.
+
+    With ``dp`` sharding the state, the variables are created in their sharded layout (no device
+    ever holds them whole); else on the default device.
+    """
     x = jnp.zeros((1, *image_shape), jnp.float32)
-    # Non-partitionable threefry compiles init about twice as fast (init is replicated, so the
-    # partitionable variant buys nothing here); it only changes which random numbers are drawn.
+    init = functools.partial(model.init, train=False)
+    out_shardings = None
+    if dp is not None and dp.sharded:
+        out_shardings = dp.state_shardings(jax.eval_shape(init, rng, x))
+    # Non-partitionable threefry compiles init about twice as fast; it only changes which random
+    # numbers are drawn (the same ones whatever the layout).
     with jax.threefry_partitionable(False):
-        variables = jax.jit(functools.partial(model.init, train=False))(rng, x)
+        variables = jax.jit(init, out_shardings=out_shardings)(rng, x)
     variables = dict(variables)
     return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
 
@@ -324,7 +332,7 @@ def _build(config, workdir: str, build_data: Callable) -> _Job:
 
     model = build_model(config, num_classes, pmap=dp.mode == "pmap")
     init_rng, train_rng = jax.random.split(jax.random.PRNGKey(config.seed))
-    variables = init_variables(model, image_shape, init_rng)
+    variables = init_variables(model, image_shape, init_rng, dp)
     tx, schedule = optimizers.build_optimizer(
         config, variables["params"], total_steps=total_steps, steps_per_epoch=spe)
     state = _fresh_state(config, variables, tx, train_rng)

@@ -98,7 +98,11 @@ def _train(config, devices, sizes):
     dp = parallel.DataParallel("jit", devices=devices, mesh_sizes=sizes, fsdp_min_size=0)
     model = loop.build_model(config, fakes.NUM_CLASSES, pmap=False)
     init_rng, train_rng = jax.random.split(jax.random.PRNGKey(0))
-    v = loop.init_variables(model, fakes.SHAPE, init_rng)
+    v = loop.init_variables(model, fakes.SHAPE, init_rng, dp)  # created sharded when dp shards
+    if dp.sharded:
+        assert any(x.sharding.spec != P() and len(x.addressable_shards) == 8
+                   and x.addressable_shards[0].data.size < x.size
+                   for x in jax.tree.leaves(v["params"]))
     tx, schedule = optimizers.build_optimizer(config, v["params"], total_steps=N_STEPS,
                                               steps_per_epoch=N_STEPS)
     state = dp.put_state(TrainState.create(params=v["params"], batch_stats=v["batch_stats"],
