@@ -124,7 +124,7 @@ class DataParallel:
         return jax.tree.map(lambda x: np.broadcast_to(x, (n, *x.shape)), host)
 
     def checkpoint_view(self, state):
-        """The state as global replicated arrays (what checkpoints store)."""
+        """The state as global arrays, replicated or sharded as trained (what checkpoints store)."""
         if self.mode == "jit":
             return state
         return self.global_replicated(jax.tree.map(lambda x: np.asarray(x[0]), state))
