@@ -145,3 +145,17 @@ def test_sharding_benchmark_bytes_and_compile():
         ("a", {"data": 2, "fsdp": 4}), ("b", {"fsdp": 8})]
     with pytest.raises(ValueError, match="axis=size pairs"):
         sharding.parse_mesh("fsdp:8")
+
+
+def test_throughput_on_a_sharded_mesh():
+    """benchmarks.throughput --mesh: the library's step on an 8-way FSDP mesh; the state stays
+    sharded through the steps and the batch check follows data x fsdp."""
+    from benchmarks import throughput
+
+    r = throughput.benchmark("lenet5", 8, devices=8, mesh={"fsdp": 8}, steps=1, warmup=0,
+                             infer=False, probe=False, return_state=True)
+    assert r["mesh"] == {"data": 1, "fsdp": 8, "model": 1}
+    assert np.isfinite(r["_loss"]) and r["peak_bytes"] > 0
+    with pytest.raises(ValueError, match="divisible by mesh data x fsdp = 4"):
+        throughput.benchmark("lenet5", 6, devices=8, mesh={"fsdp": 4, "model": 2}, steps=1,
+                             infer=False, probe=False)
