@@ -6,6 +6,8 @@ Result files (each written by a benchmark script):
 * ``throughput_*.json``: ``python -m benchmarks.throughput ... --out benchmarks/results/throughput_X.json``
 * ``compare_*.json``: ``python -m benchmarks.compare`` (jaxvision vs Keras-JAX);
 * ``scaling_*.json``: ``python -m benchmarks.scaling`` (jit vs pmap, 1-8 devices);
+* ``sharding.json``: ``python -m benchmarks.sharding --out benchmarks/results/sharding.json``
+  (per-device memory under DP / FSDP / FSDP+model);
 * ``end_to_end.json``: ``python -m benchmarks.end_to_end``;
 * ``startup.json``: ``python -m benchmarks.startup`` (one label per code version);
 * ``time_to_result.json``: paired whole-process timings against the PyTorch peer and the
@@ -145,6 +147,21 @@ def scaling_section(results):
     return "## Scaling: jit vs pmap (`benchmarks/scaling.py`)\n\n" + "\n\n".join(parts) + "\n"
 
 
+def sharding_section(results):
+    r = results.get("sharding.json")
+    if not r:
+        return ""
+    from benchmarks.sharding import format_table
+
+    first = r["rows"][0]
+    return ("## Memory per device: DP vs FSDP vs FSDP + tensor parallel (`benchmarks/sharding.py`)"
+            "\n\n"
+            f"8 simulated devices, AdamW, global batch {first['batch']}, {first['res']} px, "
+            f"{first['dtype']}; abstract state and compiled step (nothing allocated). 'vs DP' is "
+            "the share of the unsharded parameters + optimizer state one device holds.\n\n"
+            + format_table(r["rows"]) + "\n")
+
+
 def end_to_end_section(results):
     r = results.get("end_to_end.json")
     if not r:
@@ -238,6 +255,7 @@ def build(results_dir):
         bf16_section(),
         throughput_section(results),
         scaling_section(results),
+        sharding_section(results),
         end_to_end_section(results),
         startup_section(results),
         "## Peers measured on this machine (issue 7)\n\n" + peers + "\n",
@@ -247,6 +265,7 @@ def build(results_dir):
         "python -m benchmarks.throughput --model vit_s16 --batch 16 --res 224 --dtype bfloat16 "
         "--out benchmarks/results/throughput_vit_s16_bf16.json\n"
         "python -m benchmarks.scaling\n"
+        "python -m benchmarks.sharding --out benchmarks/results/sharding.json\n"
         "python -m benchmarks.end_to_end\n"
         "python -m benchmarks.startup --out benchmarks/results/startup.json --label after\n"
         "python -m benchmarks.make_readme\n```\n"

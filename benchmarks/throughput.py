@@ -1,7 +1,7 @@
 """Training and inference throughput of one registered model, with compile time, FLOPs, MFU, memory.
 
     python -m benchmarks.throughput --model resnet50 --batch 16 --res 224 [--dtype bfloat16]
-        [--parallel jit|pmap] [--devices N] [--steps S] [--warmup W] [--xla-flags "..."]
+        [--parallel jit|pmap] [--devices N] [--mesh data=2,fsdp=4] [--steps S] [--warmup W] [--xla-flags "..."]
         [--matmul-precision P] [--bf16-dots xla|amx] [--conv-impl auto|xla|cpu] [--json] [--out FILE]
 
 What is measured (all in this one process, so the numbers share the machine's state):
@@ -286,6 +286,7 @@ def benchmark(
     probe: bool = True,
     probe_size: int | None = None,
     model_overrides: dict[str, Any] | None = None,
+    mesh: dict[str, int] | None = None,
     return_state: bool = False,
     seed: int = 0,
     companion=None,
@@ -294,6 +295,8 @@ def benchmark(
 
     ``companion``: a callable (one step of a peer, already compiled) timed in alternation with
     the train steps; its times are returned as 'companion_step_s_all'.
+    ``mesh``: config.mesh axis sizes over the ``devices`` (jaxvision.training.mesh; default all
+    on 'data'); with fsdp/model > 1 the state is sharded as ``jaxvision.train`` shards it.
     ``return_state=True`` adds '_state' (the train state after one step from the seeded start,
     gathered to the host) and '_loss' to the dict, for result-equality checks in scaling.py.
     """
@@ -312,7 +315,7 @@ def benchmark(
             f"--devices {devices} on the command line (it sets "
             f"--xla_force_host_platform_device_count before jax starts)"
         )
-    if batch % devices:
+    if batch % devices and not mesh:
         raise ValueError(f"--batch {batch} must be divisible by --devices {devices}")
     if steps < 1:
         raise ValueError(f"--steps must be >= 1, got {steps}")
@@ -320,9 +323,12 @@ def benchmark(
     res = res or spec.default_resolution
     compute_dtype = jnp.dtype(dtype)
     devs = jax.devices()[:devices]
-    per_dev = batch // devices
 
-    dp = DataParallel(parallel, devices=devs)
+    dp = DataParallel(parallel, devices=devs, mesh_sizes=mesh)
+    if batch % dp.batch_shards:
+        raise ValueError(f"--batch {batch} must be divisible by mesh data x fsdp = "
+                         f"{dp.batch_shards}")
+    per_dev = batch // dp.batch_shards  # images each device's program processes
     overrides = dict(model_overrides or {})
     if dp.axis_name is not None:
         overrides.setdefault("bn_axis_name", dp.axis_name)
@@ -347,7 +353,7 @@ def benchmark(
         trace_count["train"] += 1  # runs once per trace, never at run time
         return train_step(state, batch, rng)
 
-    step_fn = dp.compile_train_step(counted_step)
+    step_fn = dp.compile_train_step(counted_step, state)
     dev_batch = dp.put_batch({"image": images, "label": labels})
     if parallel == "jit":
         state = dp.put_state(state)
@@ -398,6 +404,7 @@ def benchmark(
         "dtype": str(compute_dtype),
         "parallel": parallel,
         "devices": devices,
+        "mesh": dp.sizes,
         "steps": steps,
         "warmup": warmup,
         "params": n_params,
@@ -493,6 +500,8 @@ def parse_args(argv=None):
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--parallel", default="jit", choices=["jit", "pmap"])
     p.add_argument("--devices", type=int, default=1)
+    p.add_argument("--mesh", default="", help="mesh axis sizes over the devices, e.g. "
+                   "data=2,fsdp=4 or fsdp=8 (default: all on data); see benchmarks/sharding.py")
     p.add_argument("--steps", type=int, default=5, help="timed steps")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps before timing")
     p.add_argument("--no-infer", action="store_true", help="skip the inference measurement")
@@ -535,6 +544,7 @@ def main(argv=None) -> dict[str, Any]:
     if args.bf16_dots == "amx":
         use_amx_dense()
     apply_conv_impl(args.conv_impl)
+    from benchmarks.sharding import parse_mesh
     from jaxvision.layers import conv_impl
     try:
         result = benchmark(
@@ -549,6 +559,7 @@ def main(argv=None) -> dict[str, Any]:
             infer=not args.no_infer,
             probe=not args.no_probe,
             probe_size=args.probe_size,
+            mesh=parse_mesh(args.mesh) or None,
         )
     except (KeyError, ValueError, TypeError) as e:
         if isinstance(e, KeyError | ValueError) or "option" in str(e):

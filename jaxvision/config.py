@@ -17,7 +17,14 @@ Keys (``None`` means "unset"; placeholders keep their type so the command line c
   total_steps / epochs        training length; total_steps wins, else epochs x steps per epoch
   seed                        parameter init, dropout and data order
   dtype                       'float32' | 'bfloat16' | 'float16' (compute dtype; params stay float32)
-  parallel                    'jit' (Mesh + NamedSharding, default) | 'pmap'
+  parallel                    'jit' (Mesh + NamedSharding, default) | 'pmap' (data parallel only)
+  mesh.data / .fsdp / .model  device mesh axis sizes, -1 = the rest of the devices (one axis at
+                              most); default data=-1, fsdp=1, model=1 (data parallel). fsdp > 1
+                              shards parameters, gradients, optimizer state and EMA (FSDP/ZeRO-3);
+                              model > 1 splits attention heads and MLP hidden units (tensor
+                              parallel); batches split over data x fsdp (jaxvision.training.mesh)
+  sharding_rules              ((regex, spec), ...) per-array overrides, first match wins, e.g.
+                              (('head/kernel', (None, 'fsdp')),) (jaxvision.training.sharding)
   checkpoint_every_steps      also saved at the end; keep_checkpoints = last K kept
   best_metric / best_mode     validation metric whose best checkpoint is kept ('' = none)
   eval_every_steps            0 = only at the end
@@ -97,6 +104,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.seed = 0
     c.dtype = "float32"
     c.parallel = "jit"
+    c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "model": 1})
+    c.sharding_rules = ()
 
     c.checkpoint_every_steps = 1000
     c.keep_checkpoints = 3
@@ -351,19 +360,6 @@ def check_data(config, info) -> None:
         raise ValueError(f"config.batch_size={config.batch_size} is larger than the "
                          f"{info.num_examples} training examples (each batch would repeat "
                          f"examples); use --config.batch_size={info.num_examples} or less.")
-
-
-def check_devices(config, num_devices: int, num_processes: int = 1) -> None:
-    """Clear error when the global batch does not split evenly over devices and processes."""
-    for key in ("batch_size", "eval_batch_size"):
-        b = config[key] if config[key] is not None else config.batch_size
-        if b % num_devices:
-            lo = (b // num_devices) * num_devices or num_devices
-            raise ValueError(
-                f"config.{key}={b} is not divisible by the {num_devices} devices "
-                f"({num_processes} process(es)); each device needs an equal share. Use "
-                f"--config.{key}={lo} or {lo + num_devices}."
-            )
 
 
 def steps_per_epoch(config, num_train_examples: int) -> int:

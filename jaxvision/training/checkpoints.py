@@ -1,7 +1,8 @@
 """Orbax checkpoints of training runs, fine-tuning initialisation, and ``load_run``.
 
-Layout of ``<workdir>/checkpoints/<step>/``: item ``state`` (the TrainState as global replicated
-arrays: step, params, batch_stats, opt_state, ema_params, rng, loss_scale) and item ``meta`` (JSON:
+Layout of ``<workdir>/checkpoints/<step>/``: item ``state`` (the TrainState as global arrays,
+replicated or sharded as the run's mesh lays them out: step, params, batch_stats, opt_state,
+ema_params, rng, loss_scale; restored onto any mesh by giving the target shardings) and item ``meta`` (JSON:
 model name, num_classes, class_names, image_shape, step, the validation metrics of that step, early
 stopping bookkeeping). Orbax writes each step to a temporary directory and renames it when complete,
 so a killed run never leaves a half-written checkpoint; saves are asynchronous (training continues

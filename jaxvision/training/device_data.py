@@ -72,6 +72,9 @@ def unsupported_reason(config, resolved, num_processes: int, native_shape=None) 
     d = config.data
     if config.parallel != "jit":
         return f"parallel={config.parallel!r} (the device path runs under jit)"
+    mesh = config.get("mesh", {}) or {}
+    if mesh.get("fsdp", 1) != 1 or mesh.get("model", 1) != 1 or config.get("sharding_rules"):
+        return "config.mesh/sharding_rules shard the state (the device path keeps it replicated)"
     if num_processes != 1:
         return f"{num_processes} processes (each would need the whole dataset)"
     if resolved.train_crop not in ("random_pad", "resize"):

@@ -16,6 +16,8 @@ import os
 import jax
 import numpy as np
 
+from jaxvision.training import sharding
+
 DIGEST_KEY = "digest"  # key of the digest in a checkpoint's meta
 DAMAGED_DIR = "checkpoints_damaged"  # <workdir>/checkpoints_damaged/<step>: moved-aside steps
 
@@ -29,16 +31,14 @@ class DamagedCheckpointError(RuntimeError):
         self.reason = reason
 
 
-def _host_array(x) -> np.ndarray:
-    """This process's full copy of a leaf (a replicated jax.Array, a numpy array or a scalar)."""
-    if isinstance(x, jax.Array) and not x.is_fully_addressable:
-        x = x.addressable_data(0)
-    return np.ascontiguousarray(np.asarray(x))
-
-
 def leaf_digest(x) -> str:
-    """sha256 of a leaf's dtype, shape and bytes (hex)."""
-    a = _host_array(x)
+    """sha256 of a leaf's dtype, shape and bytes (hex).
+
+    Always of the whole (gathered) value, so the digest does not depend on the mesh that saved or
+    restored the array (an array split over several processes is gathered: a collective, and
+    every process digests the same tree in the same order).
+    """
+    a = np.ascontiguousarray(sharding.host_copy(x))
     h = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode())
     h.update(a.reshape(-1).view(np.uint8).data if a.size else b"")
     return h.hexdigest()

@@ -160,13 +160,21 @@ def build_model(config, num_classes: int, *, pmap: bool):
     )
 
 
-def init_variables(model, image_shape, rng) -> dict:
-    """{'params', 'batch_stats'} of ``model`` for inputs (1, *image_shape), float32."""
+def init_variables(model, image_shape, rng, dp: parallel.DataParallel | None = None) -> dict:
+    """{'params', 'batch_stats'} of ``model`` for inputs (1, *image_shape), float32.
+
+    With ``dp`` sharding the state, the variables are created in their sharded layout (no device
+    ever holds them whole); else on the default device.
+    """
     x = jnp.zeros((1, *image_shape), jnp.float32)
-    # Non-partitionable threefry compiles init about twice as fast (init is replicated, so the
-    # partitionable variant buys nothing here); it only changes which random numbers are drawn.
+    init = functools.partial(model.init, train=False)
+    out_shardings = None
+    if dp is not None and dp.sharded:
+        out_shardings = dp.state_shardings(jax.eval_shape(init, rng, x))
+    # Non-partitionable threefry compiles init about twice as fast; it only changes which random
+    # numbers are drawn (the same ones whatever the layout).
     with jax.threefry_partitionable(False):
-        variables = jax.jit(functools.partial(model.init, train=False))(rng, x)
+        variables = jax.jit(init, out_shardings=out_shardings)(rng, x)
     variables = dict(variables)
     return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
 
@@ -294,8 +302,7 @@ def _prepare_workdir(workdir: str) -> str:
 def _build(config, workdir: str, build_data: Callable) -> _Job:
     """Data, model, optimizer, a freshly initialised state and the compiled steps."""
     chief = is_chief()
-    dp = parallel.DataParallel(config.parallel)
-    config_lib.check_devices(config, dp.num_devices, jax.process_count())
+    dp = parallel.from_config(config)  # the mesh, checked against the devices and the batch
     store = ckpt_lib.CheckpointStore(
         ckpt_lib.checkpoint_dir(workdir),
         keep=config.keep_checkpoints,
@@ -325,7 +332,7 @@ def _build(config, workdir: str, build_data: Callable) -> _Job:
 
     model = build_model(config, num_classes, pmap=dp.mode == "pmap")
     init_rng, train_rng = jax.random.split(jax.random.PRNGKey(config.seed))
-    variables = init_variables(model, image_shape, init_rng)
+    variables = init_variables(model, image_shape, init_rng, dp)
     tx, schedule = optimizers.build_optimizer(
         config, variables["params"], total_steps=total_steps, steps_per_epoch=spe)
     state = _fresh_state(config, variables, tx, train_rng)
@@ -385,7 +392,7 @@ def _compile_train_step(job: _Job) -> Callable:
         ema_decay=config.ema_decay, grad_accum_steps=config.grad_accum_steps,
         axis_name=job.dp.axis_name, augment_fn=augment_fn)
     job.raw_train_step = raw_train_step
-    return job.dp.compile_train_step(raw_train_step)
+    return job.dp.compile_train_step(raw_train_step, job.state)
 
 
 def _make_evaluate(job: _Job) -> Callable | None:
@@ -400,7 +407,7 @@ def _make_evaluate(job: _Job) -> Callable | None:
     raw_eval_step = steps.make_eval_step(
         job.model, num_classes=job.num_classes, use_ema=config.ema_decay > 0,
         axis_name=dp.axis_name)
-    eval_step = dp.compile_eval_step(raw_eval_step)
+    eval_step = dp.compile_eval_step(raw_eval_step, job.state)
     merge = dp.compile_merge(eval_metrics.merge_states)
     job.raw_eval_step = raw_eval_step
     pipes = {}  # each evaluation pipeline is built once
@@ -457,8 +464,9 @@ def _newest_good_checkpoint(job: _Job):
     count or data is not damaged: it raises CheckpointMismatchError / DataChangedError.
     """
     store, dp = job.store, job.dp
-    abstract = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=dp.replicated), job.state)
+    # Restored straight into this run's layout, whatever mesh wrote the checkpoint.
+    abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                            job.state, dp.state_shardings(job.state))
     for step in sorted(store.all_steps(), reverse=True):
         where = store.step_path(step)
         try:

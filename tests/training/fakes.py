@@ -117,6 +117,13 @@ def register_tiny():
                              bn_axis_name=bn_axis_name, drop_rate=drop_rate)
 
 
+# A tiny ViT for tests (vit_ti16 with tiny-width overrides; 32x32x1 inputs, 16 patches): its
+# kernels are large enough (>= 4096 elements) for the default FSDP rule to shard them.
+TINY_VIT = {"model.name": "vit_ti16", "model.hidden_size": 64, "model.num_layers": 1,
+            "model.num_heads": 4, "model.mlp_dim": 128, "model.patch_size": 8,
+            "model.image_size": 32}
+
+
 def tiny_config(**overrides):
     from jaxvision.config import base_config
 

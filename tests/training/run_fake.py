@@ -3,7 +3,7 @@ or with --digits DATA_DIR on the bundled `digits` dataset (8x8, through jaxvisio
 augmentation) prepared in DATA_DIR.
 
   python -m tests.training.run_fake WORKDIR [--parallel jit] [--steps 40] [--ckpt_every 5]
-      [--sleep 0.0] [--digits DATA_DIR]
+      [--sleep 0.0] [--digits DATA_DIR] [--mesh data=2,fsdp=4] [--vit]
       [--coordinator 127.0.0.1:PORT --num_processes 2 --process_id I]
 
 XLA_FLAGS (device count) must be set by the caller. Prints 'FINISHED' at the end.
@@ -27,6 +27,11 @@ def main():
     ap.add_argument("--num_processes", type=int, default=None)
     ap.add_argument("--process_id", type=int, default=None)
     ap.add_argument("--digits", default=None, help="data_dir with the bundled digits dataset")
+    ap.add_argument("--mesh", default="", help="config.mesh sizes, e.g. data=2,fsdp=4")
+    ap.add_argument("--vit", action="store_true",
+                    help="the tiny ViT (fakes.TINY_VIT), trained with SGD + momentum (its attention "
+                         "key bias has a zero gradient in exact arithmetic, whose rounding noise "
+                         "Adam would scale up to the learning rate)")
     a = ap.parse_args()
 
     from jaxvision.training import distributed
@@ -65,7 +70,9 @@ def main():
     c = fakes.tiny_config(
         parallel=a.parallel, total_steps=a.steps, checkpoint_every_steps=a.ckpt_every,
         eval_every_steps=a.steps, keep_checkpoints=2,
-        **{"optimizer.name": "adamw", "schedule.base_lr": 0.01, **data_keys},
+        **{"optimizer.name": "adamw", "schedule.base_lr": 0.01, **data_keys,
+           **({**fakes.TINY_VIT, "optimizer.name": "sgd", "schedule.base_lr": 0.1} if a.vit else {}),
+           **{f"mesh.{k}": int(v) for k, v in (kv.split("=") for kv in a.mesh.split(",") if kv)}},
     )
     loop.train_and_evaluate(c, a.workdir, build_data=slow_build)
     print("FINISHED", flush=True)
