@@ -18,6 +18,9 @@ Keys (``None`` means "unset"; placeholders keep their type so the command line c
   seed                        parameter init, dropout and data order
   dtype                       'float32' | 'bfloat16' | 'float16' (compute dtype; params stay float32)
   parallel                    'jit' (Mesh + NamedSharding, default) | 'pmap'
+  remat                       'none' | 'full' | 'dots_saveable': rematerialization policy of the
+                              model's blocks (jaxvision.layers.remat): less activation memory for
+                              recomputation in the backward pass; parameters unchanged
   checkpoint_every_steps      also saved at the end; keep_checkpoints = last K kept
   best_metric / best_mode     validation metric whose best checkpoint is kept ('' = none)
   eval_every_steps            0 = only at the end
@@ -97,6 +100,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.seed = 0
     c.dtype = "float32"
     c.parallel = "jit"
+    c.remat = "none"
 
     c.checkpoint_every_steps = 1000
     c.keep_checkpoints = 3
@@ -315,6 +319,21 @@ def _check_model(config) -> None:
         hint = f" Did you mean {' or '.join(close)}?" if close else ""
         raise ValueError(f"config.model.name={config.model.name!r} is not a registered model."
                          f"{hint} Registered: {', '.join(names)}.")
+    _check_remat(config)
+
+
+def _check_remat(config) -> None:
+    from jaxvision.layers.remat import REMAT_POLICIES
+    from jaxvision.models import get_spec, list_models
+    from jaxvision.models.registry import model_options
+
+    remat = config.get("remat", "none")
+    _choice(remat, REMAT_POLICIES, "remat")
+    if remat != "none" and "remat" not in model_options(config.model.name):
+        families = sorted({get_spec(n).family for n in list_models() if "remat" in model_options(n)})
+        raise ValueError(f"config.remat={remat!r}: model {config.model.name!r} has no "
+                         f"rematerialized blocks (families that have: {', '.join(families)}); "
+                         "use --config.remat=none.")
 
 
 def _check_init_from(config) -> None:
