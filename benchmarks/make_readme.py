@@ -7,6 +7,7 @@ Result files (each written by a benchmark script):
 * ``compare_*.json``: ``python -m benchmarks.compare`` (jaxvision vs Keras-JAX);
 * ``scaling_*.json``: ``python -m benchmarks.scaling`` (jit vs pmap, 1-8 devices);
 * ``end_to_end.json``: ``python -m benchmarks.end_to_end``;
+* ``remat.json``: ``python -m benchmarks.remat --out benchmarks/results/remat.json`` (issue 17);
 * ``startup.json``: ``python -m benchmarks.startup`` (one label per code version);
 * ``time_to_result.json``: paired whole-process timings against the PyTorch peer and the
   issue-15 targets (``benchmarks/peer_torch_lenet.py``), written by hand from the measurement.
@@ -145,6 +146,23 @@ def scaling_section(results):
     return "## Scaling: jit vs pmap (`benchmarks/scaling.py`)\n\n" + "\n\n".join(parts) + "\n"
 
 
+def remat_section(results):
+    """Issue 17: activation memory vs step time per rematerialization policy (remat.json)."""
+    r = results.get("remat.json")
+    if not r:
+        return ""
+    from benchmarks import remat
+
+    rows = r["rows"]
+    return ("## Rematerialization (`benchmarks/remat.py`)\n\n"
+            f"`config.remat` per policy: the compiled train step's temporaries (where the "
+            f"activations kept for the backward pass live) and peak memory from "
+            f"`memory_analysis()`, and the median step time; float32, batch {rows[0]['batch']}, "
+            f"{rows[0]['res']} px, one device (load {_g((r.get('loadavg') or [None])[0], '.1f')} "
+            "at the end: step times are noisy, the memory columns are not).\n\n"
+            + remat.table(rows) + "\n")
+
+
 def end_to_end_section(results):
     r = results.get("end_to_end.json")
     if not r:
@@ -238,6 +256,7 @@ def build(results_dir):
         bf16_section(),
         throughput_section(results),
         scaling_section(results),
+        remat_section(results),
         end_to_end_section(results),
         startup_section(results),
         "## Peers measured on this machine (issue 7)\n\n" + peers + "\n",
@@ -247,6 +266,7 @@ def build(results_dir):
         "python -m benchmarks.throughput --model vit_s16 --batch 16 --res 224 --dtype bfloat16 "
         "--out benchmarks/results/throughput_vit_s16_bf16.json\n"
         "python -m benchmarks.scaling\n"
+        "python -m benchmarks.remat --out benchmarks/results/remat.json\n"
         "python -m benchmarks.end_to_end\n"
         "python -m benchmarks.startup --out benchmarks/results/startup.json --label after\n"
         "python -m benchmarks.make_readme\n```\n"
