@@ -9,6 +9,7 @@ Result files (each written by a benchmark script):
 * ``sharding.json``: ``python -m benchmarks.sharding --out benchmarks/results/sharding.json``
   (per-device memory under DP / FSDP / FSDP+model);
 * ``end_to_end.json``: ``python -m benchmarks.end_to_end``;
+* ``remat.json``: ``python -m benchmarks.remat --out benchmarks/results/remat.json`` (issue 17);
 * ``startup.json``: ``python -m benchmarks.startup`` (one label per code version);
 * ``time_to_result.json``: paired whole-process timings against the PyTorch peer and the
   issue-15 targets (``benchmarks/peer_torch_lenet.py``), written by hand from the measurement.
@@ -160,6 +161,21 @@ def sharding_section(results):
             f"{first['dtype']}; abstract state and compiled step (nothing allocated). 'vs DP' is "
             "the share of the unsharded parameters + optimizer state one device holds.\n\n"
             + format_table(r["rows"]) + "\n")
+def remat_section(results):
+    """Issue 17: activation memory vs step time per rematerialization policy (remat.json)."""
+    r = results.get("remat.json")
+    if not r:
+        return ""
+    from benchmarks import remat
+
+    rows = r["rows"]
+    return ("## Rematerialization (`benchmarks/remat.py`)\n\n"
+            f"`config.remat` per policy: the compiled train step's temporaries (where the "
+            f"activations kept for the backward pass live) and peak memory from "
+            f"`memory_analysis()`, and the median step time; float32, batch {rows[0]['batch']}, "
+            f"{rows[0]['res']} px, one device (load {_g((r.get('loadavg') or [None])[0], '.1f')} "
+            "at the end: step times are noisy, the memory columns are not).\n\n"
+            + remat.table(rows) + "\n")
 
 
 def end_to_end_section(results):
@@ -256,6 +272,7 @@ def build(results_dir):
         throughput_section(results),
         scaling_section(results),
         sharding_section(results),
+        remat_section(results),
         end_to_end_section(results),
         startup_section(results),
         "## Peers measured on this machine (issue 7)\n\n" + peers + "\n",
@@ -266,6 +283,7 @@ def build(results_dir):
         "--out benchmarks/results/throughput_vit_s16_bf16.json\n"
         "python -m benchmarks.scaling\n"
         "python -m benchmarks.sharding --out benchmarks/results/sharding.json\n"
+        "python -m benchmarks.remat --out benchmarks/results/remat.json\n"
         "python -m benchmarks.end_to_end\n"
         "python -m benchmarks.startup --out benchmarks/results/startup.json --label after\n"
         "python -m benchmarks.make_readme\n```\n"

@@ -25,6 +25,9 @@ Keys (``None`` means "unset"; placeholders keep their type so the command line c
                               parallel); batches split over data x fsdp (jaxvision.training.mesh)
   sharding_rules              ((regex, spec), ...) per-array overrides, first match wins, e.g.
                               (('head/kernel', (None, 'fsdp')),) (jaxvision.training.sharding)
+  remat                       'none' | 'full' | 'dots_saveable': rematerialization policy of the
+                              model's blocks (jaxvision.layers.remat): less activation memory for
+                              recomputation in the backward pass; parameters unchanged
   checkpoint_every_steps      also saved at the end; keep_checkpoints = last K kept
   best_metric / best_mode     validation metric whose best checkpoint is kept ('' = none)
   eval_every_steps            0 = only at the end
@@ -106,6 +109,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.parallel = "jit"
     c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "model": 1})
     c.sharding_rules = ()
+    c.remat = "none"
 
     c.checkpoint_every_steps = 1000
     c.keep_checkpoints = 3
@@ -324,6 +328,21 @@ def _check_model(config) -> None:
         hint = f" Did you mean {' or '.join(close)}?" if close else ""
         raise ValueError(f"config.model.name={config.model.name!r} is not a registered model."
                          f"{hint} Registered: {', '.join(names)}.")
+    _check_remat(config)
+
+
+def _check_remat(config) -> None:
+    from jaxvision.layers.remat import REMAT_POLICIES
+    from jaxvision.models import get_spec, list_models
+    from jaxvision.models.registry import model_options
+
+    remat = config.get("remat", "none")
+    _choice(remat, REMAT_POLICIES, "remat")
+    if remat != "none" and "remat" not in model_options(config.model.name):
+        families = sorted({get_spec(n).family for n in list_models() if "remat" in model_options(n)})
+        raise ValueError(f"config.remat={remat!r}: model {config.model.name!r} has no "
+                         f"rematerialized blocks (families that have: {', '.join(families)}); "
+                         "use --config.remat=none.")
 
 
 def _check_init_from(config) -> None:

@@ -8,7 +8,7 @@ import importlib
 
 _MODULES = (
     "lowering", "feature_levels", "conv", "pooling", "norm", "drop", "blocks", "dense", "attention", "transformer", "patch",
-    "relative_attention",
+    "relative_attention", "remat",
 )
 __all__: list[str] = []
 for _name in _MODULES:

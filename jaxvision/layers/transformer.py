@@ -24,6 +24,7 @@ import numpy as np
 from jaxvision.layers.attention import MultiHeadSelfAttention
 from jaxvision.layers.dense import f32_accumulating_dot_general
 from jaxvision.layers.feature_levels import collecting, sow_level, tokens_to_map
+from jaxvision.layers.remat import remat_block
 
 __all__ = [
     "Encoder",
@@ -172,7 +173,8 @@ class Encoder(nn.Module):
         (``drop_path_schedule='linear'``) or every layer gets it (``'constant'``).
       scan_layers: ``nn.scan`` over the layers; parameters are stacked under ``blocks`` with a
         leading axis of length ``num_layers`` (otherwise ``block_0`` ... ``block_{L-1}``).
-      remat: ``nn.remat`` each block (activations recomputed in the backward pass).
+      remat: rematerialization policy of each block, 'none' | 'full' | 'dots_saveable'
+        (``layers.remat``; True = 'full'): activations recomputed in the backward pass.
     """
 
     num_layers: int
@@ -182,7 +184,7 @@ class Encoder(nn.Module):
     attn_drop_rate: float = 0.0
     drop_path_rate: float = 0.0
     scan_layers: bool = False
-    remat: bool = False
+    remat: bool | str = "none"
     drop_path_schedule: str = "linear"
     layer_norm_epsilon: float = 1e-6
     mlp_act: Callable = gelu_exact
@@ -197,12 +199,9 @@ class Encoder(nn.Module):
         for ViTs) while a feature extractor collects them."""
         if not 0.0 <= self.drop_path_rate < 1.0:
             raise ValueError(f"drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
-        block_cls = EncoderBlock
-        if self.remat:
-            # deterministic (argument 3, counting the module) stays a Python bool.
-            block_cls = nn.remat(
-                EncoderBlock, prevent_cse=not self.scan_layers, static_argnums=(3,)
-            )
+        # deterministic (argument 3, counting the module) stays a Python bool.
+        block_cls = remat_block(EncoderBlock, self.remat, static_argnums=(3,),
+                                prevent_cse=not self.scan_layers)
         block_kw = dict(
             num_heads=self.num_heads,
             mlp_dim=self.mlp_dim,

@@ -20,7 +20,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxvision.layers import Conv, DropPath, global_avg_pool
+from jaxvision.layers import Conv, DropPath, global_avg_pool, remat_block
 from jaxvision.layers.dense import f32_accumulating_dot_general
 from jaxvision.layers.transformer import gelu_exact
 from jaxvision.models.features import sow_level
@@ -72,6 +72,7 @@ class ConvNeXt(nn.Module):
         (torchvision, the paper's code).
       layer_scale_init: initial per-channel scale of every block's branch (1e-6).
       drop_rate: dropout before the head (0 in the paper).
+      remat: the blocks' rematerialization policy ('none' | 'full' | 'dots_saveable').
     Feature levels (``features_only``): every stage's output, strides 4, 8, 16, 32.
     """
 
@@ -81,6 +82,7 @@ class ConvNeXt(nn.Module):
     drop_path_rate: float = 0.0
     layer_scale_init: float = 1e-6
     drop_rate: float = 0.0
+    remat: str = "none"
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
@@ -94,6 +96,7 @@ class ConvNeXt(nn.Module):
                  name="stem_conv", **kw)(x)
         x = nn.LayerNorm(epsilon=_LN_EPS, name="stem_norm", **kw)(x)
         total, k = sum(self.depths), 0
+        block = remat_block(ConvNeXtBlock, self.remat, static_argnums=(2,))  # train stays static
         for i, (dim, depth) in enumerate(zip(self.dims, self.depths, strict=True)):
             if i > 0:
                 x = nn.LayerNorm(epsilon=_LN_EPS, name=f"stage{i + 1}_downsample_norm", **kw)(x)
@@ -101,7 +104,7 @@ class ConvNeXt(nn.Module):
                          name=f"stage{i + 1}_downsample_conv", **kw)(x)
             for j in range(depth):
                 rate = self.drop_path_rate * k / max(total - 1, 1)
-                x = ConvNeXtBlock(rate, self.layer_scale_init, name=f"stage{i + 1}_block{j + 1}",
+                x = block(rate, self.layer_scale_init, name=f"stage{i + 1}_block{j + 1}",
                                   **kw)(x, train)
                 k += 1
             sow_level(x)
@@ -118,7 +121,8 @@ def _register(size: str):
     name = f"convnext_{size}"
 
     def builder(num_classes, dtype, param_dtype, *, drop_path_rate=default_rate, drop_rate=0.0,
-                layer_scale_init=1e-6, dims=dims, depths=depths, bn_axis_name=None):
+                layer_scale_init=1e-6, dims=dims, depths=depths, bn_axis_name=None,
+                remat="none"):
         """``dims``/``depths`` change the architecture (e.g. tiny test instances);
         ``bn_axis_name`` is accepted and ignored (no BatchNorm)."""
         del bn_axis_name
@@ -126,7 +130,7 @@ def _register(size: str):
             raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
         return ConvNeXt(tuple(dims), tuple(depths), num_classes=num_classes,
                         drop_path_rate=drop_path_rate, layer_scale_init=layer_scale_init,
-                        drop_rate=drop_rate, dtype=dtype, param_dtype=param_dtype)
+                        drop_rate=drop_rate, remat=remat, dtype=dtype, param_dtype=param_dtype)
 
     builder.__name__ = builder.__qualname__ = name
     register(name, family="convnext", default_resolution=224,

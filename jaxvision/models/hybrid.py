@@ -52,6 +52,7 @@ def resnet_backbone(
     stem_pool: bool = True,
     drop_path_rate: float = 0.0,
     weight_standardization: str = "big_vision",
+    remat: str = "none",
     dtype=jnp.float32,
     param_dtype=jnp.float32,
 ) -> ResNetStages:
@@ -75,6 +76,7 @@ def resnet_backbone(
         stem_pool=stem_pool,
         zero_init_last=True,
         drop_path_rate=drop_path_rate,
+        remat=remat,
         dtype=dtype,
         param_dtype=param_dtype,
     )
@@ -103,7 +105,8 @@ def hybrid_vit(
     hidden, depth, heads, mlp = VIT_SIZES[vit_size]
     backbone = resnet_backbone(
         stage_sizes, width=width, drop_path_rate=backbone_drop_path_rate,
-        weight_standardization=weight_standardization, dtype=dtype, param_dtype=param_dtype
+        weight_standardization=weight_standardization, remat=vit_kwargs.get("remat", "none"),
+        dtype=dtype, param_dtype=param_dtype
     )
     shape = dict(patch_size=1, hidden_size=hidden, num_layers=depth, num_heads=heads, mlp_dim=mlp)
     return VisionTransformer(
@@ -155,6 +158,7 @@ def _hybrid_tiny_mnist(num_classes, dtype, param_dtype, **options):
         stem_kernel=3,
         stem_pool=False,
         zero_init_last=True,
+        remat=options.get("remat", "none"),
         dtype=dtype,
         param_dtype=param_dtype,
     )

@@ -19,6 +19,7 @@ from jaxvision.layers import (
     batch_norm_of,
     global_avg_pool,
     max_pool,
+    remat_block,
 )
 from jaxvision.layers.conv import Padding
 from jaxvision.models.features import sow_level
@@ -63,6 +64,8 @@ class ResNetStages(nn.Module):
         vision_transformer's ResidualUnit does this).
       drop_path_rate: stochastic depth, growing linearly from 0 at the first block to this value
         at the last (as timm).
+      remat: rematerialization policy of every block, 'none' | 'full' | 'dots_saveable'
+        (``layers.remat``); the parameter tree does not change.
 
     Feature levels (``models.features``): the stem's activation, then every stage's output.
 
@@ -92,12 +95,14 @@ class ResNetStages(nn.Module):
     stride_in_1x1: bool = False
     zero_init_last: bool = False
     drop_path_rate: float = 0.0
+    remat: str = "none"
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        block = remat_block(self.block, self.remat, static_argnums=(2,))  # train stays static
         x = self.conv(self.width, self.stem_kernel, strides=self.stem_strides, padding=self.padding,
                       use_bias=False,
                       name="stem_conv", **kw)(x)
@@ -110,7 +115,7 @@ class ResNetStages(nn.Module):
         for i, n in enumerate(self.stage_sizes):
             for j in range(n):
                 rate = self.drop_path_rate * k / max(total - 1, 1)
-                x = self.block(
+                x = block(
                     self.width * 2**i,
                     strides=2 if (i > 0 and j == 0) else 1,
                     conv=self.conv,
@@ -153,6 +158,7 @@ class ResNet(nn.Module):
     zero_init_residual: bool = False
     stem: str = "imagenet"
     stride_in_1x1: bool = False
+    remat: str = "none"
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
@@ -172,6 +178,7 @@ class ResNet(nn.Module):
             drop_path_rate=self.drop_path_rate,
             **STEMS[self.stem],
             stride_in_1x1=self.stride_in_1x1,
+            remat=self.remat,
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             name="backbone",
@@ -188,15 +195,15 @@ def _register(depth: int):
 
     def builder(num_classes, dtype, param_dtype, *, drop_rate=0.0, drop_path_rate=0.0,
                 bn_momentum=0.9, bn_epsilon=1e-5, bn_axis_name=None, zero_init_residual=False,
-                stem="imagenet", stride_in_1x1=False, stage_sizes=None, width=64):
+                stem="imagenet", stride_in_1x1=False, stage_sizes=None, width=64, remat="none"):
         """``stage_sizes``/``width`` (stem and first-stage width) change the architecture, e.g.
-        for tiny test instances."""
+        for tiny test instances; ``remat``: the blocks' rematerialization policy."""
         return ResNet(tuple(stage_sizes or stages), block=block, width=width,
                       num_classes=num_classes, drop_rate=drop_rate,
                       drop_path_rate=drop_path_rate, bn_momentum=bn_momentum,
                       bn_epsilon=bn_epsilon, bn_axis_name=bn_axis_name,
                       zero_init_residual=zero_init_residual, stem=stem,
-                      stride_in_1x1=stride_in_1x1, dtype=dtype,
+                      stride_in_1x1=stride_in_1x1, remat=remat, dtype=dtype,
                       param_dtype=param_dtype)
 
     builder.__name__ = builder.__qualname__ = f"resnet{depth}"

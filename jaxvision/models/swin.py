@@ -31,6 +31,7 @@ from jaxvision.layers import (
     RelativePositionSelfAttention,
     f32_accumulating_dot_general,
     gelu_exact,
+    remat_block,
     window_merge,
     window_partition,
 )
@@ -179,6 +180,7 @@ class SwinTransformer(nn.Module):
       patch_size, window_size: 4 and 7 in every published size.
       drop_rate: dropout after attention, in the MLP (torchvision's ``dropout``); 0 by default.
       drop_path_rate: stochastic depth of the last block (linear from 0 over the blocks).
+      remat: the blocks' rematerialization policy ('none' | 'full' | 'dots_saveable').
     """
 
     embed_dim: int = 96
@@ -190,6 +192,7 @@ class SwinTransformer(nn.Module):
     num_classes: int = 1000
     drop_rate: float = 0.0
     drop_path_rate: float = 0.2
+    remat: str = "none"
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
@@ -203,12 +206,13 @@ class SwinTransformer(nn.Module):
                  kernel_init=torch_default_conv_init, name="patch_embed", **kw)(x)
         x = nn.LayerNorm(LAYER_NORM_EPS, name="patch_norm", **kw)(x)
         total, k = sum(self.depths), 0
+        block = remat_block(SwinBlock, self.remat, static_argnums=(2,))  # train stays static
         for i, (depth, heads) in enumerate(zip(self.depths, self.num_heads, strict=True)):
             if i > 0:
                 x = PatchMerging(name=f"merge{i}", **kw)(x)
             for j in range(depth):
                 shift = (0, 0) if j % 2 == 0 else (window[0] // 2, window[1] // 2)
-                x = SwinBlock(heads, window, shift, self.mlp_ratio, self.drop_rate,
+                x = block(heads, window, shift, self.mlp_ratio, self.drop_rate,
                               self.drop_path_rate * k / max(total - 1, 1),
                               name=f"stage{i + 1}_block{j + 1}", **kw)(x, train)
                 k += 1
@@ -224,12 +228,14 @@ class SwinTransformer(nn.Module):
 def _register(name: str, size: SwinConfig):
     def builder(num_classes, dtype, param_dtype, *, embed_dim=size.embed_dim, depths=size.depths,
                 num_heads=size.num_heads, patch_size=4, window_size=7, mlp_ratio=4.0,
-                drop_rate=0.0, drop_path_rate=size.drop_path_rate, bn_axis_name=None):
+                drop_rate=0.0, drop_path_rate=size.drop_path_rate, bn_axis_name=None,
+                remat="none"):
         del bn_axis_name  # no BatchNorm: accepted so that generic configs can pass it
         return SwinTransformer(embed_dim=embed_dim, depths=tuple(depths), num_heads=tuple(num_heads),
                                patch_size=patch_size, window_size=window_size, mlp_ratio=mlp_ratio,
                                num_classes=num_classes, drop_rate=drop_rate,
-                               drop_path_rate=drop_path_rate, dtype=dtype, param_dtype=param_dtype)
+                               drop_path_rate=drop_path_rate, remat=remat, dtype=dtype,
+                               param_dtype=param_dtype)
 
     builder.__name__ = builder.__qualname__ = name
     label = {"swin_t": "Swin-T", "swin_s": "Swin-S", "swin_b": "Swin-B"}[name]

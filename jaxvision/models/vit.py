@@ -87,7 +87,7 @@ class VisionTransformer(nn.Module):
     drop_rate: float = 0.0
     drop_path_rate: float = 0.0
     scan_layers: bool = False
-    remat: bool = False
+    remat: bool | str = "none"
     attention_impl: str = "auto"
     backbone: nn.Module | None = None
     backbone_stride: int = 1
@@ -190,7 +190,7 @@ def vit(
 # Options of every transformer builder, with their defaults (None: the registered model's own).
 TRANSFORMER_OPTIONS = dict(
     drop_rate=0.0, drop_path_rate=0.0, dropout_rate=0.0, attn_drop_rate=0.0, scan_layers=False,
-    remat=False, pool="token", posemb="learned", attention_impl="auto",
+    remat="none", pool="token", posemb="learned", attention_impl="auto",
     # Architecture (e.g. tiny instances for tests): the encoder's shape and the patch size.
     hidden_size=None, num_layers=None, num_heads=None, mlp_dim=None, patch_size=None,
 )

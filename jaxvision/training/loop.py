@@ -151,6 +151,8 @@ def build_model(config, num_classes: int, *, pmap: bool):
     overrides = ckpt_lib.model_overrides(config)
     if pmap:
         overrides["bn_axis_name"] = parallel.AXIS_NAME
+    if config.get("remat", "none") != "none":  # issue 17: blocks' rematerialization policy
+        overrides["remat"] = config.remat
     return models.create(
         config.model.name,
         num_classes=num_classes,
