@@ -30,7 +30,7 @@ import torchvision
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from parity_fixtures import classic, convnext, mobile, relative_attention, transformer  # noqa: E402
+from parity_fixtures import classic, convnext, fastvit, mobile, relative_attention, transformer  # noqa: E402
 from parity_fixtures.common import Fixture, randomize_batchnorm, randomize_zero_inits  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "convert", "fixtures")
@@ -61,6 +61,7 @@ FIXTURES = {
     "maxvit": relative_attention.maxvit,
     "maxvit_tf_timm": relative_attention.maxvit_tf_timm,
     "coatnet_timm": relative_attention.coatnet_timm,
+    "fastvit_timm": fastvit.fastvit_timm,
 }
 
 
