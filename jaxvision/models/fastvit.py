@@ -15,8 +15,10 @@ in its train-time (multi-branch) form.
 * Head: a 3x3 MobileOne block doubling the width (grouped, squeeze-excite with C/16 channels,
   GELU), global average pool, dropout, linear classifier.
 
-Every multi-branch part folds into one convolution for inference: ``reparameterize`` (timm's
-``reparameterize_model``) is left to ``jaxvision.models.fastvit_reparam`` when present.
+Every multi-branch part folds into one convolution for inference (MobileOne blocks, patch
+embeddings, RepMixers, RepCPE): ``models.create(name, inference_mode=True)`` builds that form and
+``jaxvision.models.fastvit_reparam.reparameterize(variables)`` (timm's ``reparameterize_model``)
+turns train-form variables into its variables, with equal eval-mode logits.
 
 Conventions (timm): BatchNorm eps 1e-5 (Flax momentum 0.9 = PyTorch 0.1), exact GELU, PyTorch
 symmetric padding, layer scale init 1e-5, trunc_normal(0.02) for linear layers and for the
@@ -85,6 +87,7 @@ FASTVIT_SIZES = {
 class _Module(nn.Module):
     """Shared fields: BatchNorm's pmap axis and the compute/parameter dtypes."""
 
+    inference_mode: bool = dataclasses.field(default=False, kw_only=True)
     bn_axis_name: str | None = dataclasses.field(default=None, kw_only=True)
     dtype: Any = dataclasses.field(default=jnp.float32, kw_only=True)
     param_dtype: Any = dataclasses.field(default=jnp.float32, kw_only=True)
@@ -92,6 +95,16 @@ class _Module(nn.Module):
     @property
     def kw(self) -> dict:
         return dict(dtype=self.dtype, param_dtype=self.param_dtype)
+
+    @property
+    def sub(self) -> dict:
+        """Fields every FastViT submodule inherits."""
+        return dict(inference_mode=self.inference_mode, bn_axis_name=self.bn_axis_name, **self.kw)
+
+    def reparam_conv(self, features, kernel_size, strides, groups):
+        """The inference-time form's single conv with bias (``fastvit_reparam.reparameterize``)."""
+        return Conv(features, kernel_size, strides, padding="SYMMETRIC", groups=groups,
+                    kernel_init=torch_default_conv_init, name="reparam_conv", **self.kw)
 
     def bn(self, name: str) -> BatchNorm:
         return BatchNorm(axis_name=self.bn_axis_name, name=name, **self.kw)
@@ -122,6 +135,16 @@ class MobileOneBlock(_Module):
 
     @nn.compact
     def __call__(self, x, train: bool = False):
+        if self.inference_mode:
+            out = self.reparam_conv(self.features, self.kernel_size, self.strides, self.groups)(x)
+        else:
+            out = self._branches(x, train)
+        if self.use_se:
+            # timm SqueezeExcite(out_chs, rd_divisor=1): round(C / 16) channels, ReLU, sigmoid.
+            out = SqueezeExcite(max(1, int(self.features / 16 + 0.5)), name="se", **self.kw)(out)
+        return gelu_exact(out) if self.use_act else out
+
+    def _branches(self, x, train):
         out = 0.0
         if x.shape[-1] == self.features and self.strides == 1:
             out = self.bn("identity")(x, train)
@@ -130,10 +153,7 @@ class MobileOneBlock(_Module):
         for b in range(self.num_conv_branches):
             out = out + self.conv_bn(self.features, self.kernel_size, self.strides, self.groups,
                                      f"conv_kxk_{b}")(x, train)
-        if self.use_se:
-            # timm SqueezeExcite(out_chs, rd_divisor=1): round(C / 16) channels, ReLU, sigmoid.
-            out = SqueezeExcite(max(1, int(self.features / 16 + 0.5)), name="se", **self.kw)(out)
-        return gelu_exact(out) if self.use_act else out
+        return out
 
 
 class PatchEmbed(_Module):
@@ -149,11 +169,13 @@ class PatchEmbed(_Module):
     @nn.compact
     def __call__(self, x, train: bool = False):
         groups = x.shape[-1]
-        y = self.conv_bn(self.features, self.patch_size, self.strides, groups, "large_conv")(x, train)
-        y = y + self.conv_bn(self.features, self.small_kernel, self.strides, groups,
-                             "small_conv")(x, train)
-        return MobileOneBlock(self.features, 1, bn_axis_name=self.bn_axis_name, name="pw",
-                              **self.kw)(y, train)
+        if self.inference_mode:
+            y = self.reparam_conv(self.features, self.patch_size, self.strides, groups)(x)
+        else:
+            y = self.conv_bn(self.features, self.patch_size, self.strides, groups, "large_conv")(x, train)
+            y = y + self.conv_bn(self.features, self.small_kernel, self.strides, groups,
+                                 "small_conv")(x, train)
+        return MobileOneBlock(self.features, 1, name="pw", **self.sub)(y, train)
 
 
 class RepMixer(_Module):
@@ -165,6 +187,8 @@ class RepMixer(_Module):
     @nn.compact
     def __call__(self, x, train: bool = False):
         c = x.shape[-1]
+        if self.inference_mode:
+            return self.reparam_conv(c, self.kernel_size, 1, c)(x)
         block = functools.partial(MobileOneBlock, c, self.kernel_size, groups=c, use_act=False,
                                   bn_axis_name=self.bn_axis_name, **self.kw)
         norm = block(use_scale_branch=False, num_conv_branches=0, name="norm")(x, train)
@@ -227,7 +251,7 @@ class FastViTBlock(_Module):
     def __call__(self, x, train: bool = False):
         c = x.shape[-1]
         drop = DropPath(self.drop_path_rate)
-        sub = dict(bn_axis_name=self.bn_axis_name, **self.kw)
+        sub = self.sub
         if self.token_mixer == "repmixer":
             x = RepMixer(name="token_mixer", **sub)(x, train)
             ls_mlp = "layer_scale"
@@ -262,7 +286,7 @@ class FastViT(_Module):
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        sub = dict(bn_axis_name=self.bn_axis_name, **self.kw)
+        sub = self.sub
         x = self._stem(x, train, sub)
         rates = drop_path_schedule(self.drop_path_rate, self.depths)
         k = 0
@@ -270,9 +294,11 @@ class FastViT(_Module):
             if x.shape[-1] != width or i > 0:  # timm: downsamples (False, True, True, True)
                 x = PatchEmbed(width, name=f"stage{i + 1}_downsample", **sub)(x, train)
             if self.pos_embs[i]:
-                # RepCPE (Chu et al. 2021): x + depthwise 7x7 conv with bias.
-                x = x + Conv(width, 7, padding=3, groups=width, kernel_init=torch_default_conv_init,
-                             name=f"stage{i + 1}_pos_emb", **self.kw)(x)
+                # RepCPE (Chu et al. 2021): x + depthwise 7x7 conv with bias (inference form: the
+                # identity folded into the kernel's centre).
+                y = Conv(width, 7, padding=3, groups=width, kernel_init=torch_default_conv_init,
+                         name=f"stage{i + 1}_pos_emb", **self.kw)(x)
+                x = y if self.inference_mode else x + y
             for j in range(depth):
                 x = FastViTBlock(self.token_mixers[i], self.mlp_ratio, self.dropout_rate,
                                  float(rates[k]), name=f"stage{i + 1}_block{j + 1}", **sub)(x, train)
@@ -297,16 +323,18 @@ class FastViT(_Module):
 def _register(name: str, size: FastViTSize):
     def builder(num_classes, dtype, param_dtype, *, depths=size.depths, embed_dims=size.embed_dims,
                 mlp_ratio=size.mlp_ratio, token_mixers=size.token_mixers, drop_rate=0.0,
-                dropout_rate=0.0, drop_path_rate=0.0, bn_axis_name=None):
+                dropout_rate=0.0, drop_path_rate=0.0, inference_mode=False, bn_axis_name=None):
         """``depths``/``embed_dims`` change the architecture (tiny test instances); stages with
-        attention start with RepCPE, as timm's SA models."""
+        attention start with RepCPE, as timm's SA models. ``inference_mode=True`` builds the
+        fused form (timm ``inference_mode``) that ``fastvit_reparam.reparameterize`` fills."""
         if not 0.0 <= drop_path_rate < 1.0:
             raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
         mixers = tuple(token_mixers)
         return FastViT(tuple(depths), tuple(embed_dims), float(mlp_ratio), mixers,
                        tuple(m == "attention" for m in mixers), num_classes=num_classes,
                        drop_rate=drop_rate, dropout_rate=dropout_rate, drop_path_rate=drop_path_rate,
-                       bn_axis_name=bn_axis_name, dtype=dtype, param_dtype=param_dtype)
+                       inference_mode=inference_mode, bn_axis_name=bn_axis_name, dtype=dtype,
+                       param_dtype=param_dtype)
 
     builder.__name__ = builder.__qualname__ = name
     register(name, family="fastvit", default_resolution=256,

@@ -9,11 +9,20 @@ import pytest
 from flax import traverse_util
 
 from jaxvision import models
-from tests.models.family_checks import check_forward, check_levels, levels_of, param_count
+from jaxvision.models.fastvit_reparam import reparameterize
+from tests.models.family_checks import (
+    check_forward,
+    check_levels,
+    levels_of,
+    param_count,
+    random_variables,
+)
 
 # timm 1.0.31: sum(p.numel() for p in timm.create_model(name).parameters()) at 1000 classes,
 # counted in /work/torchvenv (train-time form, BatchNorm statistics are buffers, not counted).
 TIMM_COUNTS = {"fastvit_t8": 4_026_232, "fastvit_t12": 7_553_704, "fastvit_sa12": 11_580_968}
+# The same after timm.utils.model.reparameterize_model (timm inference form).
+TIMM_FUSED_COUNTS = {"fastvit_t8": 3_996_040, "fastvit_t12": 7_508_840, "fastvit_sa12": 11_545_320}
 TINY = dict(depths=(1, 1, 1, 1), embed_dims=(8, 16, 16, 32), mlp_ratio=3.0,
             token_mixers=("repmixer",) * 3 + ("attention",), drop_path_rate=0.5)
 
@@ -69,3 +78,27 @@ def test_feature_levels():
     assert levels_of("fastvit_t8") == [(4, 48), (8, 96), (16, 192), (32, 384)]
     assert levels_of("fastvit_sa12") == [(4, 64), (8, 128), (16, 256), (32, 512)]
     check_levels("fastvit_sa12", TINY, 64, [(4, 8), (8, 16), (16, 16), (32, 32)])
+
+
+@pytest.mark.parametrize("name", sorted(TIMM_FUSED_COUNTS))
+def test_inference_form_parameter_count_equals_timm_reparameterized(name):
+    model = models.create(name, inference_mode=True)
+    shapes = models.abstract_variables(model, models.input_shape(name))
+    assert models.count_params(shapes["params"]) == TIMM_FUSED_COUNTS[name]
+
+
+def test_reparameterize_keeps_the_logits():
+    x = jax.random.normal(jax.random.key(0), (2, 64, 64, 3))
+    train_form = models.create("fastvit_sa12", num_classes=10, **TINY)
+    fused_form = models.create("fastvit_sa12", num_classes=10, inference_mode=True, **TINY)
+    variables = random_variables(train_form, x)  # BatchNorm statistics far from 0 / 1
+    fused = reparameterize(variables)
+    want = jax.eval_shape(lambda: fused_form.init(jax.random.key(0), x))
+    assert jax.tree.structure(fused) == jax.tree.structure(want)
+    assert jax.tree.map(np.shape, fused) == jax.tree.map(lambda s: s.shape, want)
+    ref = np.asarray(jax.jit(train_form.apply)(variables, x))
+    got = np.asarray(jax.jit(fused_form.apply)(fused, x))
+    assert np.linalg.norm(got - ref) / np.linalg.norm(ref) < 1e-5
+    assert (got.argmax(-1) == ref.argmax(-1)).all()
+    with pytest.raises(ValueError, match="reparameterized twice"):
+        reparameterize(fused)
