@@ -192,14 +192,23 @@ def distill(
     optimizer: optax.GradientTransformation | None = None,
     eval_batches: Iterable[dict[str, Any]] | None = None,
     seed: int = 0,
+    kind: str = "soft",
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Train the student on the teacher's outputs for ``steps`` batches (student BatchNorm in
     training mode, teacher in evaluation mode).
+
+    kind: 'soft' (Hinton: ``temperature``, ``alpha`` weights the KL term) or 'hard' (DeiT:
+    ``hard_distillation_objective``, ``alpha`` weights the teacher's argmax labels, fed to the
+    distillation head of a student that has one, e.g. ``deit_s_distilled``; DeiT uses 0.5).
 
     Returns (student variables, report with 'teacher_top1', 'student_top1_before/after', 'losses').
     """
     from jaxvision.compression import run_steps, top1
 
+    if kind not in ("soft", "hard"):
+        raise ValueError(f"kind must be 'soft' or 'hard', got {kind!r}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     tx = optimizer or optax.adam(learning_rate)
     params = student_variables["params"]
     batch_stats = student_variables.get("batch_stats") or {}
@@ -211,23 +220,29 @@ def distill(
 
         def loss_fn(p):
             r1, r2 = jax.random.split(rng)
-            logits, new = student_model.apply(
-                {"params": p, "batch_stats": batch_stats},
-                images,
-                train=True,
-                rngs={"dropout": r1, "drop_path": r2},
-                mutable=["batch_stats"],
-            )
-            loss = distillation_loss(
-                logits, teacher, labels, temperature=temperature, alpha=alpha, mask=mask
-            )
+
+            def apply(x, **kw):
+                return student_model.apply({"params": p, "batch_stats": batch_stats}, x, train=True,
+                                           rngs={"dropout": r1, "drop_path": r2},
+                                           mutable=["batch_stats"], **kw)
+
+            if kind == "hard":
+                objective = hard_distillation_objective(lambda _: teacher, alpha=alpha)
+                per_example, _, new = objective(apply, images, labels)
+                loss = _masked_mean(per_example, mask)
+            else:
+                logits, new = apply(images)
+                loss = distillation_loss(
+                    logits, teacher, labels, temperature=temperature, alpha=alpha, mask=mask
+                )
             return loss, new.get("batch_stats", batch_stats)
 
         (loss, new_bs), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), new_bs, opt_state, loss
 
-    report: dict[str, Any] = {"temperature": temperature, "alpha": alpha, "steps": steps}
+    report: dict[str, Any] = {"kind": kind, "temperature": temperature, "alpha": alpha,
+                              "steps": steps}
     if eval_batches is not None:
         report["teacher_top1"] = top1(
             lambda x: teacher_model.apply(teacher_variables, x, train=False), eval_batches

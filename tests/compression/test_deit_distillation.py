@@ -112,3 +112,24 @@ def test_recipe_settings_are_deits():
     assert "dist/" in c.optimizer.no_decay_regex
     path = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "imagenet_deit_s_distilled.py")
     assert "Published: 81.2% top-1" in " ".join(open(path).read().split())
+
+
+def test_distill_hard_learns_the_teachers_decisions_not_the_labels():
+    # compression.distill(kind='hard', alpha=1): a one-head student trained on batches whose
+    # labels are scrambled can only reach the teacher's accuracy by learning its argmax.
+    from jaxvision.compression import distill
+    from tests.robustness import toy
+
+    teacher = toy.trained_run()
+    student_model = toy.TinyCNN()
+    student_vars = student_model.init(jax.random.key(42), jnp.zeros((1, 16, 16, 1)))
+    rng = np.random.default_rng(0)
+    scrambled = [dict(b, label=rng.permutation(b["label"])) for b in toy.batches(512, seed=21)]
+    _, report = distill(teacher.model, teacher.variables, student_model, student_vars, scrambled,
+                        steps=60, learning_rate=1e-2, alpha=1.0, kind="hard",
+                        eval_batches=toy.batches(256, seed=22))
+    assert report["kind"] == "hard" and report["teacher_top1"] >= 0.95
+    assert report["student_top1_after"] >= 0.9 > report["student_top1_before"]
+    with pytest.raises(ValueError, match="kind must be"):
+        distill(teacher.model, teacher.variables, student_model, student_vars, scrambled, steps=1,
+                kind="medium")
