@@ -126,6 +126,10 @@ def _train(config, workdir: str) -> dict:
     from jaxvision.training import loop, workdir_lock
 
     try:
+        if config.get("distill"):  # a teacher run: DeiT's hard distillation
+            from jaxvision.compression.distillation import train_with_teacher
+
+            return train_with_teacher(config, workdir, restart_from_scratch=_RESTART.value)
         return loop.train_and_evaluate(config, workdir,
                                        restart_from_scratch=_RESTART.value)
     except (ValueError, FileNotFoundError, workdir_lock.WorkdirBusyError) as e:

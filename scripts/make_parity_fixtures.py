@@ -34,6 +34,7 @@ from parity_fixtures import (  # noqa: E402
     classic,
     convnext,
     efficientformer,
+    fastvit,
     mobile,
     mobilevit_v2,
     relative_attention,
@@ -72,6 +73,7 @@ FIXTURES = {
     "mobilevitv2_timm": mobilevit_v2.mobilevitv2_timm,
     "efficientformer_timm": efficientformer.efficientformer_timm,
     "efficientformer_all_vit_timm": efficientformer.efficientformer_all_vit_timm,
+    "fastvit_timm": fastvit.fastvit_timm,
 }
 
 

@@ -4,6 +4,7 @@ r"""Compress a run directory from the command line; writes a run directory and a
     python -m jaxvision.compression quantize --workdir RUN [--output OUT]
     python -m jaxvision.compression distill --workdir TEACHER_RUN --config configs/<student>.py \
         [--config.key=value ...] [--steps 1000] [--output OUT] [--temperature 4 --alpha 0.9]
+        [--kind hard]   # DeiT: the teacher's argmax, to the distillation head of deit_*_distilled
 
 Shared flags: ``--checkpoint latest|best|STEP`` (default ``latest``, as evaluate/predict/explain:
 the model you evaluate is the one you compress), ``--batch_size``, ``--split``, ``--output``
@@ -44,8 +45,13 @@ flags.DEFINE_string("config", None, "distill: the student's recipe file, e.g. "
                     "configs/mnist5k_lenet.py (its keys can be set with --config.key=value).")
 flags.DEFINE_float("temperature", 4.0, "distill: softmax temperature of the soft labels "
                    "(Hinton et al. 2015).")
-flags.DEFINE_float("alpha", 0.9, "distill: weight of the soft-label loss (1 - alpha on the hard "
-                   "labels).")
+flags.DEFINE_float("alpha", None, "distill: weight of the teacher's term (1 - alpha on the labels); "
+                   "default 0.9 for --kind=soft, 0.5 (DeiT) for --kind=hard.", lower_bound=0.0,
+                   upper_bound=1.0)
+flags.DEFINE_enum("kind", "soft", ["soft", "hard"], "distill: 'soft' (Hinton et al. 2015: KL to the "
+                  "teacher's softened outputs) or 'hard' (DeiT: CE to the teacher's argmax, on the "
+                  "distillation head of a student that has one).")
+_DEFAULT_ALPHA = {"soft": 0.9, "hard": 0.5}
 flags.declare_key_flag("help_config")
 flags.declare_key_flag("verbosity")
 
@@ -94,7 +100,8 @@ def main(argv, overrides):
                 report = commands.distill_run(
                     run, student, out, steps=FLAGS.steps or _DEFAULT_STEPS[command],
                     learning_rate=FLAGS.learning_rate, temperature=FLAGS.temperature,
-                    alpha=FLAGS.alpha, **options)
+                    alpha=_DEFAULT_ALPHA[FLAGS.kind] if FLAGS.alpha is None else FLAGS.alpha,
+                    kind=FLAGS.kind, **options)
         except (ValueError, FileExistsError) as e:
             cli.fail(str(e))
         report["workdir"] = os.path.abspath(out)

@@ -89,9 +89,10 @@ def quantize_to_run(run, out: str, *, calibration_batches: int, batch_size: int,
 
 
 def distill_run(run, student_config, out: str, *, steps: int, learning_rate: float,
-                temperature: float, alpha: float, batch_size: int, split: str | None
-                ) -> dict[str, Any]:
-    """Train ``student_config``'s model on ``run``'s soft labels into run directory ``out``."""
+                temperature: float, alpha: float, batch_size: int, split: str | None,
+                kind: str = "soft") -> dict[str, Any]:
+    """Train ``student_config``'s model on ``run``'s soft labels (``kind='hard'``: its argmax, as
+    DeiT) into run directory ``out``."""
     import jax
     import jax.numpy as jnp
 
@@ -108,7 +109,8 @@ def distill_run(run, student_config, out: str, *, steps: int, learning_rate: flo
                                   jax.random.key(student_config.seed))
     variables, report = compression.distillation.distill(
         run.model, run.variables, student, student_vars, train, steps=steps,
-        learning_rate=learning_rate, temperature=temperature, alpha=alpha, eval_batches=evals)
+        learning_rate=learning_rate, temperature=temperature, alpha=alpha, eval_batches=evals,
+        kind=kind)
     return _save(run, out, variables, report, config=student_config,
                  model_name=student_config.model.name,
                  image_shape=tuple(train.info.image_shape), kind="distillation")

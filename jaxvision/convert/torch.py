@@ -351,6 +351,7 @@ _FAMILIES: dict[str, tuple[Any, tuple]] = {
     "coatnet": ("jaxvision.convert.torch_coatnet:map_coatnet", _IMAGENET),
     "mobilenet_v3": ("jaxvision.convert.torch_mobilenet_v3:map_mobilenet_v3", _IMAGENET),
     "convnext": ("jaxvision.convert.torch_convnext:map_convnext", _IMAGENET),
+    "fastvit": ("jaxvision.convert.torch_fastvit:map_fastvit", _IMAGENET),
 }
 
 

@@ -35,6 +35,7 @@ _FAMILIES = (
     "vit",
     "hybrid",
     "mobilevit",
+    "fastvit",
     "swin",
     "efficientnet_v2",
     "coatnet",

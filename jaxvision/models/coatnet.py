@@ -35,6 +35,7 @@ from jaxvision.layers import (
     avg_pool,
 )
 from jaxvision.models.features import sow_level
+from jaxvision.models.input_size import check_input_size
 from jaxvision.models.maxvit import (
     MaxVitLayout,
     NormMlpHead,
@@ -45,7 +46,7 @@ from jaxvision.models.maxvit import (
 )
 from jaxvision.models.registry import register
 
-__all__ = ["COATNET_SIZES", "CoAtNet", "RelativeTransformerBlock"]
+__all__ = ["COATNET_SIZES", "CoAtNet", "RelativeTransformerBlock", "accepts_side", "check_side"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,8 +105,25 @@ class RelativeTransformerBlock(nn.Module):
         return x + DropPath(self.drop_path_rate)(y, train)
 
 
+def accepts_side(side: int, num_stages: int = 4) -> bool:
+    """Whether CoAtNet takes inputs of this side: after the stride-2 stem (ceil(side / 2) with
+    PyTorch padding) every stage must halve the map evenly, because the MBConv shortcut pools
+    with floor and its strided conv rounds up. Accepts exactly the sides timm 1.0's
+    ``coatnet_0_224(img_size=side)`` runs at (32k and 32k - 1, e.g. 95, 96, 223, 224)."""
+    return side > 0 and -(-side // 2) % 2**num_stages == 0
+
+
+def check_side(height: int, width: int, num_stages: int = 4) -> None:
+    """ValueError naming the nearest valid sides unless ``accepts_side`` takes both."""
+    check_input_size(
+        "CoAtNet", height, width, lambda s: accepts_side(s, num_stages),
+        f"after the stride-2 stem each of its {num_stages} stages halves the map, so ceil(side / 2) "
+        f"must be a multiple of {2**num_stages}")
+
+
 class CoAtNet(nn.Module):
-    """CoAtNet. Input (N, H, W, 3), H and W multiples of 32 (224 by default). Output
+    """CoAtNet. Input (N, H, W, 3), sides with ``accepts_side`` (multiples of 32, or one less;
+    224 by default); other sides raise ValueError naming the nearest valid ones. Output
     (N, num_classes) logits, or the (N, embed_dims[-1]) pre-logits (after tanh) when
     ``num_classes == 0``. ``block_types``: 'C' (MBConv) or 'T' (Transformer) per stage.
     ``image_size``: the input side the relative position tables are made for (as timm's
@@ -131,6 +149,7 @@ class CoAtNet(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool = False):
         lay = resolve_layout(self.layout)
+        check_side(x.shape[1], x.shape[2], len(self.depths))
         if self.image_size and tuple(x.shape[1:3]) != (self.image_size, self.image_size):
             raise ValueError(
                 f"CoAtNet built for {self.image_size}x{self.image_size} inputs (its relative position "
@@ -165,6 +184,8 @@ def _register(name: str, size: CoAtNetSize):
                 embed_dims=size.embed_dims, depths=size.depths, block_types=("C", "C", "T", "T"),
                 head_dim=32, layout="timm", image_size=224, drop_rate=0.0, dropout_rate=0.0,
                 drop_path_rate=size.drop_path_rate, bn_axis_name=None):
+        if image_size:
+            check_side(image_size, image_size, len(depths))
         return CoAtNet(stem_width=stem_width, embed_dims=tuple(embed_dims), depths=tuple(depths),
                        block_types=tuple(block_types), head_dim=head_dim, layout=layout,
                        image_size=image_size,

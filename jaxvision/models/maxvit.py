@@ -50,10 +50,11 @@ from jaxvision.layers import (
     window_partition,
 )
 from jaxvision.models.features import sow_level
+from jaxvision.models.input_size import check_input_size
 from jaxvision.models.registry import register
 
 __all__ = ["MAXVIT_LAYOUTS", "MAXVIT_SIZES", "MaxViT", "MaxVitLayout", "NormMlpHead",
-           "PreNormMBConv", "Stem",
+           "PreNormMBConv", "Stem", "accepts_side", "check_side",
            "drop_path_schedule", "resolve_layout"]
 
 
@@ -213,7 +214,7 @@ class PartitionAttention(nn.Module):
         p = (self.size, self.size)
         if h % self.size or w % self.size:
             raise ValueError(f"MaxViT {self.partition} attention needs a map divisible by {self.size}, "
-                             f"got {h}x{w}: use an input size that is a multiple of {32 * self.size}")
+                             f"got {h}x{w}")
         split, merge = (window_partition, window_merge) if self.partition == "window" else (grid_partition, grid_merge)
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         y = nn.LayerNorm(lay.layer_norm_epsilon, name="norm1", **kw)(x)
@@ -280,8 +281,26 @@ MAXVIT_SIZES = {
 }
 
 
+def accepts_side(side: int, partition_size: int = 7, num_stages: int = 4) -> bool:
+    """Whether MaxViT takes inputs of this side: the map of every stage, ceil(side / 2^(i + 1))
+    for stage i = 1..num_stages (stem and stages halve with 'SAME'-like rounding up), must split
+    into ``partition_size`` windows; e.g. 224 and 223 for 7."""
+    return side > 0 and all(-(-side // 2 ** (i + 1)) % partition_size == 0
+                            for i in range(1, num_stages + 1))
+
+
+def check_side(height: int, width: int, partition_size: int = 7, num_stages: int = 4) -> None:
+    """ValueError naming the nearest valid sides unless ``accepts_side`` takes both."""
+    check_input_size(
+        "MaxViT", height, width, lambda s: accepts_side(s, partition_size, num_stages),
+        f"every stage's map (side / 4 ... side / {2 ** (num_stages + 1)}, rounded up) must split "
+        f"into {partition_size}x{partition_size} windows (set partition_size to change this; timm "
+        f"uses side / 32)")
+
+
 class MaxViT(nn.Module):
-    """MaxViT. Input (N, H, W, 3) with H, W multiples of 32 * partition_size (224 for 7).
+    """MaxViT. Input (N, H, W, 3) with sides ``accepts_side`` takes (multiples of
+    32 * partition_size, 224 for 7); other sides raise ValueError naming the nearest valid ones.
     Output (N, num_classes) logits, or the (N, embed_dims[-1]) pre-logits (after tanh) when
     ``num_classes == 0``. Feature levels: the stem (stride 2), then every stage (4, 8, 16, 32),
     as timm's ``feature_info``.
@@ -310,6 +329,7 @@ class MaxViT(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool = False):
         lay = resolve_layout(self.layout)
+        check_side(x.shape[1], x.shape[2], self.partition_size, len(self.depths))
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         x = Stem((self.stem_width, self.stem_width), lay, self.bn_axis_name, name="stem", **kw)(x, train)
         sow_level(x)

@@ -192,6 +192,7 @@ def train_and_evaluate(
     build_data: Callable | None = None,
     on_evaluate: OnEvaluate | None = None,
     restart_from_scratch: bool = False,
+    objective: Callable | None = None,
 ) -> dict:
     """Train ``config`` in ``workdir`` (resuming from its newest good checkpoint); final metrics.
 
@@ -201,6 +202,9 @@ def train_and_evaluate(
       the result holds ``"stopped": "on_evaluate"`` (e.g. an Optuna pruner).
     restart_from_scratch: when every checkpoint of the workdir is damaged, train from step 0
       instead of raising NoGoodCheckpointError.
+    objective: replaces the training loss (``steps.make_train_step``'s ``objective``); a config
+      with ``distill.teacher_workdir`` needs one (``compression.distillation.train_with_teacher``
+      builds it from the teacher run).
 
     Returns {'step', 'train/...' of the last log step, 'val/<metric>' of the last evaluation,
     'test/<metric>' when a held-out test split was reported}, plus ``"stopped": 'SIGTERM' |
@@ -212,10 +216,14 @@ def train_and_evaluate(
     TrainingDivergedError.
     """
     config_lib.check(config)
+    if objective is None and config.get("distill"):  # never a distillation recipe without its teacher
+        raise ValueError("config.distill asks for a teacher, which train_and_evaluate does not load: "
+                         "train with python -m jaxvision.train or "
+                         "compression.distillation.train_with_teacher")
     workdir = _prepare_workdir(workdir)
     with workdir_lock.WorkdirLock(workdir, enabled=is_chief()), preemption.StopSignals(
             sync_every=config.preemption_sync_every_steps) as signals:
-        job = _build(config, workdir, build_data or _data_build())
+        job = _build(config, workdir, build_data or _data_build(), objective)
         try:
             _restore(job, restart_from_scratch)
             _write_run_files(job)
@@ -258,6 +266,7 @@ class _Job:
     start_step: int = 0
     es: dict = dataclasses.field(default_factory=lambda: {"best": None, "bad_evals": 0})
     data_id: dict | None = None
+    objective: Callable | None = None  # the training loss when not cross-entropy (distillation)
     reinitialized: list = dataclasses.field(default_factory=list)
     writer: MetricWriter | None = None
 
@@ -301,7 +310,7 @@ def _prepare_workdir(workdir: str) -> str:
 
 
 # ---- build -----------------------------------------------------------------------------------
-def _build(config, workdir: str, build_data: Callable) -> _Job:
+def _build(config, workdir: str, build_data: Callable, objective: Callable | None = None) -> _Job:
     """Data, model, optimizer, a freshly initialised state and the compiled steps."""
     chief = is_chief()
     dp = parallel.from_config(config)  # the mesh, checked against the devices and the batch
@@ -344,7 +353,7 @@ def _build(config, workdir: str, build_data: Callable) -> _Job:
                num_classes=num_classes, image_shape=image_shape, total_steps=total_steps,
                steps_per_epoch=spe, model=model, tx=tx, schedule=schedule, state=state,
                eval_split=eval_split, evaluate=None, train_data=train_data,
-               train_data_start=train_data_start, on_device=on_device)
+               train_data_start=train_data_start, on_device=on_device, objective=objective)
     if job.default_data:
         job.data_id = data_identity.fingerprint(
             config.data, [_train_split(config), eval_split,
@@ -392,7 +401,7 @@ def _compile_train_step(job: _Job) -> Callable:
         job.model, num_classes=job.num_classes, schedule=job.schedule,
         label_smoothing=config.label_smoothing, class_weights=_class_weights(config),
         ema_decay=config.ema_decay, grad_accum_steps=config.grad_accum_steps,
-        axis_name=job.dp.axis_name, augment_fn=augment_fn)
+        axis_name=job.dp.axis_name, augment_fn=augment_fn, objective=job.objective)
     job.raw_train_step = raw_train_step
     return job.dp.compile_train_step(raw_train_step, job.state)
 

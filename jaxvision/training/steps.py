@@ -37,6 +37,7 @@ def make_train_step(
     grad_accum_steps: int = 1,
     axis_name: str | None = None,
     augment_fn: Callable | None = None,
+    objective: Callable | None = None,
 ) -> Callable:
     """Returns ``train_step(state, batch, rng=None) -> (state, metrics)``.
 
@@ -44,6 +45,10 @@ def make_train_step(
       (per device on the pmap path). ``rng`` (uint32 (2,)) defaults to ``state.rng``; the step's key is
       ``fold_in(rng, state.step)`` (and the device index under pmap), so resumed runs draw the same keys.
     augment_fn: optional ``(rng, images, labels) -> (images, soft_labels (B, K))`` (mixup/cutmix).
+    objective: optional ``(apply, images, targets) -> (per_example_loss (B,), logits, new_vars)``
+      replacing the cross-entropy (e.g. distillation from a teacher,
+      ``compression.distillation.hard_distillation_objective``); ``apply(x, **apply_kwargs)`` is
+      the student's training-mode ``model.apply`` with this step's variables and rngs.
     metrics: float32 scalars 'loss', 'accuracy', 'grad_norm', 'lr' (+ 'loss_scale' with float16).
     """
     k = max(1, int(grad_accum_steps))
@@ -65,16 +70,18 @@ def make_train_step(
 
         def loss_fn(params):
             variables = {"params": params, "batch_stats": state.batch_stats}
-            logits, new_vars = model.apply(
-                variables,
-                images,
-                train=True,
-                rngs={"dropout": k_drop, "drop_path": k_path},
-                mutable=["batch_stats"],
-            )
-            per_example = losses.cross_entropy(
-                logits, targets, label_smoothing=label_smoothing, class_weights=cw
-            )
+
+            def apply(x, **kw):
+                return model.apply(variables, x, train=True, mutable=["batch_stats"],
+                                   rngs={"dropout": k_drop, "drop_path": k_path}, **kw)
+
+            if objective is None:
+                logits, new_vars = apply(images)
+                per_example = losses.cross_entropy(
+                    logits, targets, label_smoothing=label_smoothing, class_weights=cw
+                )
+            else:
+                per_example, logits, new_vars = objective(apply, images, targets)
             # This device's share of the global mean: the global sum of these is the mean.
             loss = _share_of_mean(per_example, valid, count)
             scaled = loss * scale if scale is not None else loss

@@ -41,3 +41,31 @@ def test_feature_levels():
     # timm coatnet_0_224.feature_info: the stem, then every stage.
     assert levels_of("coatnet_0") == [(2, 64), (4, 96), (8, 192), (16, 384), (32, 768)]
     check_levels("coatnet_0", TINY, 32, [(2, 8), (4, 8), (8, 16), (16, 16), (32, 32)])
+
+
+# timm 1.0.31 coatnet_0_224(img_size=s) on a zero batch: runs at these sides, fails at the others
+# with a shape mismatch (the MBConv shortcut pools with floor, the strided conv rounds up).
+TIMM_RUNS = {63: True, 95: True, 96: True, 128: True, 160: True, 191: True, 192: True, 223: True,
+             256: True, 40: False, 72: False, 97: False, 100: False, 104: False, 225: False}
+
+
+def test_accepted_sides_are_those_timm_runs_at():
+    from jaxvision.models.coatnet import accepts_side
+    assert {s: accepts_side(s) for s in TIMM_RUNS} == TIMM_RUNS
+
+
+@pytest.mark.parametrize("side", [97, 100])
+def test_odd_size_is_refused_with_sizes_that_then_work(side):
+    import re
+    for make in (lambda: models.create("coatnet_0", **{**TINY, "image_size": side}),
+                 lambda: models.abstract_variables(models.create("coatnet_0", **TINY),
+                                                   (1, side, side, 3))):
+        with pytest.raises(ValueError, match=r"cannot take \d+x\d+ inputs") as e:
+            make()
+        assert f"image_size={side}" not in str(e.value)
+        suggested = [int(s) for s in re.findall(r"(\d+)(?: or |$)", str(e.value))]
+        assert suggested == [95, 96]
+        for s in suggested:
+            shapes = models.abstract_variables(
+                models.create("coatnet_0", **{**TINY, "image_size": s}), (1, s, s, 3))
+            assert shapes["params"]["stage4_block1"]["attn"]["relative_position_bias_table"].shape[0] == 5 * 5

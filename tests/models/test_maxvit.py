@@ -41,9 +41,29 @@ def test_tiny_forward_and_stochastic_depth(layout):
     check_forward(model, 16, 10, has_batch_stats=True)  # maps 8 -> 4 -> 2: windows and grids of 2x2
 
 
-def test_feature_levels_and_partition_error():
+def test_feature_levels():
     # timm maxvit_tiny_tf_224.feature_info: the stem, then every stage.
     assert levels_of("maxvit_t") == [(2, 64), (4, 64), (8, 128), (16, 256), (32, 512)]
     check_levels("maxvit_t", TINY, 16, [(2, 8), (4, 8), (8, 16)])
-    with pytest.raises(ValueError, match="divisible by 2"):
-        models.abstract_variables(models.create("maxvit_t", **TINY), (1, 24, 24, 3))  # 3x3 map
+
+
+# timm 1.0.31 maxvit_tiny_tf_224(img_size=s) (window = s // 32) on a zero batch: runs at these
+# sides, fails at the others ("height must be divisible by window").
+TIMM_RUNS = {40: True, 63: True, 96: True, 128: True, 160: True, 192: True, 256: True, 72: False,
+             95: False, 97: False, 100: False, 104: False, 191: False, 223: False, 225: False}
+
+
+def test_accepted_sides_are_those_timm_runs_at():
+    from jaxvision.models.maxvit import accepts_side
+    assert {s: accepts_side(s, max(1, s // 32)) for s in TIMM_RUNS} == TIMM_RUNS
+
+
+def test_refused_size_suggests_sizes_that_then_work():
+    import re
+    model = models.create("maxvit_t", **TINY)  # two stages, 2x2 partitions
+    with pytest.raises(ValueError, match=r"cannot take 24x24 inputs.*2x2 windows") as e:
+        models.abstract_variables(model, (1, 24, 24, 3))  # stage maps 6 and 3
+    suggested = [int(s) for s in re.findall(r"(\d+)(?: or |$)", str(e.value))]
+    assert suggested == [29, 30]  # the nearest sides with even maps in both stages (8 and 4)
+    for s in suggested:
+        models.abstract_variables(model, (1, s, s, 3))
