@@ -18,9 +18,17 @@ import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOTAL, EVERY = 60, 20
-JOB = ["--config", os.path.join(REPO, "configs", "mnist5k_lenet.py"),
-       f"--config.total_steps={TOTAL}", f"--config.checkpoint_every_steps={EVERY}",
-       "--config.eval_every_steps=0", "--config.log_every_steps=1", "--config.progress_bar=False"]
+RECIPE = os.path.join(REPO, "configs", "mnist5k_lenet.py")
+
+
+def job(total: int = TOTAL, every: int = EVERY) -> list[str]:
+    """The default recipe shortened to ``total`` steps with a checkpoint every ``every``."""
+    return ["--config", RECIPE, f"--config.total_steps={total}",
+            f"--config.checkpoint_every_steps={every}", "--config.eval_every_steps=0",
+            "--config.log_every_steps=1", "--config.progress_bar=False"]
+
+
+JOB = job()
 
 
 def env() -> dict:

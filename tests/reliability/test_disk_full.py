@@ -27,13 +27,10 @@ def small_tmpfs(tmp_path):
     subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
-@pytest.mark.xfail(strict=False, reason="the one error line, the status and the intact previous "
-                   "checkpoint are right, but Orbax's asyncio writers also print 'Event loop is "
-                   "closed' tracebacks on stderr after a failed save (open in issue 12's note)")
 def test_full_disk_is_reported_at_once(small_tmpfs):
     wd = os.path.join(small_tmpfs, "run")
     result = harness.run(wd)
-    line = harness.assert_one_error(result, status=1)
+    line = harness.assert_one_error(result, status=1)  # also: no Orbax/asyncio traceback
     assert "saving the checkpoint of step 40" in line and wd in line, line
     assert "No space left on device" in line and "MiB free there; checkpoint 20 is intact" in line
     assert "less than two checkpoints" in result.stderr  # warned before the first save
