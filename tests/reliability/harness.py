@@ -6,9 +6,11 @@ Every run uses the default recipe with a short schedule (``JOB``): 60 steps, a c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -51,6 +53,40 @@ def start(workdir: str, *args: str, job=JOB) -> subprocess.Popen:
 def run(workdir: str, *args: str, job=JOB, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(command(*job, f"--workdir={workdir}", *args), env=env(),
                           capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+def free_port_pair() -> int:
+    """A port P with P and P+1 free on 127.0.0.1 (coordinator and jaxvision's roll call)."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port + 1))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no free port pair on 127.0.0.1")
+
+
+def start_processes(workdir: str, n: int, *args: str, job=JOB) -> list[subprocess.Popen]:
+    """``n`` processes of one multi-host run on 127.0.0.1 (one device each); process 0 first."""
+    address = f"127.0.0.1:{free_port_pair()}"
+    return [start(workdir, f"--coordinator_address={address}", f"--num_processes={n}",
+                  f"--process_id={i}", *args, job=job) for i in range(n)]
+
+
+def finish_all(procs: list[subprocess.Popen], timeout: float = 300) -> list[tuple[int, str, str]]:
+    """``finish`` each process; every one still running after ``timeout`` s in all is killed."""
+    end = time.monotonic() + timeout
+    try:
+        return [finish(p, max(1.0, end - time.monotonic())) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
 
 
 def finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str, str]:
@@ -103,6 +139,35 @@ def assert_one_error(result, *, status: int = 2) -> str:
     lines = errors(result.stderr)
     assert len(lines) == 1, result.stderr[-3000:]
     return lines[0]
+
+
+STOPPED = "stopped by {} at step {}; checkpoint saved; rerun the same command to resume"
+
+
+def stopped_step(stderr: str, name: str) -> int:
+    """The step of the one ``stopped by <name> at step N; ...`` line of ``stderr``."""
+    lines = [x for x in stderr.splitlines() if x.startswith(f"stopped by {name} at step ")]
+    assert len(lines) == 1, stderr[-3000:]
+    step = int(lines[0].split()[5].rstrip(";"))
+    assert lines[0] == STOPPED.format(name, step)
+    return step
+
+
+@contextlib.contextmanager
+def tmpfs(path: str, size: str):
+    """Mount a tmpfs of ``size`` (e.g. '1200k') at ``path`` meanwhile; raises PermissionError
+    when not root, OSError when mounting fails."""
+    if os.geteuid() != 0:
+        raise PermissionError("mounting a tmpfs needs root")
+    os.makedirs(path, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", path],
+                             capture_output=True, text=True)
+    if mounted.returncode:
+        raise OSError(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", path], check=False)
 
 
 def checkpoint_steps(workdir: str) -> list[int]:
