@@ -88,8 +88,8 @@ def filtered_stderr() -> Iterator[None]:
 
 def import_quietly(argv: Sequence[str]) -> None:
     """Unless ``--verbosity`` is in ``argv``: import TensorFlow and initialise JAX's backend now,
-    with their start-up banners filtered out (call before anything imports them). With
-    multi-host flags the backend is left alone: ``jax.distributed.initialize`` must come first."""
+    with their start-up banners filtered out (call before anything imports them). With multi-host
+    flags or a detectable cluster the backend is left alone: jax.distributed must start it."""
     quiet_environment(argv)
     if verbosity_requested(argv):
         return
@@ -97,13 +97,10 @@ def import_quietly(argv: Sequence[str]) -> None:
         import jax
 
         from jaxvision.data import _tf  # noqa: F401 - TensorFlow, configured off the GPU
+        from jaxvision.training import distributed
 
-        if not _multi_host_requested(argv):
+        if not distributed.will_initialize(argv):
             jax.devices()
-
-
-def _multi_host_requested(argv: Sequence[str]) -> bool:
-    return any(a.startswith(("--coordinator_address", "--num_processes")) for a in argv)
 
 
 def quiet_logging() -> None:

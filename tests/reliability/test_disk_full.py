@@ -27,8 +27,8 @@ def test_full_disk_is_reported_at_once(small_tmpfs):
     wd = os.path.join(small_tmpfs, "run")
     result = harness.run(wd)
     line = harness.assert_one_error(result, status=1)  # also: no Orbax/asyncio traceback
-    assert "saving the checkpoint of step 40" in line and wd in line, line
-    assert "No space left on device" in line and "MiB free there; checkpoint 20 is intact" in line
+    assert "saving the checkpoint of step 20" in line and wd in line, line
+    assert "No space left on device" in line and "MiB free there; checkpoint 10 is intact" in line
     assert "less than two checkpoints" in result.stderr  # warned before the first save
-    assert max(harness.logged_steps(wd)) <= 41  # surfaced by the first check after the failure
-    assert checkpoints.load_run(wd).step == 20
+    assert max(harness.logged_steps(wd)) <= 21  # surfaced by the first check after the failure
+    assert checkpoints.load_run(wd).step == 10

@@ -62,3 +62,20 @@ def test_sigterm_to_one_process_stops_both_at_one_step_and_resumes_bit_identical
             harness.start_processes(wd, 2, job=PAIR_JOB)):
         assert rc == 0, err[-3000:]
     assert harness.bit_identical(wd, ref, step=PAIR_TOTAL)
+
+
+def test_jax_backend_is_left_to_jax_distributed_when_it_will_start(monkeypatch):
+    """The CLI initialises JAX early only when no jax.distributed.initialize is coming (else that
+    call fails: 'must be called before any JAX calls')."""
+    from jaxvision.training import distributed
+
+    for name in ("SLURM_JOB_ID", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE", "JAX_COORDINATOR_ADDRESS",
+                 "TPU_WORKER_HOSTNAMES", "MEGASCALE_COORDINATOR_ADDRESS"):
+        monkeypatch.delenv(name, raising=False)
+    assert not distributed.will_initialize(["train", "--workdir=w"])
+    assert distributed.will_initialize(["train", "--num_processes=2", "--process_id", "1"])
+    monkeypatch.setenv("SLURM_JOB_ID", "7")
+    monkeypatch.setenv("SLURM_NTASKS", "1")  # a one-task job is a single process
+    assert not distributed.will_initialize(["train"])
+    monkeypatch.setenv("SLURM_NTASKS", "4")
+    assert distributed.will_initialize(["train"])
