@@ -33,6 +33,8 @@ def job(total: int = TOTAL, every: int = EVERY) -> list[str]:
 
 
 JOB = job()
+# Seconds any one run may take (start-up dominates; a loaded shared machine needs more).
+TIMEOUT_S = float(os.environ.get("JAXVISION_TEST_TIMEOUT_S", 300))
 
 
 def env() -> dict:
@@ -52,9 +54,9 @@ def start(workdir: str, *args: str, job=JOB) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
 
 
-def run(workdir: str, *args: str, job=JOB, timeout: float = 300) -> subprocess.CompletedProcess:
+def run(workdir: str, *args: str, job=JOB, timeout: float | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(command(*job, f"--workdir={workdir}", *args), env=env(),
-                          capture_output=True, text=True, timeout=timeout, cwd=REPO)
+                          capture_output=True, text=True, timeout=timeout or TIMEOUT_S, cwd=REPO)
 
 
 def free_port_pair() -> int:
@@ -79,9 +81,9 @@ def start_processes(workdir: str, n: int, *args: str, job=JOB) -> list[subproces
                   f"--process_id={i}", *args, job=job) for i in range(n)]
 
 
-def finish_all(procs: list[subprocess.Popen], timeout: float = 300) -> list[tuple[int, str, str]]:
+def finish_all(procs: list[subprocess.Popen], timeout: float | None = None) -> list[tuple[int, str, str]]:
     """``finish`` each process; every one still running after ``timeout`` s in all is killed."""
-    end = time.monotonic() + timeout
+    end = time.monotonic() + (timeout or TIMEOUT_S)
     try:
         return [finish(p, max(1.0, end - time.monotonic())) for p in procs]
     finally:
@@ -91,8 +93,8 @@ def finish_all(procs: list[subprocess.Popen], timeout: float = 300) -> list[tupl
                 p.wait()
 
 
-def finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str, str]:
-    out, err = proc.communicate(timeout=timeout)
+def finish(proc: subprocess.Popen, timeout: float | None = None) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=timeout or TIMEOUT_S)
     return proc.returncode, out, err
 
 
@@ -110,8 +112,10 @@ def logged_steps(workdir: str) -> list[int]:
     return steps
 
 
-def wait_for_step(proc: subprocess.Popen, workdir: str, step: int, timeout: float = 240) -> int:
+def wait_for_step(proc: subprocess.Popen, workdir: str, step: int,
+                  timeout: float | None = None) -> int:
     """Block until the run has logged ``step`` (or later); returns the last logged step."""
+    timeout = timeout or TIMEOUT_S
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         steps = logged_steps(workdir)

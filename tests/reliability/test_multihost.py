@@ -17,8 +17,7 @@ def test_lone_process_fails_within_the_timeout(process_id, tmp_path):
     address = f"127.0.0.1:{port}"
     t0 = time.monotonic()
     result = harness.run(str(tmp_path / "run"), f"--coordinator_address={address}",
-                         "--num_processes=2", f"--process_id={process_id}", "--join_timeout_s=3",
-                         timeout=120)
+                         "--num_processes=2", f"--process_id={process_id}", "--join_timeout_s=3")
     took = time.monotonic() - t0
     line = harness.assert_one_error(result, status=1)
     assert address in line, line
@@ -26,7 +25,7 @@ def test_lone_process_fails_within_the_timeout(process_id, tmp_path):
         assert "process id(s) [1] of 2 did not join within 3 s" in line, line
     else:
         assert "could not reach the coordinator" in line, line
-    assert took < 100  # the 3 s roll call, plus start-up on a loaded 2-core machine
+    assert took < harness.TIMEOUT_S / 3  # the 3 s roll call, plus start-up on a loaded machine
 
 
 # 2 processes x 1 device; every process checks for a stop request every 3 steps.
