@@ -67,8 +67,9 @@ def _damage_case(root: str, ref: str, job: list[str], kind: str) -> tuple[bool, 
     return reported, ok
 
 
-def _disk_full_case(root: str, job: list[str], every: int) -> None:
-    """One line naming the workdir, the free space and the intact previous checkpoint; exit 1."""
+def _disk_full_case(root: str, job: list[str], every: int) -> int:
+    """One line naming the workdir, the free space and the intact previous checkpoint; exit 1.
+    Returns the last step run (the save of step 2 * every failed)."""
     from jaxvision.training import checkpoints
 
     with harness.tmpfs(tempfile.mkdtemp(dir=root), "1200k") as mnt:  # one checkpoint, not two
@@ -76,8 +77,10 @@ def _disk_full_case(root: str, job: list[str], every: int) -> None:
         line = harness.assert_one_error(harness.run(wd, job=job), status=1)
         assert f"saving the checkpoint of step {2 * every}" in line and wd in line, line
         assert f"MiB free there; checkpoint {every} is intact" in line, line
-        assert max(harness.logged_steps(wd)) <= 2 * every + 1, harness.logged_steps(wd)[-3:]
+        stopped = max(harness.logged_steps(wd))
+        assert stopped < 3 * every, f"reported only at step {stopped}"  # before the next save
         assert checkpoints.load_run(wd).step == every
+        return stopped
 
 
 def _concurrent_case(root: str, ref: str, job: list[str], total: int) -> None:
@@ -96,14 +99,15 @@ def _concurrent_case(root: str, ref: str, job: list[str], total: int) -> None:
 
 
 def _repeat(name: str, what: str, repeats: int, case) -> None:
-    passed, notes = 0, []
+    passed, notes, values = 0, [], []
     for _ in range(repeats):
         try:
-            case()
+            values.append(case())
             passed += 1
         except Exception as e:  # noqa: BLE001 - AssertionError and any failure count as failed
             notes.append(traceback.format_exception_only(e)[-1].strip()[:200])
-    tail = f" (failures: {notes})" if notes else ""
+    values = [v for v in values if v is not None]
+    tail = (f" ({values})" if values else "") + (f" (failures: {notes})" if notes else "")
     print(f"{name}: {passed}/{repeats} {what}{tail}", flush=True)
 
 
@@ -137,8 +141,9 @@ def main() -> None:
                   f"and moved aside, {sum(r[1] for r in res)}/{n} resumed from the previous one "
                   "bit-identical", flush=True)
     if "disk_full" in kinds:
-        _repeat("disk full (1.2 MB tmpfs)", "reported by the next check in one line (workdir, "
-                "free space, previous checkpoint intact and loadable), exit 1, no traceback", n,
+        _repeat("disk full (1.2 MB tmpfs)", "reported before the next save in one line (workdir, "
+                "free space, previous checkpoint intact and loadable), exit 1, no traceback; "
+                "last steps run", n,
                 lambda: _disk_full_case(root, job, every))
     if "concurrent" in kinds:
         _repeat("concurrent runs", "second run refused naming the holder's pid; after kill -9 the "

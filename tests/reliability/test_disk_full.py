@@ -30,5 +30,8 @@ def test_full_disk_is_reported_at_once(small_tmpfs):
     assert "saving the checkpoint of step 20" in line and wd in line, line
     assert "No space left on device" in line and "MiB free there; checkpoint 10 is intact" in line
     assert "less than two checkpoints" in result.stderr  # warned before the first save
-    assert max(harness.logged_steps(wd)) <= 21  # surfaced by the first check after the failure
+    # Surfaced by the first check after the background write failed, long before the next save
+    # (the failure used to show only there). The check does not wait for the write, so on a
+    # loaded machine it may be a step or two after 21.
+    assert max(harness.logged_steps(wd)) < 30
     assert checkpoints.load_run(wd).step == 10
