@@ -88,7 +88,8 @@ def filtered_stderr() -> Iterator[None]:
 
 def import_quietly(argv: Sequence[str]) -> None:
     """Unless ``--verbosity`` is in ``argv``: import TensorFlow and initialise JAX's backend now,
-    with their start-up banners filtered out (call before anything imports them)."""
+    with their start-up banners filtered out (call before anything imports them). With multi-host
+    flags or a detectable cluster the backend is left alone: jax.distributed must start it."""
     quiet_environment(argv)
     if verbosity_requested(argv):
         return
@@ -96,8 +97,10 @@ def import_quietly(argv: Sequence[str]) -> None:
         import jax
 
         from jaxvision.data import _tf  # noqa: F401 - TensorFlow, configured off the GPU
+        from jaxvision.training import distributed
 
-        jax.devices()
+        if not distributed.will_initialize(argv):
+            jax.devices()
 
 
 def quiet_logging() -> None:

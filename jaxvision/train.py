@@ -141,7 +141,8 @@ def _train(config, workdir: str) -> dict:
 def run() -> None:
     from jaxvision import cli
 
-    cli.import_quietly(sys.argv)  # before the recipe imports TensorFlow
+    # TensorFlow and JAX are imported by cli.run after the flags are parsed (import_quietly):
+    # a mistake in the flags, the recipe or its keys is reported without their start-up time.
     flags.declare_key_flag("help_config")
     flags.declare_key_flag("verbosity")
     if "--help_config" in sys.argv:

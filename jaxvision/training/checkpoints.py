@@ -31,38 +31,12 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import traverse_util
 
-from jaxvision.training import integrity
+from jaxvision.training import integrity, orbax_noise
 
 CHECKPOINT_DIR = "checkpoints"
 
 
-_BACKGROUND_FAILURES: list[BaseException] = []
-
-
-class _QuietOrbax(logging.Filter):
-    """Drops Orbax's per-save warning for checkpoints saved without validation metrics (by design:
-    only evaluation steps carry metrics) and its read-only notices.
-
-    Orbax's finalize thread consumes the error of a failed asynchronous save and only logs it with
-    a traceback; the error is kept here instead, for ``CheckpointStore.check_for_errors``.
-    """
-
-    def filter(self, record):
-        msg = record.getMessage()
-        if record.exc_info and "orbax" in record.pathname:
-            if any(m in msg for m in _SAVE_FAILURE_MESSAGES):
-                _BACKGROUND_FAILURES.append(record.exc_info[1])
-                return False
-            record.exc_info, record.exc_text = None, None  # the caller reports it in one line
-        return not ("tracked_metric" in msg or "read_only=True" in msg or "is read only" in msg)
-
-
-# Orbax's log messages of a failed asynchronous save (each repeats the same exception).
-_SAVE_FAILURE_MESSAGES = ("Checkpointer failed", "in background save thread",
-                          "_SignalingThread.run() raised", "Finalize thread")
-
-
-logging.getLogger("absl").addFilter(_QuietOrbax())
+orbax_noise.install()  # one error line per failure, none of Orbax's by-products
 _MODEL_KEYS_NOT_OVERRIDES = ("name", "num_classes")
 
 
@@ -176,9 +150,9 @@ class CheckpointStore:
         ``step``: the last step saved; once no save is in progress its folder must exist.
         """
         self.manager.check_for_errors()
-        if _BACKGROUND_FAILURES:
-            first = _BACKGROUND_FAILURES[0]
-            _BACKGROUND_FAILURES.clear()
+        if orbax_noise.BACKGROUND_FAILURES:
+            first = orbax_noise.BACKGROUND_FAILURES[0]
+            orbax_noise.BACKGROUND_FAILURES.clear()
             raise first
         if (step is not None and not self.manager.is_saving_in_progress()
                 and not os.path.isdir(self.step_path(step))):

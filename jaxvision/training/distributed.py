@@ -30,6 +30,13 @@ def _auto_detectable() -> bool:
     return any(k in os.environ for k in _AUTO_ENV)
 
 
+def will_initialize(argv) -> bool:
+    """True when a command with ``argv`` will call ``jax.distributed.initialize`` (multi-host
+    flags, or a cluster JAX detects): nothing may initialise JAX's backend before it does."""
+    flags = ("--coordinator_address", "--num_processes", "--process_id")
+    return any(str(a).startswith(flags) for a in argv) or _auto_detectable()
+
+
 DEFAULT_JOIN_TIMEOUT_S = 120  # long enough for a scheduler to start every task of a job
 
 

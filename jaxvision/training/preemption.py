@@ -45,6 +45,7 @@ class StopSignals:
         self.requested: int | None = None  # signal number of the first request
         self._previous: dict = {}
         self._multi = jax.process_count() > 1
+        self._last_step: int | None = None  # the step of the previous ``agreed`` call
 
     def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():
@@ -73,11 +74,18 @@ class StopSignals:
         """The signal name ('SIGTERM', 'SIGINT') when every process should stop after ``step``.
 
         Single process: the local request. Several: the first request of any process, exchanged
-        at steps that are multiples of ``sync_every`` (the same steps on every process).
+        at the multiples of ``sync_every`` (the same steps on every process); when a call covers
+        several steps, at the first call past each multiple.
         """
         if not self._multi:
             return signal.Signals(self.requested).name if self.requested is not None else None
-        if step % self.sync_every:
+        # Exchange whenever the steps since the last call passed a multiple of ``sync_every``:
+        # with one step per call exactly at the multiples, and chunks of several steps per
+        # dispatch (device_data) that skip them still sync. Every process sees the same steps,
+        # so all join the same exchanges.
+        previous = step - 1 if self._last_step is None else self._last_step
+        self._last_step = step
+        if step // self.sync_every == previous // self.sync_every:
             return None
         from jax.experimental import multihost_utils
 

@@ -14,7 +14,7 @@ def reference_run(tmp_path_factory) -> str:
     wd = str(tmp_path_factory.mktemp("reference") / "run")
     result = harness.run(wd)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert harness.checkpoint_steps(wd) == [20, 40, 60]
+    assert harness.checkpoint_steps(wd) == [10, 20, 30]
     return wd
 
 

@@ -1,14 +1,18 @@
 """Drive ``python -m jaxvision.train`` as a user does: subprocesses on the bundled default job.
 
-Every run uses the default recipe with a short schedule (``JOB``): 60 steps, a checkpoint every
-20, metrics logged every step (so a test can see how far a run got), one device.
+Every run uses the default recipe with a short schedule (``JOB``): 30 steps, a checkpoint every
+10 (three checkpoints: the newest can be damaged and still leave two), metrics logged every step
+(so a test can see how far a run got), one device. A run's cost is its start-up (TensorFlow, JAX,
+the data), not its steps.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,10 +21,20 @@ import jax
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TOTAL, EVERY = 60, 20
-JOB = ["--config", os.path.join(REPO, "configs", "mnist5k_lenet.py"),
-       f"--config.total_steps={TOTAL}", f"--config.checkpoint_every_steps={EVERY}",
-       "--config.eval_every_steps=0", "--config.log_every_steps=1", "--config.progress_bar=False"]
+TOTAL, EVERY = 30, 10
+RECIPE = os.path.join(REPO, "configs", "mnist5k_lenet.py")
+
+
+def job(total: int = TOTAL, every: int = EVERY) -> list[str]:
+    """The default recipe shortened to ``total`` steps with a checkpoint every ``every``."""
+    return ["--config", RECIPE, f"--config.total_steps={total}",
+            f"--config.checkpoint_every_steps={every}", "--config.eval_every_steps=0",
+            "--config.log_every_steps=1", "--config.progress_bar=False"]
+
+
+JOB = job()
+# Seconds any one run may take (start-up dominates; a loaded shared machine needs more).
+TIMEOUT_S = float(os.environ.get("JAXVISION_TEST_TIMEOUT_S", 300))
 
 
 def env() -> dict:
@@ -40,13 +54,47 @@ def start(workdir: str, *args: str, job=JOB) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
 
 
-def run(workdir: str, *args: str, job=JOB, timeout: float = 300) -> subprocess.CompletedProcess:
+def run(workdir: str, *args: str, job=JOB, timeout: float | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(command(*job, f"--workdir={workdir}", *args), env=env(),
-                          capture_output=True, text=True, timeout=timeout, cwd=REPO)
+                          capture_output=True, text=True, timeout=timeout or TIMEOUT_S, cwd=REPO)
 
 
-def finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str, str]:
-    out, err = proc.communicate(timeout=timeout)
+def free_port_pair() -> int:
+    """A port P with P and P+1 free on 127.0.0.1 (coordinator and jaxvision's roll call)."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port + 1))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no free port pair on 127.0.0.1")
+
+
+def start_processes(workdir: str, n: int, *args: str, job=JOB) -> list[subprocess.Popen]:
+    """``n`` processes of one multi-host run on 127.0.0.1 (one device each); process 0 first."""
+    address = f"127.0.0.1:{free_port_pair()}"
+    return [start(workdir, f"--coordinator_address={address}", f"--num_processes={n}",
+                  f"--process_id={i}", *args, job=job) for i in range(n)]
+
+
+def finish_all(procs: list[subprocess.Popen], timeout: float | None = None) -> list[tuple[int, str, str]]:
+    """``finish`` each process; every one still running after ``timeout`` s in all is killed."""
+    end = time.monotonic() + (timeout or TIMEOUT_S)
+    try:
+        return [finish(p, max(1.0, end - time.monotonic())) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+def finish(proc: subprocess.Popen, timeout: float | None = None) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=timeout or TIMEOUT_S)
     return proc.returncode, out, err
 
 
@@ -64,8 +112,10 @@ def logged_steps(workdir: str) -> list[int]:
     return steps
 
 
-def wait_for_step(proc: subprocess.Popen, workdir: str, step: int, timeout: float = 240) -> int:
+def wait_for_step(proc: subprocess.Popen, workdir: str, step: int,
+                  timeout: float | None = None) -> int:
     """Block until the run has logged ``step`` (or later); returns the last logged step."""
+    timeout = timeout or TIMEOUT_S
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         steps = logged_steps(workdir)
@@ -95,6 +145,35 @@ def assert_one_error(result, *, status: int = 2) -> str:
     lines = errors(result.stderr)
     assert len(lines) == 1, result.stderr[-3000:]
     return lines[0]
+
+
+STOPPED = "stopped by {} at step {}; checkpoint saved; rerun the same command to resume"
+
+
+def stopped_step(stderr: str, name: str) -> int:
+    """The step of the one ``stopped by <name> at step N; ...`` line of ``stderr``."""
+    lines = [x for x in stderr.splitlines() if x.startswith(f"stopped by {name} at step ")]
+    assert len(lines) == 1, stderr[-3000:]
+    step = int(lines[0].split()[5].rstrip(";"))
+    assert lines[0] == STOPPED.format(name, step)
+    return step
+
+
+@contextlib.contextmanager
+def tmpfs(path: str, size: str):
+    """Mount a tmpfs of ``size`` (e.g. '1200k') at ``path`` meanwhile; raises PermissionError
+    when not root, OSError when mounting fails."""
+    if os.geteuid() != 0:
+        raise PermissionError("mounting a tmpfs needs root")
+    os.makedirs(path, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", path],
+                             capture_output=True, text=True)
+    if mounted.returncode:
+        raise OSError(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", path], check=False)
 
 
 def checkpoint_steps(workdir: str) -> list[int]:

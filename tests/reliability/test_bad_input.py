@@ -31,7 +31,7 @@ CASES = {
 def test_bad_flag_or_value(case, tmp_path):
     extra, words = CASES[case]
     wd = str(tmp_path / "run")
-    line = harness.assert_one_error(harness.run(wd, *extra, timeout=120))
+    line = harness.assert_one_error(harness.run(wd, *extra))
     assert words in line, line
     assert not os.path.exists(os.path.join(wd, "checkpoints", "0"))
 

@@ -1,8 +1,8 @@
 """A checkpoint that cannot be written (full disk) stops the run at once with one line naming the
 workdir and the free space; the previous checkpoint stays intact and usable."""
 
+import contextlib
 import os
-import subprocess
 
 import pytest
 
@@ -15,27 +15,23 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def small_tmpfs(tmp_path):
     """A 1.2 MB tmpfs: room for one checkpoint of the default job (~0.73 MB), not two."""
-    mnt = tmp_path / "tmpfs"
-    mnt.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1200k", "tmpfs", str(mnt)],
-                             capture_output=True)
-    if mounted.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    yield str(mnt)
-    subprocess.run(["umount", "-l", str(mnt)], check=False)
+    with contextlib.ExitStack() as stack:
+        try:
+            mnt = stack.enter_context(harness.tmpfs(str(tmp_path / "tmpfs"), "1200k"))
+        except OSError as e:  # not root (PermissionError) or no tmpfs in this container
+            pytest.skip(str(e))
+        yield mnt
 
 
-@pytest.mark.xfail(strict=False, reason="the one error line, the status and the intact previous "
-                   "checkpoint are right, but Orbax's asyncio writers also print 'Event loop is "
-                   "closed' tracebacks on stderr after a failed save (open in issue 12's note)")
 def test_full_disk_is_reported_at_once(small_tmpfs):
     wd = os.path.join(small_tmpfs, "run")
     result = harness.run(wd)
-    line = harness.assert_one_error(result, status=1)
-    assert "saving the checkpoint of step 40" in line and wd in line, line
-    assert "No space left on device" in line and "MiB free there; checkpoint 20 is intact" in line
+    line = harness.assert_one_error(result, status=1)  # also: no Orbax/asyncio traceback
+    assert "saving the checkpoint of step 20" in line and wd in line, line
+    assert "No space left on device" in line and "MiB free there; checkpoint 10 is intact" in line
     assert "less than two checkpoints" in result.stderr  # warned before the first save
-    assert max(harness.logged_steps(wd)) <= 41  # surfaced by the first check after the failure
-    assert checkpoints.load_run(wd).step == 20
+    # Surfaced by the first check after the background write failed, long before the next save
+    # (the failure used to show only there). The check does not wait for the write, so on a
+    # loaded machine it may be a step or two after 21.
+    assert max(harness.logged_steps(wd)) < 30
+    assert checkpoints.load_run(wd).step == 10

@@ -13,17 +13,6 @@ from tests.reliability import harness
 
 pytestmark = pytest.mark.slow
 
-STOPPED = "stopped by {} at step {}; checkpoint saved; rerun the same command to resume"
-
-
-def _stopped_step(stderr: str, name: str) -> int:
-    lines = [x for x in stderr.splitlines() if x.startswith(f"stopped by {name} at step ")]
-    assert len(lines) == 1, stderr[-3000:]
-    step = int(lines[0].split()[5].rstrip(";"))
-    assert lines[0] == STOPPED.format(name, step)
-    return step
-
-
 def _assert_each_step_once(workdir: str) -> None:
     """metrics.jsonl and the TensorBoard events hold each (step, metric) once."""
     rows = [json.loads(x) for x in open(os.path.join(workdir, "metrics.jsonl"))]
@@ -42,7 +31,7 @@ def _assert_each_step_once(workdir: str) -> None:
 def test_sigterm_saves_the_step_in_flight_and_resumes_bit_identical(tmp_path, reference_run):
     wd = str(tmp_path / "run")
     proc = harness.start(wd)
-    harness.wait_for_step(proc, wd, 5)  # before the first periodic checkpoint (20)
+    harness.wait_for_step(proc, wd, 5)  # before the first periodic checkpoint (10)
     # While it is paused (holding its lock), a second run on the workdir is refused, naming it.
     proc.send_signal(signal.SIGSTOP)
     seen = max(harness.logged_steps(wd))
@@ -54,7 +43,7 @@ def test_sigterm_saves_the_step_in_flight_and_resumes_bit_identical(tmp_path, re
     rc, _, err = harness.finish(proc)
     assert rc == 128 + signal.SIGTERM, err[-3000:]
     assert "Traceback" not in err
-    step = _stopped_step(err, "SIGTERM")
+    step = harness.stopped_step(err, "SIGTERM")
     # Stopped after the step in flight when the signal came: nothing lost, nothing run after.
     assert step in (seen, seen + 1) and harness.checkpoint_steps(wd) == [step]
     assert max(harness.logged_steps(wd)) == step
@@ -68,11 +57,11 @@ def test_sigint_after_a_checkpoint_resumes_bit_identical_and_logs_once(tmp_path,
                                                                          reference_run):
     wd = str(tmp_path / "run")
     proc = harness.start(wd)
-    seen = harness.signal_at(proc, wd, 25, signal.SIGINT)
+    seen = harness.signal_at(proc, wd, 15, signal.SIGINT)
     rc, _, err = harness.finish(proc)
     assert rc == 128 + signal.SIGINT and "Traceback" not in err, err[-3000:]
-    step = _stopped_step(err, "SIGINT")
-    assert step >= seen and harness.checkpoint_steps(wd) == [20, step]
+    step = harness.stopped_step(err, "SIGINT")
+    assert step >= seen and harness.checkpoint_steps(wd) == [10, step]
     resumed = harness.run(wd)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert harness.bit_identical(wd, reference_run)

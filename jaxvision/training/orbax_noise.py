@@ -1,0 +1,79 @@
+"""Keep Orbax's and TensorStore's by-products of a failed checkpoint read or write off stderr.
+
+A failed save or a damaged checkpoint is reported by jaxvision in one line; three by-products of
+the failure would otherwise follow it on stderr:
+
+* Orbax's finalize thread consumes the error of a failed asynchronous save and only logs it (absl,
+  with a traceback). :class:`OrbaxLogFilter` keeps that error in :data:`BACKGROUND_FAILURES` for
+  ``CheckpointStore.check_for_errors`` and drops the record.
+* Orbax logs a warning for every checkpoint saved without metrics (by design here: only
+  evaluation steps carry metrics), notices about read-only managers and a warning for a step
+  folder without its metadata file (a damaged step, reported by jaxvision); dropped as well.
+* Orbax runs each read/write batch with ``asyncio_utils.run_sync``: a fresh event loop that it
+  closes as soon as ``asyncio.gather`` raises the first TensorStore error, while the sibling
+  TensorStore reads/writes of that batch are still in flight. When they finish, TensorStore's C++
+  completion callback calls ``loop.call_soon_threadsafe`` on the closed loop; the resulting
+  ``RuntimeError('Event loop is closed')`` has no Python caller, so CPython prints it through
+  ``sys.unraisablehook`` with a traceback (at any later moment, often while the store closes).
+  :func:`install` adds a hook that drops exactly that case (the exception raised by asyncio's
+  ``_check_closed`` with no owning object) and passes everything else to the previous hook.
+  The operation it belonged to has already failed and been reported.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+BACKGROUND_FAILURES: list[BaseException] = []
+
+# Orbax's log messages of a failed asynchronous save (each repeats the same exception).
+_SAVE_FAILURE_MESSAGES = ("Checkpointer failed", "in background save thread",
+                          "_SignalingThread.run() raised", "Finalize thread")
+# Expected notices: metrics-less saves, read-only managers, and the missing metadata file of a
+# damaged step (jaxvision reports the step itself, in one line).
+_NOTICES = ("tracked_metric", "read_only=True", "is read only", "Metadata file does not exist")
+
+
+class OrbaxLogFilter(logging.Filter):
+    """absl-logger filter: keeps background save errors, drops Orbax's expected notices and the
+    tracebacks of errors the caller reports in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        if record.exc_info and "orbax" in record.pathname:
+            if any(m in msg for m in _SAVE_FAILURE_MESSAGES):
+                BACKGROUND_FAILURES.append(record.exc_info[1])
+                return False
+            record.exc_info, record.exc_text = None, None  # the caller reports it in one line
+        return not any(n in msg for n in _NOTICES)
+
+
+def is_closed_loop_callback(unraisable) -> bool:
+    """True for TensorStore's completion callback hitting an event loop Orbax already closed."""
+    exc, tb = unraisable.exc_value, unraisable.exc_traceback
+    if unraisable.object is not None or not isinstance(exc, RuntimeError):
+        return False
+    if str(exc) != "Event loop is closed":
+        return False
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_code.co_name == "_check_closed"
+
+
+class _UnraisableFilter:
+    def __init__(self, previous):
+        self.previous = previous
+
+    def __call__(self, unraisable) -> None:
+        if not is_closed_loop_callback(unraisable):
+            self.previous(unraisable)
+
+
+def install() -> None:
+    """Install the log filter and the unraisable-exception hook once per process (idempotent)."""
+    absl_logger = logging.getLogger("absl")
+    if not any(isinstance(f, OrbaxLogFilter) for f in absl_logger.filters):
+        absl_logger.addFilter(OrbaxLogFilter())
+    if not isinstance(sys.unraisablehook, _UnraisableFilter):
+        sys.unraisablehook = _UnraisableFilter(sys.unraisablehook)
