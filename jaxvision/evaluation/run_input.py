@@ -32,15 +32,33 @@ def run_meta(run) -> data.Meta:
     cfg = run.config.data
     names = tuple(getattr(run, "class_names", None) or ())
     shape = tuple(run.image_shape) if getattr(run, "image_shape", None) else (None, None, None)
-    if all(cfg.get(k) is not None for k in SELF_CONTAINED_KEYS):
-        return data.Meta(cfg.name, shape, names)
     if cfg.name in data.bundled.BUILDERS:
         builder = data.bundled.BUILDERS[cfg.name]
         return data.Meta(cfg.name, tuple(builder.SHAPE), names or tuple(builder.CLASS_NAMES))
+    if self_contained(cfg):
+        return data.Meta(cfg.name, shape, names)
     if cfg.name == "image_folder":
         # What data.sources.FolderSource declares: RGB, sizes vary (the folder is not read).
         return data.Meta(cfg.name, (None, None, 3), names)
     return _tfds_meta(cfg, names)
+
+
+def self_contained(cfg) -> bool:
+    """True when ``cfg`` (a run's config.data) sets every key of the evaluation transform."""
+    return all(cfg.get(k) is not None for k in SELF_CONTAINED_KEYS)
+
+
+def native_image_hw(run, meta: data.Meta | None = None) -> tuple[int, int] | None:
+    """(H, W) that every image of ``run``'s dataset has, as the dataset declares it (``meta``:
+    ``run_meta(run)`` when already known); None when sizes vary (image folders) or the run records
+    only its preprocessing (converted runs: ``run.image_shape`` is the model input, not the
+    images')."""
+    meta = meta or run_meta(run)
+    cfg = run.config.data
+    if self_contained(cfg) and cfg.name not in data.bundled.BUILDERS:
+        return None
+    h, w = meta.image_shape[:2]
+    return (int(h), int(w)) if h is not None and w is not None else None
 
 
 def _tfds_meta(cfg, names: tuple) -> data.Meta:
