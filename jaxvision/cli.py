@@ -428,6 +428,21 @@ def run(main: Callable[..., int | None], argv: Sequence[str] | None = None, *,
 
 
 # ---- the commands that read a run directory (evaluate, predict, explain, export) --------------
+def apply_data_overrides(run, overrides: Sequence[tuple[str, str]]) -> None:
+    """``--config.key=value`` of evaluate/export on a loaded run: other data (another dataset or
+    an image folder) gets the run's own preprocessing first (``run_input.pin_preprocessing``),
+    then the overrides (which may change it on purpose). UsageError for a bad key or value."""
+    if not overrides:
+        return
+    from jaxvision.evaluation import run_input
+
+    try:
+        run_input.pin_preprocessing(run)
+    except ValueError as e:  # DataError: nothing tells the run's input size offline
+        raise UsageError(str(e)) from None
+    apply_overrides(run.config, overrides)
+
+
 def define_run_flags(*, batch_size: int | None = None, batch_size_help: str | None = None,
                      json_help: str = "Print one JSON document on stdout (logs go to stderr).",
                      workdir_help: str = "Run directory (written by jaxvision.train, convert or "

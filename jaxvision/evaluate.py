@@ -70,7 +70,7 @@ def main(argv, overrides):
                                            re.sub(r"[^A-Za-z0-9_.-]+", "_", FLAGS.split))
     with cli.json_stdout(FLAGS.json) as emit:
         run = cli.open_run(FLAGS.workdir, FLAGS.checkpoint)
-        cli.apply_overrides(run.config, overrides)
+        cli.apply_data_overrides(run, overrides)
         _check_data(run.config.data)
         try:
             result = _evaluate(evaluation, run, out_dir, robustness)

@@ -14,6 +14,7 @@ image shape, class names) is taken here from what the run and the code already k
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from jaxvision import data
@@ -87,3 +88,18 @@ def resolve_run(run) -> data.Resolved:
     """Concrete image size, channels, mean/std and eval crop of ``run``'s evaluation transform,
     the same values ``data.build(run.config.data, ...)`` would resolve."""
     return preprocess.resolve(run.config.data, run_meta(run))
+
+
+def pin_preprocessing(run) -> None:
+    """Write ``run``'s resolved evaluation transform (``resolve_run``: image size, channels,
+    mean/std, eval crop) into ``run.config.data``, so that evaluating or exporting the run on
+    other data (``--config.data.name/path=...``) feeds the model what it was trained on, not that
+    dataset's defaults (an mnist5k run on a folder of digits would otherwise get ImageNet's
+    mean/std and a 0.875 crop). Keys set afterwards (``--config.data.mean=...``) still win."""
+    r = resolve_run(run)
+    cfg = run.config.data
+    values = {"image_size": r.image_size, "channels": r.channels, "mean": tuple(r.mean),
+              "std": tuple(r.std), "eval_crop_fraction": r.eval_crop_fraction}
+    with cfg.unlocked() if hasattr(cfg, "unlocked") else contextlib.nullcontext():
+        for key, value in values.items():
+            cfg[key] = value

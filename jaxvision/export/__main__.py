@@ -58,7 +58,7 @@ def main(argv, overrides):
         run = cli.open_run(FLAGS.workdir, FLAGS.checkpoint)
         # --config.data.*: where tflite_int8 finds calibration/test images (e.g. a converted
         # run's --config.data.path=FOLDER), as evaluate takes them.
-        cli.apply_overrides(run.config, overrides)
+        cli.apply_data_overrides(run, overrides)
         try:
             summary = export.export_run(
                 run, FLAGS.format, FLAGS.output, input_hw=input_hw,
