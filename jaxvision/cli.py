@@ -35,6 +35,9 @@ _VERBOSITY = re.compile(r"^(--verbosity|-v)(=|$)")
 
 flags.DEFINE_bool("help_config", False, "List the config keys this command takes as "
                   "--config.key=value, with their current values, and exit.")
+# Flags that cli's functions define (define_run_flags) belong to the command that calls them, so
+# that its --help lists them (absl shows a command's own "key" flags).
+flags.disclaim_key_flags()
 
 
 class UsageError(ValueError):
