@@ -659,7 +659,7 @@ def _run(job: _Job, signals: preemption.StopSignals, on_evaluate: OnEvaluate | N
                 early = _early_stopping(config, job.es, eval_res)
                 if early:
                     if job.chief:
-                        log.warning("Early stopping at step %d: %s", step, early)
+                        log.info("Early stopping at step %d: %s", step, early)
                     final["early_stopped"] = True
                 stop = "early_stopping" if early else asked
             stop = stop or signals.agreed(step)
