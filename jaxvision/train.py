@@ -33,6 +33,7 @@ _RESTART = flags.DEFINE_bool(
     "restart_from_scratch", False,
     "Train from step 0 when every checkpoint of --workdir is damaged (they stay moved aside).")
 
+
 def _fail(message: str, status: int = 2) -> None:
     print(f"error: {message}", file=sys.stderr)
     sys.exit(status)
