@@ -373,11 +373,16 @@ def format_config_keys(config, title: str) -> str:
 def _parse_flags(argv: list[str]) -> list[str]:
     try:
         return flags.FLAGS(argv)
-    except flags.UnrecognizedFlagError as e:
-        fail(unknown_flag_message(e.flagname, list(flags.FLAGS)))
     except flags.Error as e:
-        fail(f"{str(e).rstrip('.')}. See --help for the flags.")
+        fail(flag_error_message(e))
     return []
+
+
+def flag_error_message(error: flags.Error) -> str:
+    """One line for absl's flag-parsing errors (an unknown flag names the close ones)."""
+    if isinstance(error, flags.UnrecognizedFlagError):
+        return unknown_flag_message(error.flagname, list(flags.FLAGS))
+    return f"{str(error).rstrip('.')}. See --help for the flags."
 
 
 def unknown_flag_message(name: str, known: Sequence[str]) -> str:
