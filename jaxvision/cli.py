@@ -35,6 +35,9 @@ _VERBOSITY = re.compile(r"^(--verbosity|-v)(=|$)")
 
 flags.DEFINE_bool("help_config", False, "List the config keys this command takes as "
                   "--config.key=value, with their current values, and exit.")
+# Flags that cli's functions define (define_run_flags) belong to the command that calls them, so
+# that its --help lists them (absl shows a command's own "key" flags).
+flags.disclaim_key_flags()
 
 
 class UsageError(ValueError):
@@ -103,15 +106,60 @@ def import_quietly(argv: Sequence[str]) -> None:
             jax.devices()
 
 
+class LogFormatter(logging.Formatter):
+    """jaxvision's own records as ``jaxvision: message`` (``jaxvision: warning: message`` above
+    INFO; ``jaxvision[I]: ...`` on process I of a multi-process run); other libraries' records
+    (TFDS, Orbax, JAX) keep ``fallback``'s format (absl's ``W1130 20:11:03.123 file.py:12]``),
+    which says where they come from."""
+
+    def __init__(self, fallback: logging.Formatter):
+        super().__init__()
+        self.fallback = fallback
+        self.process: int | None = None  # set by show_routine_logs in multi-process runs
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.name != "jaxvision" and not record.name.startswith("jaxvision."):
+            return self.fallback.format(record)
+        origin = "jaxvision" if self.process is None else f"jaxvision[{self.process}]"
+        level = "" if record.levelno <= logging.INFO else f"{record.levelname.lower()}: "
+        text = f"{origin}: {level}{record.getMessage()}"
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return text
+
+
+def _log_formatter() -> LogFormatter:
+    absl_logging.use_absl_handler()  # on the root logger (app.run does it; library callers not)
+    handler = absl_logging.get_absl_handler()
+    current = handler.python_handler.formatter
+    if isinstance(current, LogFormatter):
+        return current
+    formatter = LogFormatter(current or absl_logging.PythonFormatter())
+    handler.setFormatter(formatter)
+    return formatter
+
+
 def quiet_logging() -> None:
-    """After flags are parsed: without ``--verbosity``, TFDS/Orbax/JAX show warnings only and
-    jaxvision's own routine messages show at INFO (all on stderr)."""
+    """After flags are parsed: jaxvision's routine messages are shown at INFO as ``jaxvision:
+    ...`` lines; without ``--verbosity``, TFDS/Orbax/JAX show warnings only (all on stderr)."""
+    _log_formatter()
     if flags.FLAGS.is_parsed() and flags.FLAGS["verbosity"].present:
         return
     absl_logging.set_verbosity(absl_logging.WARNING)
     logging.getLogger("jaxvision").setLevel(logging.INFO)
     # JAX's "no GPU/TPU found, falling back to CPU" is a notice, not a problem.
     logging.getLogger("jax._src.xla_bridge").setLevel(logging.ERROR)
+
+
+def show_routine_logs(process_index: int, process_count: int) -> None:
+    """Once a multi-process run has started (``jax.distributed``): process 0 shows jaxvision's
+    INFO lines, the others warnings and errors only (each process logs the same routine steps);
+    lines carry the process index. A no-op for one process."""
+    if process_count <= 1:
+        return
+    _log_formatter().process = process_index
+    if process_index > 0 and not (flags.FLAGS.is_parsed() and flags.FLAGS["verbosity"].present):
+        logging.getLogger("jaxvision").setLevel(logging.WARNING)
 
 
 @contextlib.contextmanager
@@ -231,8 +279,37 @@ def load_recipe(spec: str):
         module = importlib.util.module_from_spec(module_spec)
         module_spec.loader.exec_module(module)
         return module.get_config(arg) if arg else module.get_config()
+    except SyntaxError as e:
+        raise UsageError(f"config file {path!r} has a syntax error at line {e.lineno}: {e.msg}; "
+                         "fix the file") from None
     except Exception as e:  # noqa: BLE001 - any failure of the user's file, as one line
         raise UsageError(f"could not load config file {path!r}: {type(e).__name__}: {e}") from None
+
+
+def check_recipe_overrides(argv: Sequence[str]):
+    """Before absl parses a recipe-driven command line (train, sweep): load the ``--config``
+    recipe and check every ``--config.key`` against it, so that a missing or broken recipe and an
+    unknown key are one ``error:`` line with close matches (absl would show a traceback).
+
+    Returns the recipe's config, or None without ``--config`` (absl then reports the missing flag).
+    """
+    from jaxvision import config as config_lib
+
+    spec = recipe_argument(argv)
+    if spec is None:
+        return None
+    try:
+        config = load_recipe(spec)
+        _, overrides = pop_config_overrides(argv)
+    except UsageError as e:
+        fail(str(e))
+    known = set(config_lib.all_keys(config))
+    # A whole sub-config (--config.data=...) is a key to ml_collections too.
+    known |= {k.rsplit(".", i)[0] for k in known for i in range(1, k.count(".") + 1)}
+    for key, _ in overrides:
+        if key not in known:
+            fail(config_lib.unknown_key_message(config, key))
+    return config
 
 
 def recipe_argument(argv: Sequence[str]) -> str | None:
@@ -269,6 +346,19 @@ def print_config_keys_and_exit(argv: Sequence[str]) -> None:
     sys.exit(0)
 
 
+def print_run_config_keys(workdir: str | None, checkpoint: str) -> int:
+    """``--help_config`` of a command that reads a run directory (evaluate, export): the keys of
+    the run's config (the base config's without ``--workdir``); returns exit status 0."""
+    from jaxvision import config as config_lib
+
+    if workdir is None:
+        config, title = config_lib.base_config(), "config keys (of a run's config.json):"
+    else:
+        config, title = open_run(workdir, checkpoint).config, f"config keys of {workdir}:"
+    print(format_config_keys(config, title))
+    return 0
+
+
 def format_config_keys(config, title: str) -> str:
     """``--help_config`` text: one line per key, ``--config.key=value``, sorted."""
     from jaxvision import config as config_lib
@@ -287,8 +377,25 @@ def _parse_flags(argv: list[str]) -> list[str]:
     try:
         return flags.FLAGS(argv)
     except flags.Error as e:
-        fail(f"{e}. See --help for the flags.")
+        fail(flag_error_message(e))
     return []
+
+
+def flag_error_message(error: flags.Error) -> str:
+    """One line for absl's flag-parsing errors (an unknown flag names the close ones)."""
+    if isinstance(error, flags.UnrecognizedFlagError):
+        return unknown_flag_message(error.flagname, list(flags.FLAGS))
+    return f"{str(error).rstrip('.')}. See --help for the flags."
+
+
+def unknown_flag_message(name: str, known: Sequence[str]) -> str:
+    """``Unknown flag --NAME. Did you mean --a or --b? See --help for the flags.`` (close matches
+    by difflib, worded as unknown config keys are, not absl's ``Did you mean: json ?.``)."""
+    import difflib
+
+    close = difflib.get_close_matches(name, [k for k in known if len(k) > 1], n=3, cutoff=0.6)
+    tip = f" Did you mean {' or '.join(f'--{c}' for c in close)}?" if close else ""
+    return f"Unknown flag --{name}.{tip} See --help for the flags."
 
 
 def run(main: Callable[..., int | None], argv: Sequence[str] | None = None, *,
@@ -329,6 +436,71 @@ def run(main: Callable[..., int | None], argv: Sequence[str] | None = None, *,
         if e.code == 1 and any(a in _HELP_FLAGS for a in argv[1:]):
             sys.exit(0)
         raise
+
+
+# ---- the commands that read a run directory (evaluate, predict, explain, export) --------------
+def apply_data_overrides(run, overrides: Sequence[tuple[str, str]]) -> None:
+    """``--config.key=value`` of evaluate/export on a loaded run: other data (another dataset or
+    an image folder) gets the run's own preprocessing first (``run_input.pin_preprocessing``),
+    then the overrides (which may change it on purpose). UsageError for a bad key or value."""
+    if not overrides:
+        return
+    from jaxvision.evaluation import run_input
+
+    try:
+        run_input.pin_preprocessing(run)
+    except ValueError as e:  # DataError: nothing tells the run's input size offline
+        raise UsageError(str(e)) from None
+    apply_overrides(run.config, overrides)
+
+
+def define_run_flags(*, batch_size: int | None = None, batch_size_help: str | None = None,
+                     json_help: str = "Print one JSON document on stdout (logs go to stderr).",
+                     workdir_help: str = "Run directory (written by jaxvision.train, convert or "
+                                         "compression).") -> None:
+    """Define the flags every run-reading command shares, once (README "Command lines"):
+    ``--workdir``, ``--checkpoint`` (default ``latest``), ``--batch_size`` (when the command
+    batches: ``batch_size_help`` given), ``--json``, and show ``--verbosity`` in its ``--help``."""
+    flags.DEFINE_string("workdir", None, workdir_help)
+    flags.DEFINE_string("checkpoint", "latest",
+                        "Which checkpoint: 'latest', 'best' or a step number.")
+    if batch_size_help is not None:
+        flags.DEFINE_integer("batch_size", batch_size, batch_size_help, lower_bound=1)
+    flags.DEFINE_bool("json", False, json_help)
+    flags.declare_key_flag("verbosity")
+
+
+def image_arguments(argv: Sequence[str]) -> list[str]:
+    """The IMAGE_OR_FOLDER arguments of predict/explain (after the flags), checked: UsageError
+    without ``--workdir``, without arguments, or for a folder that holds no image file."""
+    from jaxvision.data.image_listing import IMAGE_EXTENSIONS, list_images
+
+    paths = list(argv[1:])
+    if flags.FLAGS.workdir is None:
+        raise UsageError("--workdir is required (a run directory)")
+    if not paths:
+        raise UsageError("give at least one image file or folder after the flags")
+    empty = [p for p in paths if os.path.isdir(p) and not list_images(p)]
+    if empty:
+        raise UsageError(f"no image files in folder {empty[0]} (searched recursively for "
+                         f"{', '.join(IMAGE_EXTENSIONS)})")
+    return paths
+
+
+def report_unreadable(results: Sequence[dict]) -> None:
+    """Name each file of predict/explain ``results`` that could not be read (stderr)."""
+    for r in results:
+        if "error" in r:
+            print(f"cannot read {r['file']}: {r['error']}", file=sys.stderr)
+
+
+def require_one_read(results: Sequence[dict], done_key: str) -> None:
+    """``fail`` (exit status 2) when no result has ``done_key``: not one file could be read."""
+    from jaxvision.data.image_listing import IMAGE_EXTENSIONS
+
+    if not any(done_key in r for r in results):
+        fail("none of the given files could be read as an image; give image files "
+             f"({', '.join(IMAGE_EXTENSIONS)}) or folders holding them")
 
 
 def open_run(workdir: str, checkpoint: str):

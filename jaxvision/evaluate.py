@@ -25,20 +25,17 @@ from absl import flags
 from jaxvision import cli
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Run directory (written by jaxvision.train, convert or "
-                    "compression).")
-flags.DEFINE_string("checkpoint", "latest", "Which checkpoint: 'latest', 'best' or a step number.")
+cli.define_run_flags(batch_size=None, batch_size_help="Global evaluation batch (default: the "
+                     "run's eval_batch_size, else 256).",
+                     json_help="Print one JSON object on stdout instead of tables (logs go to "
+                     "stderr).")
 flags.DEFINE_string("split", "test", "Split to evaluate (as given to jaxvision.data.build; TFDS "
                     "slicing allowed, e.g. 'train[:10%]').")
-flags.DEFINE_integer("batch_size", None, "Global evaluation batch (default: the run's "
-                     "eval_batch_size, else 256).", lower_bound=1)
 flags.DEFINE_integer("num_bins", 15, "Confidence bins for ECE/MCE.", lower_bound=1)
 flags.DEFINE_bool("calibrate", False, "Fit a temperature on --calibration_split and report the "
                   "split's metrics before and after.")
 flags.DEFINE_string("calibration_split", None, "Split the temperature is fitted on (default: "
                     "the run's config.data.eval_split, i.e. its validation split).")
-flags.DEFINE_bool("json", False, "Print one JSON object on stdout instead of tables (logs go to "
-                  "stderr).")
 flags.DEFINE_bool("plots", True, "Write the PNG plots.")
 flags.DEFINE_string("output", None, "Folder for metrics.json and plots (default "
                     "WORKDIR/eval/SPLIT).")
@@ -49,26 +46,13 @@ flags.DEFINE_enum("attack_norm", "linf", ["linf", "l2"], "Attack norm.")
 flags.DEFINE_list("corruptions", None, "Common corruptions to evaluate ('all' for every one).")
 flags.DEFINE_list("severities", ["1", "3", "5"], "Corruption severities (1..5).")
 flags.declare_key_flag("help_config")
-flags.declare_key_flag("verbosity")
-
-
-def _help_config() -> int:
-    from jaxvision import config as config_lib
-
-    if FLAGS.workdir is None:
-        config, title = config_lib.base_config(), "config keys (of a run's config.json):"
-    else:
-        run = cli.open_run(FLAGS.workdir, FLAGS.checkpoint)
-        config, title = run.config, f"config keys of {FLAGS.workdir}:"
-    print(cli.format_config_keys(config, title))
-    return 0
 
 
 def main(argv, overrides):
     if len(argv) > 1:
         raise cli.UsageError(f"unexpected arguments {argv[1:]}; evaluate takes flags only")
     if FLAGS.help_config:
-        return _help_config()
+        return cli.print_run_config_keys(FLAGS.workdir, FLAGS.checkpoint)
     if FLAGS.workdir is None:
         raise cli.UsageError("--workdir is required (a run directory)")
     from jaxvision import compilation_cache, evaluation
@@ -86,7 +70,7 @@ def main(argv, overrides):
                                            re.sub(r"[^A-Za-z0-9_.-]+", "_", FLAGS.split))
     with cli.json_stdout(FLAGS.json) as emit:
         run = cli.open_run(FLAGS.workdir, FLAGS.checkpoint)
-        cli.apply_overrides(run.config, overrides)
+        cli.apply_data_overrides(run, overrides)
         _check_data(run.config.data)
         try:
             result = _evaluate(evaluation, run, out_dir, robustness)

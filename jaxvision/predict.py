@@ -13,38 +13,21 @@ Logic: ``jaxvision.evaluation.predict_files``.
 
 from __future__ import annotations
 
-import os
-import sys
-
 from absl import flags
 
 from jaxvision import cli
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Run directory (written by jaxvision.train, convert or "
-                    "compression).")
-flags.DEFINE_string("checkpoint", "latest", "Which checkpoint: 'latest', 'best' or a step number.")
+cli.define_run_flags(batch_size=64, batch_size_help="Images per forward pass.",
+                     json_help="Print one JSON list on stdout (logs go to stderr).")
 flags.DEFINE_integer("top_k", 5, "How many classes to show per image.", lower_bound=1)
-flags.DEFINE_integer("batch_size", 64, "Images per forward pass.", lower_bound=1)
-flags.DEFINE_bool("json", False, "Print one JSON list on stdout (logs go to stderr).")
-flags.declare_key_flag("verbosity")
 
 
 def main(argv):
-    paths = argv[1:]
-    if FLAGS.workdir is None:
-        raise cli.UsageError("--workdir is required (a run directory)")
-    if not paths:
-        raise cli.UsageError("give at least one image file or folder after the flags")
+    paths = cli.image_arguments(argv)
     from jaxvision import compilation_cache, evaluation
-    from jaxvision.evaluation.predictor import IMAGE_EXTENSIONS, expand_paths
 
     compilation_cache.enable()
-    empty = [p for p in paths if os.path.isdir(p) and not expand_paths([p])]
-    if empty:
-        raise cli.UsageError(f"no image files in folder {empty[0]} (searched recursively for "
-                             f"{', '.join(IMAGE_EXTENSIONS)})")
-
     with cli.json_stdout(FLAGS.json) as emit:
         run = cli.open_run(FLAGS.workdir, FLAGS.checkpoint)
         try:
@@ -52,18 +35,14 @@ def main(argv):
                                                batch_size=FLAGS.batch_size)
         except ValueError as e:  # the run's preprocessing cannot be resolved (DataError)
             cli.fail(str(e))
-        for r in results:
-            if "error" in r:
-                print(f"cannot read {r['file']}: {r['error']}", file=sys.stderr)
+        cli.report_unreadable(results)
         if FLAGS.json:
             emit(results)
     if not FLAGS.json:
         for r in results:
             if "error" not in r:
                 print(evaluation.format_prediction(r))
-    if not any("top_k" in r for r in results):
-        cli.fail("none of the given files could be read as an image; give image files "
-                 f"({', '.join(evaluation.predictor.IMAGE_EXTENSIONS)}) or folders holding them")
+    cli.require_one_read(results, "top_k")
     return 0
 
 

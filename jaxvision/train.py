@@ -14,9 +14,6 @@ it finished: rerun the same command to resume.
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import re
 import sys
 
 from absl import flags
@@ -36,54 +33,10 @@ _RESTART = flags.DEFINE_bool(
     "restart_from_scratch", False,
     "Train from step 0 when every checkpoint of --workdir is damaged (they stay moved aside).")
 
-_OVERRIDE = re.compile(r"^--config\.([A-Za-z0-9_.]+)(=|$)")
-
 
 def _fail(message: str, status: int = 2) -> None:
     print(f"error: {message}", file=sys.stderr)
     sys.exit(status)
-
-
-def _load_module(path: str):
-    spec = importlib.util.spec_from_file_location("jaxvision_recipe", path)
-    if spec is None or not os.path.isfile(path):
-        raise FileNotFoundError(path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _check_overrides(argv: list[str]) -> None:
-    """Clear errors for a missing/broken recipe and unknown ``--config.<key>`` before absl parses.
-
-    absl would otherwise report an unknown key as a flags-parsing traceback.
-    """
-    config_path = None
-    for i, a in enumerate(argv):
-        if a.startswith("--config="):
-            config_path = a.split("=", 1)[1]
-        elif a == "--config" and i + 1 < len(argv):
-            config_path = argv[i + 1]
-    if config_path is None:
-        return  # absl reports the missing required flag
-    path, _, arg = config_path.partition(":")
-    from jaxvision import config as config_lib
-
-    try:
-        module = _load_module(path)
-        cfg = module.get_config(arg) if arg else module.get_config()
-    except FileNotFoundError:
-        _fail(f"config file {path!r} not found (give a path such as configs/mnist5k_lenet.py).")
-    except SyntaxError as e:
-        _fail(f"config file {path!r} has a syntax error at line {e.lineno}: {e.msg}; fix the file.")
-    except Exception as e:  # noqa: BLE001 - any failure of the recipe's own code
-        _fail(f"config file {path!r} failed to load: {type(e).__name__}: {e}; fix the file.")
-    known = set(config_lib.all_keys(cfg))
-    prefixes = {k.rsplit(".", i)[0] for k in known for i in range(1, k.count(".") + 1)}
-    for a in argv:
-        m = _OVERRIDE.match(a)
-        if m and m.group(1) not in known and m.group(1) not in prefixes:
-            _fail(config_lib.unknown_key_message(cfg, m.group(1)))
 
 
 def main(argv, overrides=()) -> None:
@@ -107,6 +60,9 @@ def main(argv, overrides=()) -> None:
         _fail(str(e))
     except rendezvous.JoinTimeoutError as e:
         _fail(str(e), status=1)
+    import jax
+
+    cli.show_routine_logs(jax.process_index(), jax.process_count())
     result = _train(config, _WORKDIR.value)
     if "stopped" in result and result["stopped"] != "on_evaluate":
         from jaxvision.training import preemption
@@ -147,10 +103,8 @@ def run() -> None:
     flags.declare_key_flag("verbosity")
     if "--help_config" in sys.argv:
         cli.print_config_keys_and_exit(sys.argv)
-    _check_overrides(sys.argv)
+    config = cli.check_recipe_overrides(sys.argv)
     flags.mark_flags_as_required(["config"])
-    recipe = cli.recipe_argument(sys.argv)
-    config = cli.load_recipe(recipe) if recipe else None
     # ml_collections cannot parse keys whose default is None (data.mean, init_from, ...):
     # those are applied by main() through cli.apply_overrides instead.
     cli.run(main, config_overrides=lambda key: config is None or not cli.none_valued(config, key))

@@ -1,11 +1,18 @@
-"""Test session setup: 8 simulated CPU devices and TensorFlow kept off any GPU.
+"""Test session setup: 8 simulated CPU devices and TensorFlow kept off any GPU; the default job
+trained once for the whole session (``default_job``).
 
 XLA_FLAGS must be set before jax is imported, which is why it lives here.
 """
 
+import ast
+import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
+
+import pytest
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -24,3 +31,42 @@ if _OWN_CACHE:
 def pytest_sessionfinish(session, exitstatus):
     if _OWN_CACHE and "PYTEST_XDIST_WORKER" not in os.environ:
         shutil.rmtree(os.environ["JAXVISION_COMPILATION_CACHE"], ignore_errors=True)
+
+
+# ---- the default job, trained once per test session ---------------------------------------------
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_JOB = os.path.join(REPO, "configs", "mnist5k_lenet.py")
+
+
+def train_recipe(recipe: str, workdir: str, *args: str) -> dict:
+    """``python -m jaxvision.train --config RECIPE --workdir WORKDIR ARGS``, as a user runs it (one
+    CPU device): ``{'workdir', 'done': the result dict of its last line, 'stderr': its log}``."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")]))
+    env.pop("XLA_FLAGS", None)
+    proc = subprocess.run([sys.executable, "-m", "jaxvision.train", "--config", recipe,
+                           f"--workdir={workdir}", *args],
+                          capture_output=True, text=True, cwd=REPO, env=env, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("done: "), proc.stdout[-2000:]
+    return {"workdir": workdir, "done": ast.literal_eval(last[len("done: "):]),
+            "stderr": proc.stderr}
+
+
+@pytest.fixture(scope="session")
+def default_job(tmp_path_factory) -> dict:
+    """The default job (``python -m jaxvision.train --config configs/mnist5k_lenet.py``, 744
+    steps, ~1 min on 2 cores) trained once per session and shared by every test (and by both
+    pytest-xdist workers, through a file lock): ``{'workdir': run directory, 'done': the result
+    dict of its last line, 'stderr': its log}``. Read-only: copy the workdir to change it."""
+    from filelock import FileLock
+
+    # Under xdist every worker has its own basetemp; their common parent is shared.
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    record = root / "default_job.json"
+    with FileLock(str(root / "default_job.lock")):
+        if not record.exists():
+            record.write_text(json.dumps(train_recipe(DEFAULT_JOB, str(root / "default_job"))))
+        return json.loads(record.read_text())

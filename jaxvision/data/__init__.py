@@ -14,13 +14,14 @@ import lazy_loader as _lazy
 # submodules that need it load on first use.
 __getattr__, __dir__, _ = _lazy.attach(
     __name__,
-    submodules=["augment", "balance", "bundled", "image_file", "model_input", "preprocess",
-                "sources"],
+    submodules=["augment", "balance", "bundled", "image_file", "image_listing", "model_input",
+                "preprocess", "sources"],
     submod_attrs={
         "balance": ["class_weights", "weights_from_counts"],
         "bundled": ["BUNDLED"],
         "config": ["default_config"],
         "image_file": ["ImageFileError"],
+        "image_listing": ["IMAGE_EXTENSIONS", "expand_paths", "list_images"],
         "model_input": ["dataset_meta", "load_for_eval", "load_image", "preprocess_for_eval",
                         "resolve_config"],
         "pipeline": ["Pipeline", "PipelineInfo", "build"],
@@ -31,6 +32,7 @@ __getattr__, __dir__, _ = _lazy.attach(
 
 __all__ = [
     "BUNDLED",
+    "IMAGE_EXTENSIONS",
     "DataError",
     "ImageFileError",
     "Meta",
@@ -44,7 +46,10 @@ __all__ = [
     "class_weights",
     "dataset_meta",
     "default_config",
+    "expand_paths",
     "image_file",
+    "image_listing",
+    "list_images",
     "load_for_eval",
     "load_image",
     "model_input",

@@ -37,15 +37,34 @@ from __future__ import annotations
 import functools
 import io
 import os
+import re
 
 import numpy as np
 from PIL import Image, ImageCms, ImageColor, ImageOps
 
 DEFAULT_BACKGROUND = "white"
+# Environment variable that sets PIL.Image.MAX_IMAGE_PIXELS (Pillow's decompression-bomb guard,
+# default 89,478,485 pixels: it refuses twice that) for every command; 0 or 'none' turns it off.
+MAX_PIXELS_ENV = "JAXVISION_MAX_IMAGE_PIXELS"
 _ORIENTATION = 0x0112  # EXIF tag (TIFF/EP, EXIF 2.3 section 4.6.4)
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 _TRANSPARENT = ("RGBA", "LA", "PA", "RGBa", "La")
 _DISPLAY_GAMMA = 2.2  # the sRGB display's approximate gamma (PNG spec 1.2, section 10.5)
+
+
+def _configure_pillow() -> None:
+    """The limit of MAX_PIXELS_ENV, and HEIC/HEIF through pillow-heif when it is installed."""
+    limit = os.environ.get(MAX_PIXELS_ENV)
+    if limit:
+        Image.MAX_IMAGE_PIXELS = None if limit.lower() in ("0", "none") else int(limit)
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:
+        return
+    register_heif_opener()
+
+
+_configure_pillow()
 
 
 class ImageFileError(ValueError):
@@ -88,8 +107,31 @@ def decode(encoded: bytes, *, channels: int = 3, background=DEFAULT_BACKGROUND) 
             return _pixels(image, channels, fill)
     except ImageFileError:
         raise
+    except Image.DecompressionBombError as e:
+        raise ImageFileError(_too_many_pixels(e)) from None
+    except Image.UnidentifiedImageError:
+        # Pillow's own wording names its in-memory buffer ("<_io.BytesIO object at 0x...>").
+        raise ImageFileError(_unidentified(bytes(encoded[:16]))) from None
     except Exception as e:  # Pillow raises many types for bad files; name the cause
         raise ImageFileError(f"not a readable image ({type(e).__name__}: {e})") from None
+
+
+def _too_many_pixels(error: Exception) -> str:
+    """Our wording of Pillow's DecompressionBombError: size, limit, how to raise the limit."""
+    found = re.search(r"\((\d+) pixels\) exceeds limit of (\d+)", str(error))
+    size = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
+    limit = int(found.group(2)) if found else 2 * (Image.MAX_IMAGE_PIXELS or 0)
+    return (f"{size}, above Pillow's decompression-bomb limit of {limit:,} (twice "
+            f"PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS:,}); if you trust the file, "
+            f"raise the limit: {MAX_PIXELS_ENV}=N in the environment (or set "
+            "PIL.Image.MAX_IMAGE_PIXELS in Python), or downscale the image")
+
+
+def _unidentified(head: bytes) -> str:
+    if head[4:12] in (b"ftypheic", b"ftypheix", b"ftypmif1", b"ftypmsf1", b"ftypheif"):
+        return ("a HEIC/HEIF image, which Pillow reads only with the pillow-heif plugin: "
+                "pip install pillow-heif (jaxvision registers it when installed)")
+    return "not an image file (Pillow recognises no image format in its content)"
 
 
 def from_array(image: np.ndarray, *, channels: int = 3, background=DEFAULT_BACKGROUND

@@ -19,7 +19,7 @@ import os
 
 import numpy as np
 
-from jaxvision.data import bundled, image_file, preprocess
+from jaxvision.data import bundled, image_file, image_listing, preprocess
 from jaxvision.data._tf import tf, tfds
 
 log = logging.getLogger(__name__)
@@ -260,14 +260,6 @@ class FolderIndex:
     skipped: tuple  # (path, reason) of files skipped as corrupt
 
 
-def _class_files(class_dir):
-    out = []
-    for dirpath, dirnames, filenames in os.walk(class_dir):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        out.extend(os.path.join(dirpath, f) for f in sorted(filenames) if not f.startswith("."))
-    return out
-
-
 def _subdirs(path):
     return sorted(
         d
@@ -280,7 +272,8 @@ def _subdirs(path):
 def index_folder(
     root, skip_corrupt, val_fraction, test_fraction, split_seed, _mtime
 ) -> FolderIndex:
-    """Lists and validates (with PIL) every file under root; builds the splits."""
+    """Lists the image files under root (``image_listing.list_images``, the listing predict uses
+    too), validates each with the one decoder and builds the splits."""
     del _mtime  # part of the cache key only
     if not os.path.isdir(root):
         raise DataError(f"image folder {root!r} does not exist (config.data.path)")
@@ -305,7 +298,7 @@ def index_folder(
             cdir = os.path.join(sdir, cname)
             if not os.path.isdir(cdir):
                 continue
-            files = _class_files(cdir)
+            files = image_listing.list_images(cdir)
             good = []
             for f in files:
                 reason = image_file.check(f)

@@ -19,6 +19,8 @@ import optax
 
 from jaxvision.evaluation import metrics as metrics_lib
 
+log = logging.getLogger(__name__)  # jaxvision.*: shown as 'jaxvision: warning: ...'
+
 # T is kept in [1e-2, 1e2]: outside that range the logits are (near-)separable on the fitting
 # split and the optimum runs off to 0 or infinity, which is a fitting artefact, not calibration.
 LOG_T_BOUND = float(np.log(100.0))
@@ -90,13 +92,13 @@ def fit_temperature(logits, labels, mask=None, *, max_iter: int = 100, tol: floa
     log_t, iters, grad = _fit_log_t(logits, labels, mask, max_iter=max_iter, tol=tol)
     log_t = float(log_t)
     if _separable(logits, labels, mask) or abs(log_t) >= LOG_T_BOUND - 1e-6:
-        logging.warning(
+        log.warning(
             "temperature scaling is degenerate here (T=%.3g): the validation logits are "
             "(near-)separable (every example's label is its top class, or T hit its bound "
             "1e-2/1e2), so the NLL falls towards T -> 0 and T is not an optimum; fit it on a "
             "larger validation split.", np.exp(log_t))
     elif abs(float(grad)) > 1e-3:
-        logging.warning("temperature scaling stopped after %d iterations with |grad|=%.2g",
+        log.warning("temperature scaling stopped after %d iterations with |grad|=%.2g",
                         int(iters), float(grad))
     return float(np.exp(log_t))
 

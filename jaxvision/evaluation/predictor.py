@@ -19,29 +19,11 @@ from typing import Any
 import jax
 import numpy as np
 
+from jaxvision.data.image_listing import IMAGE_EXTENSIONS, expand_paths
 from jaxvision.evaluation.evaluator import make_logits_fn
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm",
-                    ".pgm")
-
-
-def expand_paths(paths: Iterable[str]) -> list[str]:
-    """Files as given, folders replaced by their image files (recursively, sorted). Hidden
-    files and folders (``.name``: macOS ``._photo.jpg`` resource forks, ``.git``, ``.cache``)
-    are skipped, as the training image folder skips them."""
-    out: list[str] = []
-    for p in paths:
-        if os.path.isdir(p):
-            found = []
-            for root, dirs, files in os.walk(p):
-                dirs[:] = [d for d in dirs if not d.startswith(".")]
-                found += [os.path.join(root, f) for f in files
-                          if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)]
-            out += sorted(found)
-        else:
-            out.append(p)
-    return out
-
+__all__ = ["IMAGE_EXTENSIONS", "expand_paths", "format_prediction", "predict_files",
+           "predict_images", "read_images", "top_k_from_probs"]
 
 def top_k_from_probs(probs: np.ndarray, k: int, class_names: Sequence[str]
                      ) -> list[list[dict[str, Any]]]:

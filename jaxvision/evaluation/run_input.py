@@ -14,6 +14,7 @@ image shape, class names) is taken here from what the run and the code already k
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from jaxvision import data
@@ -32,15 +33,33 @@ def run_meta(run) -> data.Meta:
     cfg = run.config.data
     names = tuple(getattr(run, "class_names", None) or ())
     shape = tuple(run.image_shape) if getattr(run, "image_shape", None) else (None, None, None)
-    if all(cfg.get(k) is not None for k in SELF_CONTAINED_KEYS):
-        return data.Meta(cfg.name, shape, names)
     if cfg.name in data.bundled.BUILDERS:
         builder = data.bundled.BUILDERS[cfg.name]
         return data.Meta(cfg.name, tuple(builder.SHAPE), names or tuple(builder.CLASS_NAMES))
+    if self_contained(cfg):
+        return data.Meta(cfg.name, shape, names)
     if cfg.name == "image_folder":
         # What data.sources.FolderSource declares: RGB, sizes vary (the folder is not read).
         return data.Meta(cfg.name, (None, None, 3), names)
     return _tfds_meta(cfg, names)
+
+
+def self_contained(cfg) -> bool:
+    """True when ``cfg`` (a run's config.data) sets every key of the evaluation transform."""
+    return all(cfg.get(k) is not None for k in SELF_CONTAINED_KEYS)
+
+
+def native_image_hw(run, meta: data.Meta | None = None) -> tuple[int, int] | None:
+    """(H, W) that every image of ``run``'s dataset has, as the dataset declares it (``meta``:
+    ``run_meta(run)`` when already known); None when sizes vary (image folders) or the run records
+    only its preprocessing (converted runs: ``run.image_shape`` is the model input, not the
+    images')."""
+    meta = meta or run_meta(run)
+    cfg = run.config.data
+    if self_contained(cfg) and cfg.name not in data.bundled.BUILDERS:
+        return None
+    h, w = meta.image_shape[:2]
+    return (int(h), int(w)) if h is not None and w is not None else None
 
 
 def _tfds_meta(cfg, names: tuple) -> data.Meta:
@@ -69,3 +88,18 @@ def resolve_run(run) -> data.Resolved:
     """Concrete image size, channels, mean/std and eval crop of ``run``'s evaluation transform,
     the same values ``data.build(run.config.data, ...)`` would resolve."""
     return preprocess.resolve(run.config.data, run_meta(run))
+
+
+def pin_preprocessing(run) -> None:
+    """Write ``run``'s resolved evaluation transform (``resolve_run``: image size, channels,
+    mean/std, eval crop) into ``run.config.data``, so that evaluating or exporting the run on
+    other data (``--config.data.name/path=...``) feeds the model what it was trained on, not that
+    dataset's defaults (an mnist5k run on a folder of digits would otherwise get ImageNet's
+    mean/std and a 0.875 crop). Keys set afterwards (``--config.data.mean=...``) still win."""
+    r = resolve_run(run)
+    cfg = run.config.data
+    values = {"image_size": r.image_size, "channels": r.channels, "mean": tuple(r.mean),
+              "std": tuple(r.std), "eval_crop_fraction": r.eval_crop_fraction}
+    with cfg.unlocked() if hasattr(cfg, "unlocked") else contextlib.nullcontext():
+        for key, value in values.items():
+            cfg[key] = value

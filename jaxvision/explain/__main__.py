@@ -16,7 +16,6 @@ Logic: ``jaxvision.explain.files.explain_files``.
 from __future__ import annotations
 
 import os
-import sys
 
 from absl import flags
 
@@ -26,9 +25,8 @@ from jaxvision import cli
 # parsed (a flag error would then wait for JAX and show its banners).
 METHODS = ("gradcam", "saliency", "integrated_gradients", "rollout", "token_gradcam")
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Run directory (written by jaxvision.train, convert or "
-                    "compression).")
-flags.DEFINE_string("checkpoint", "latest", "Which checkpoint: 'latest', 'best' or a step number.")
+cli.define_run_flags(batch_size=16, batch_size_help="Images per forward/backward pass.",
+                     json_help="Print one JSON list on stdout (logs go to stderr).")
 flags.DEFINE_enum("method", "gradcam", METHODS, "gradcam (CNNs, hybrids), rollout and "
                   "token_gradcam (ViTs, hybrids), saliency and integrated_gradients (any model).")
 flags.DEFINE_string("layer", None, "Module path Grad-CAM reads, e.g. 'backbone/stage3' (default: "
@@ -38,23 +36,15 @@ flags.DEFINE_string("target", None, "Class index or name to explain (default: th
 flags.DEFINE_integer("ig_steps", 32, "Integrated-gradients steps (Riemann sum).", lower_bound=1)
 flags.DEFINE_float("alpha", 0.45, "Heat-map opacity in the overlay, in [0, 1].", lower_bound=0,
                    upper_bound=1)
-flags.DEFINE_integer("batch_size", 16, "Images per forward/backward pass.", lower_bound=1)
 flags.DEFINE_string("output", None, "Folder for the PNGs (default WORKDIR/explain).")
-flags.DEFINE_bool("json", False, "Print one JSON list on stdout (logs go to stderr).")
-flags.declare_key_flag("verbosity")
 
 
 def main(argv):
-    paths = argv[1:]
-    if FLAGS.workdir is None:
-        raise cli.UsageError("--workdir is required (a run directory)")
-    if not paths:
-        raise cli.UsageError("give at least one image file or folder after the flags")
+    paths = cli.image_arguments(argv)
     from jaxvision import compilation_cache
     from jaxvision.explain.files import explain_files
 
     compilation_cache.enable()
-
     with cli.json_stdout(FLAGS.json) as emit:
         run = cli.open_run(FLAGS.workdir, FLAGS.checkpoint)
         try:
@@ -64,18 +54,14 @@ def main(argv):
                 output=FLAGS.output or os.path.join(FLAGS.workdir, "explain"))
         except ValueError as e:
             cli.fail(str(e))
-        for r in results:
-            if "error" in r:
-                print(f"cannot read {r['file']}: {r['error']}", file=sys.stderr)
+        cli.report_unreadable(results)
         if FLAGS.json:
             emit(results)
     if not FLAGS.json:
         for r in results:
             if "error" not in r:
                 print(f"{r['file']}\t{r['class']}\t{r['prob']:.4f}\t{r['output']}")
-    if not any("output" in r for r in results):
-        cli.fail("none of the given files could be read as an image; give image files or "
-                 "folders holding them")
+    cli.require_one_read(results, "output")
     return 0
 
 

@@ -15,6 +15,7 @@ import numpy as np
 from jaxvision.data import augment, image_file, sources
 from jaxvision.data._tf import tf
 from jaxvision.evaluation.predictor import predict_images
+from jaxvision.evaluation.run_input import resolve_run
 from jaxvision.export.preprocessing import INPUT_CHANNELS
 
 
@@ -45,11 +46,12 @@ def split_pixels(config_data, split: str, input_hw: Sequence[int], limit: int | 
 
 
 def jaxvision_probabilities(run, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """float64 (M, K): ``jaxvision.predict``'s own path (``preprocess_for_eval`` per image, then
-    ``predict_images``) on uint8 RGB images."""
+    """float64 (M, K): ``jaxvision.predict``'s own path (``preprocess_for_eval`` per image with
+    the preprocessing the run directory records, then ``predict_images``) on uint8 RGB images."""
     from jaxvision import data
 
-    x = np.stack([data.preprocess_for_eval(run.config.data, im) for im in images])
+    resolved = resolve_run(run)  # as predict: from the run directory, no dataset opened
+    x = np.stack([data.preprocess_for_eval(run.config.data, im, resolved) for im in images])
     return predict_images(run, x, batch_size=batch_size)
 
 

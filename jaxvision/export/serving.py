@@ -20,8 +20,9 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from jaxvision import data, layers
+from jaxvision import layers
 from jaxvision.data import preprocess
+from jaxvision.evaluation import run_input
 from jaxvision.evaluation.predictor import class_names_of
 from jaxvision.export.preprocessing import FixedSizeTransform, fixed_size_transform
 
@@ -52,9 +53,9 @@ class Servable:
 
     @classmethod
     def from_run(cls, run) -> Servable:
-        meta = data.dataset_meta(run.config.data)
-        h, w = meta.image_shape[:2]
-        resolved = data.resolve_config(run.config.data)
+        # From the run directory alone (no dataset opened): export works offline on any run.
+        meta = run_input.run_meta(run)
+        resolved = preprocess.resolve(run.config.data, meta)
         variables = {k: v for k, v in run.variables.items() if v}
         x = jnp.zeros((1,) + preprocess.eval_output_shape(resolved))
         logits = jax.eval_shape(lambda v: run.model.apply(v, x, train=False), variables)
@@ -63,7 +64,7 @@ class Servable:
             variables=variables,
             class_names=tuple(class_names_of(run, logits.shape[-1])),
             resolved=resolved,
-            native_hw=(int(h), int(w)) if h is not None and w is not None else None,
+            native_hw=run_input.native_image_hw(run, meta),
             model_name=str(run.config.model.name),
             step=int(run.step),
         )

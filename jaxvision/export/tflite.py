@@ -34,6 +34,8 @@ from jaxvision.data._tf import tf
 from jaxvision.export.preprocessing import INPUT_CHANNELS
 from jaxvision.export.serving import ExportError, Servable, portable_convolutions
 
+log = logging.getLogger(__name__)  # jaxvision.*: shown as 'jaxvision: warning: ...'
+
 # How the converter names an op it cannot express (MLIR diagnostics of TF 2.21's converter).
 _UNSUPPORTED = (
     re.compile(r"'([\w.]+)' op is (?:not part of the vhlo support|neither a custom op nor a flex)"),
@@ -61,7 +63,7 @@ def export_tflite(servable: Servable, input_hw: Sequence[int],
         except ExportError as e:
             if batch == batches[-1]:
                 raise
-            logging.warning("%s; exporting with a static batch of 1 instead", e)
+            log.warning("%s; exporting with a static batch of 1 instead", e)
     _check_runs(servable, flatbuffer)
     return flatbuffer
 
@@ -126,6 +128,7 @@ def _unsupported_message(servable: Servable, message: str) -> str:
 # abort the interpreter (SIGABRT) instead of raising, which must not kill the exporting process.
 _SMOKE_TEST = """
 import sys, numpy as np
+
 try:
     from ai_edge_litert.interpreter import Interpreter
 except ImportError:

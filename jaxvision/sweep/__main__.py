@@ -70,7 +70,9 @@ def _parse(argv: list[str]) -> list[str]:
     try:
         rest = flags.FLAGS([a for a in argv if not a.startswith("--config.")])
     except flags.Error as e:
-        _fail(f"{e} (see python -m jaxvision.sweep --help).")
+        from jaxvision import cli
+
+        _fail(cli.flag_error_message(e))
     if len(rest) > 1:
         _fail(f"unexpected arguments {rest[1:]}; flags are --name=value and config overrides "
               "--config.key=value.")

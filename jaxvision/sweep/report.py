@@ -3,7 +3,10 @@
 Files in the sweep directory:
 
   results.csv                   every trial: rank, trial, state, value, parameters, step, seconds,
-                                workdir (rank only for completed trials)
+                                workdir (rank only for completed trials); state 'interrupted'
+                                marks a trial stopped by Ctrl-C/SIGTERM or a dead worker and
+                                queued again (its value is the partial one, the note names the
+                                trial that resumes it); 'fail' a trial that failed by itself
   results.md                    the same as a Markdown table
   optimization_history.png      the metric of each trial and the best so far
   intermediate_values.png       the metric at every evaluation (pruned trials stop early)
@@ -38,6 +41,13 @@ def _last_value(t: optuna.trial.FrozenTrial) -> float:
     return math.nan
 
 
+def _resumed_as(trials) -> dict[int, int]:
+    """{failed trial: the trial that retried it}: Optuna's retry callback (a dead worker's or an
+    interrupted trial, study.retry_callback) records the retried numbers in ``retry_history``."""
+    return {t.system_attrs["retry_history"][-1]: t.number for t in trials
+            if t.system_attrs.get("retry_history")}
+
+
 def rows(study: optuna.Study, metric: str) -> list[dict]:
     """One dict per trial, best first: completed trials by value (the study's direction), then
     pruned ones by their last reported value, then running, queued and failed ones."""
@@ -49,18 +59,24 @@ def rows(study: optuna.Study, metric: str) -> list[dict]:
         return (_STATE_ORDER[t.state], math.isnan(v), sign * v if not math.isnan(v) else 0.0,
                 t.number)
 
+    trials = study.get_trials(deepcopy=False)
+    resumed_as = _resumed_as(trials)
     out, rank = [], 0
-    for t in sorted(study.get_trials(deepcopy=False), key=order):
+    for t in sorted(trials, key=order):
         rank += t.state == TrialState.COMPLETE
         seconds = (t.datetime_complete - t.datetime_start).total_seconds() if (
             t.datetime_complete and t.datetime_start) else math.nan
+        interrupted = t.state == TrialState.FAIL and t.number in resumed_as and (
+            "error" not in t.user_attrs)
         note = ("surplus" if t.user_attrs.get("surplus") else
                 f"same as trial {t.user_attrs['duplicate_of']}" if "duplicate_of" in t.user_attrs
+                else f"stopped before the end (partial value); resumed as trial "
+                     f"{resumed_as[t.number]}" if interrupted
                 else t.user_attrs.get("error", ""))
         out.append({
             "rank": rank if t.state == TrialState.COMPLETE else "",
             "trial": t.number,
-            "state": t.state.name.lower(),
+            "state": "interrupted" if interrupted else t.state.name.lower(),
             f"val/{metric}": _last_value(t),
             **{k: t.params.get(k, "") for k in keys},
             "step": t.user_attrs.get("step", max(t.intermediate_values, default="")),

@@ -76,7 +76,7 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
         jax.distributed.initialize()
     else:
         return False
-    log.warning("jax.distributed: process %d of %d, %d local / %d global devices",
+    log.info("jax.distributed: process %d of %d, %d local / %d global devices",
                 jax.process_index(), jax.process_count(), jax.local_device_count(),
                 jax.device_count())
     return jax.process_count() > 1

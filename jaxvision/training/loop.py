@@ -460,7 +460,7 @@ def _restore(job: _Job, restart_from_scratch: bool) -> None:
         job.state, job.start_step = state.replace(tx=job.tx), step
         job.es = meta.get("early_stopping", job.es)
         if job.chief:
-            log.warning("Resuming from %s (step %d of %d).", job.store.step_path(step), step,
+            log.info("Resuming from %s (step %d of %d).", job.store.step_path(step), step,
                         job.total_steps)
     if job.on_device is None and job.start_step != job.train_data_start:
         job.train_data = _train_data(job.config, job.build_data, job.start_step)
@@ -529,7 +529,7 @@ def _init_from(job: _Job) -> None:
     job.reinitialized = reinit_p + reinit_b
     job.state = _fresh_state(config, variables, job.tx, job.state.rng)
     if job.chief:
-        log.warning(
+        log.info(
             "init_from %s (model %s, step %s): %d tensors loaded, re-initialized %d: %s",
             config.init_from, pre_meta.get("model"), pre_meta.get("step"),
             len(jax.tree.leaves(variables["params"])) - len(reinit_p), len(job.reinitialized),
@@ -678,7 +678,7 @@ def _run(job: _Job, signals: preemption.StopSignals, on_evaluate: OnEvaluate | N
                 early = _early_stopping(config, job.es, eval_res)
                 if early:
                     if job.chief:
-                        log.warning("Early stopping at step %d: %s", step, early)
+                        log.info("Early stopping at step %d: %s", step, early)
                     final["early_stopped"] = True
                 stop = "early_stopping" if early else asked
             stop = stop or signals.agreed(step)

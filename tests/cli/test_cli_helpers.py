@@ -72,3 +72,40 @@ def test_banner_filter_keeps_warnings(capfd):
         os.write(2, b"W0000 real warning\n")
     err = capfd.readouterr().err
     assert err == "W0000 real warning\n"
+
+
+def test_routine_logs_are_clean_info_lines_and_process_0s_only():
+    import logging as py_logging
+
+    from absl import logging as absl_logging
+
+    from jaxvision import cli
+
+    logger, root = py_logging.getLogger("jaxvision"), py_logging.getLogger()
+    levels = logger.level, root.level
+    try:
+        cli.quiet_logging()
+        formatter = absl_logging.get_absl_handler().python_handler.formatter
+        assert isinstance(formatter, cli.LogFormatter)
+
+        def shown(name, level, message):
+            record = py_logging.LogRecord(name, level, "loop.py", 12, message, (), None)
+            if not py_logging.getLogger(name).isEnabledFor(level):
+                return None
+            return formatter.format(record)
+
+        assert shown("jaxvision.train", py_logging.INFO, "Resuming from x") == (
+            "jaxvision: Resuming from x")
+        assert shown("jaxvision.train", py_logging.WARNING, "low disk") == (
+            "jaxvision: warning: low disk")
+        assert shown("absl", py_logging.INFO, "tfds chatter") is None  # other libraries: quiet
+        other = shown("absl", py_logging.WARNING, "tfds warning")
+        assert other.startswith("W") and "loop.py:12] tfds warning" in other  # absl's format
+        cli.show_routine_logs(1, 2)
+        assert shown("jaxvision.train", py_logging.INFO, "Resuming from x") is None
+        assert shown("jaxvision.train", py_logging.WARNING, "low disk") == (
+            "jaxvision[1]: warning: low disk")
+    finally:
+        formatter.process = None
+        logger.setLevel(levels[0])
+        root.setLevel(levels[1])

@@ -108,3 +108,29 @@ def test_evaluate_without_data_says_how_to_give_it(converted):
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "--config.data.path=FOLDER" in proc.stderr
+
+
+def test_export_offline(converted, tmp_path):
+    """stablehlo (no TensorFlow converter: the cheapest format for a ResNet) with the network
+    cut; the exported model on the files' uint8 pixels equals the converted model on the
+    evaluation pipeline's batch of the same files."""
+    from jaxvision import data, export
+    from jaxvision.training import checkpoints
+
+    run_dir, folder, root = converted["run"], converted["folder"], converted["root"]
+    out = str(tmp_path / "r18.stablehlo")
+    proc = run_command("jaxvision.export", f"--workdir={run_dir}", "--format=stablehlo",
+                       f"--output={out}", "--input_size=48", "--json", offline_dir=root)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout)
+    assert summary["format"] == "stablehlo" and summary["bytes"] == os.path.getsize(out)
+    run = checkpoints.load_run(run_dir)
+    cfg = run.config.data
+    with cfg.unlocked():
+        cfg.path = folder
+    (batch,) = list(data.build(cfg, "test", global_batch_size=6, train=False))
+    want = np.asarray(jax.nn.softmax(run.model.apply(run.variables, batch["image"], train=False)))
+    files = [os.path.join(folder, c, f"{i}.png") for c in CLASSES for i in range(2)]
+    pixels = np.stack([data.load_image(f) for f in files])  # 48x48, the --input_size
+    got = export.load_exported("stablehlo", out)(pixels)
+    np.testing.assert_allclose(got, want, atol=1e-4)

@@ -1,4 +1,5 @@
-"""End to end: train a tiny LeNet-5 on mnist5k, then `python -m jaxvision.evaluate/predict --json`."""
+"""End to end: the default job's run (tests/conftest.py), then `python -m jaxvision.evaluate/predict
+--json`."""
 
 import json
 import os
@@ -17,24 +18,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    from jaxvision.training import loop
-
-    sys.path.insert(0, os.path.join(REPO, "configs"))
-    try:
-        import mnist5k_lenet
-    finally:
-        sys.path.pop(0)
-    config = mnist5k_lenet.get_config()
-    with config.unlocked():
-        config.total_steps = 30
-        config.batch_size = 64
-        config.eval_every_steps = 30
-        config.checkpoint_every_steps = 30
-        config.progress_bar = False
-    path = str(tmp_path_factory.mktemp("run"))
-    loop.train_and_evaluate(config, path)
-    return path
+def workdir(default_job):
+    return default_job["workdir"]
 
 
 def run_cli(module, *args):
@@ -58,8 +43,9 @@ def test_evaluate_and_predict_json(workdir, tmp_path):
     from jaxvision import data
     from jaxvision.training import checkpoints
 
+    out_dir = str(tmp_path / "eval")  # the shared run stays read-only
     proc = run_cli("jaxvision.evaluate", f"--workdir={workdir}", "--json", "--calibrate",
-                   "--batch_size=96")
+                   "--batch_size=96", f"--output={out_dir}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout)  # stdout holds the JSON object and nothing else
 
@@ -71,7 +57,7 @@ def test_evaluate_and_predict_json(workdir, tmp_path):
                 "f1_macro", "auc_macro", "balanced_accuracy", "precision", "recall", "f1",
                 "confusion_matrix"):
         assert key in result, key
-    assert result["num_examples"] == len(y) == 500 and result["step"] == 30
+    assert result["num_examples"] == len(y) == 500 and result["step"] == run.step
     expected = {
         "top1": skm.accuracy_score(y, pred),
         "top5": skm.top_k_accuracy_score(y, p, k=5),
@@ -86,7 +72,6 @@ def test_evaluate_and_predict_json(workdir, tmp_path):
     cal = result["calibration"]
     assert cal["fit_split"] == "validation" and cal["temperature"] > 0
     assert cal["after"]["top1"] == result["top1"] and cal["val_nll_after"] <= cal["val_nll_before"]
-    out_dir = os.path.join(workdir, "eval", "test")
     assert os.path.exists(os.path.join(out_dir, "metrics.json"))
     assert os.path.getsize(os.path.join(out_dir, "reliability_diagram.png")) > 1000
 

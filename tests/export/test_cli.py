@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.export.conftest import REPO
+from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
 

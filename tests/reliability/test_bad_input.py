@@ -19,7 +19,7 @@ CASES = {
                                    "larger than the 4000 training examples"),
     "unknown model": (["--config.model.name=resnet9000"], "is not a registered model"),
     "zero steps": (["--config.total_steps=0"], "total_steps must be >= 1"),
-    "unknown flag": (["--workdirr=/tmp/x"], "Unknown command line flag 'workdirr'"),
+    "unknown flag": (["--workdirr=/tmp/x"], "Unknown flag --workdirr. Did you mean --workdir?"),
     "value of the wrong type": (["--config.batch_size=abc"], "batch_size"),
     "unknown config key": (["--config.optimizer.nme=adamw"], "Did you mean --config.optimizer.name"),
     "unknown dataset": (["--config.data.name=no_such_dataset"], "Unknown dataset 'no_such_dataset'"),

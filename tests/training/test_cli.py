@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
+from jaxvision import cli
 from jaxvision import config as config_lib
-from jaxvision import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RECIPES = ["mnist5k_lenet", "image_folder", "cifar10_resnet18", "imagenet_resnet50",
@@ -58,7 +58,7 @@ def test_unknown_override_suggests_close_match(capsys):
     argv = ["train", "--config", os.path.join(REPO, "configs/mnist5k_lenet.py"), "--workdir", "x",
             "--config.optimizer.nme=adamw"]
     with pytest.raises(SystemExit) as e:
-        train._check_overrides(argv)
+        cli.check_recipe_overrides(argv)
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert "Unknown config key 'optimizer.nme'" in err and "--config.optimizer.name" in err

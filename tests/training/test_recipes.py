@@ -30,8 +30,8 @@ from absl import flags
 from flax import traverse_util
 from ml_collections import config_flags
 
+from jaxvision import cli, models
 from jaxvision import config as config_lib
-from jaxvision import models, train
 from jaxvision.training import checkpoints, loop, optimizers
 from tests.training import mock_train
 
@@ -47,7 +47,7 @@ RECIPES = [r for r in RECIPES if os.path.exists(os.path.join(REPO, "configs", f"
 def load_recipe(name: str, *overrides: str):
     """The recipe as the CLI builds it: config_flags file flag, locked, ``--config.k=v``."""
     argv = ["train", f"--config={os.path.join(REPO, 'configs', name + '.py')}", *overrides]
-    train._check_overrides(argv)  # the CLI's unknown-key check (exits on a typo)
+    cli.check_recipe_overrides(argv)  # the CLI's unknown-key check (exits on a typo)
     fv = flags.FlagValues()
     config_flags.DEFINE_config_file("config", None, "recipe", flag_values=fv, lock_config=True,
                                     sys_argv=argv)  # config_flags reads overrides from sys_argv
