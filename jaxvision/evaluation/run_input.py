@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 
 from jaxvision import data
-from jaxvision.data import preprocess
+from jaxvision.data import bundled_info, preprocess
 
 # Keys of config.data that, once all set, fix the evaluation transform without the dataset.
 SELF_CONTAINED_KEYS = ("image_size", "channels", "mean", "std", "eval_crop_fraction")
@@ -34,9 +34,9 @@ def run_meta(run) -> data.Meta:
     shape = tuple(run.image_shape) if getattr(run, "image_shape", None) else (None, None, None)
     if all(cfg.get(k) is not None for k in SELF_CONTAINED_KEYS):
         return data.Meta(cfg.name, shape, names)
-    if cfg.name in data.bundled.BUILDERS:
-        builder = data.bundled.BUILDERS[cfg.name]
-        return data.Meta(cfg.name, tuple(builder.SHAPE), names or tuple(builder.CLASS_NAMES))
+    if cfg.name in bundled_info.SHAPES:  # declared without importing TensorFlow
+        return data.Meta(cfg.name, bundled_info.SHAPES[cfg.name],
+                         names or bundled_info.CLASS_NAMES[cfg.name])
     if cfg.name == "image_folder":
         # What data.sources.FolderSource declares: RGB, sizes vary (the folder is not read).
         return data.Meta(cfg.name, (None, None, 3), names)
