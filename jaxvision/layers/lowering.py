@@ -26,6 +26,12 @@ space-to-depth followed by a pointwise convolution.
   recomputation costs up to 10x the product itself; picking the narrow side cut the ResNet-50 step
   from 4.8 s to 3.9 s at batch 16.
 
+**Dense bf16 k x k convolutions** (``jaxvision.layers.tap_conv``): per pass (forward, input
+gradient, weight gradient), XLA's convolution (which XLA:CPU upcasts to float32) or per-tap
+bf16 x bf16 -> float32 matmuls, whichever a cost model fitted to a measured table predicts faster
+for the shape (``jaxvision.layers.conv_cost``): per-tap matmuls on many-channel small maps, XLA's
+convolution on large maps and the 7x7 stem. Float32 k x k convolutions stay XLA's.
+
 bf16/fp16 products accumulate in float32 (the form XLA:CPU runs on the AMX bf16 units; GPUs
 accumulate in float32 anyway). The choice is made at trace time: ``conv_impl()`` is 'cpu' on
 the CPU backend and 'xla' elsewhere, unless set by ``set_conv_impl`` or the environment variable
