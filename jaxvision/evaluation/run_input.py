@@ -18,7 +18,7 @@ import contextlib
 import logging
 
 from jaxvision import data
-from jaxvision.data import preprocess
+from jaxvision.data import bundled_info, preprocess
 
 # Keys of config.data that, once all set, fix the evaluation transform without the dataset.
 SELF_CONTAINED_KEYS = ("image_size", "channels", "mean", "std", "eval_crop_fraction")
@@ -33,9 +33,9 @@ def run_meta(run) -> data.Meta:
     cfg = run.config.data
     names = tuple(getattr(run, "class_names", None) or ())
     shape = tuple(run.image_shape) if getattr(run, "image_shape", None) else (None, None, None)
-    if cfg.name in data.bundled.BUILDERS:
-        builder = data.bundled.BUILDERS[cfg.name]
-        return data.Meta(cfg.name, tuple(builder.SHAPE), names or tuple(builder.CLASS_NAMES))
+    if cfg.name in bundled_info.SHAPES:  # declared without importing TensorFlow
+        return data.Meta(cfg.name, bundled_info.SHAPES[cfg.name],
+                         names or bundled_info.CLASS_NAMES[cfg.name])
     if self_contained(cfg):
         return data.Meta(cfg.name, shape, names)
     if cfg.name == "image_folder":
@@ -56,7 +56,7 @@ def native_image_hw(run, meta: data.Meta | None = None) -> tuple[int, int] | Non
     images')."""
     meta = meta or run_meta(run)
     cfg = run.config.data
-    if self_contained(cfg) and cfg.name not in data.bundled.BUILDERS:
+    if self_contained(cfg) and cfg.name not in bundled_info.SHAPES:
         return None
     h, w = meta.image_shape[:2]
     return (int(h), int(w)) if h is not None and w is not None else None

@@ -26,6 +26,12 @@ space-to-depth followed by a pointwise convolution.
   recomputation costs up to 10x the product itself; picking the narrow side cut the ResNet-50 step
   from 4.8 s to 3.9 s at batch 16.
 
+**Dense bf16 k x k convolutions** (``jaxvision.layers.tap_conv``): per pass (forward, input
+gradient, weight gradient), XLA's convolution (which XLA:CPU upcasts to float32) or per-tap
+bf16 x bf16 -> float32 matmuls, whichever a cost model fitted to a measured table predicts faster
+for the shape (``jaxvision.layers.conv_cost``): per-tap matmuls on many-channel small maps, XLA's
+convolution on large maps and the 7x7 stem. Float32 k x k convolutions stay XLA's.
+
 bf16/fp16 products accumulate in float32 (the form XLA:CPU runs on the AMX bf16 units; GPUs
 accumulate in float32 anyway). The choice is made at trace time: ``conv_impl()`` is 'cpu' on
 the CPU backend and 'xla' elsewhere, unless set by ``set_conv_impl`` or the environment variable
@@ -167,13 +173,13 @@ def _shifted_products(xp, w, strides, dilation, out_hw):
     return y
 
 
-def _pad(x, pads, interior=(0, 0)):
+def pad_hw(x, pads, interior=(0, 0)):
     """Pad (or crop, for negative amounts) the two spatial axes of an NHWC array."""
     cfg = [(0, 0, 0), (*pads[0], interior[0]), (*pads[1], interior[1]), (0, 0, 0)]
     return lax.pad(x, jnp.zeros((), x.dtype), cfg)
 
 
-def _depthwise_out_hw(x_hw, kernel_hw, strides, dilation, pads):
+def conv_out_hw(x_hw, kernel_hw, strides, dilation, pads):
     return tuple(
         (n + lo + hi - (k - 1) * d - 1) // s + 1
         for n, k, s, d, (lo, hi) in zip(x_hw, kernel_hw, strides, dilation, pads, strict=True)
@@ -187,26 +193,26 @@ def _depthwise(x, w, strides, dilation, pads):
 
 
 def _depthwise_fwd(x, w, strides, dilation, pads):
-    out_hw = _depthwise_out_hw(x.shape[1:3], w.shape[:2], strides, dilation, pads)
+    out_hw = conv_out_hw(x.shape[1:3], w.shape[:2], strides, dilation, pads)
     # Only x and w are kept for the backward pass (autodiff would keep every shifted copy).
-    return _shifted_products(_pad(x, pads), w, strides, dilation, out_hw), (x, w)
+    return _shifted_products(pad_hw(x, pads), w, strides, dilation, out_hw), (x, w)
 
 
 def _depthwise_bwd(strides, dilation, pads, res, dy):
     x, w = res
     kh, kw, _ = w.shape
     dy = dy.astype(w.dtype)
-    xp = _pad(x, pads)
+    xp = pad_hw(x, pads)
     hp, wp = xp.shape[1:3]
     ho, wo = dy.shape[1:3]
     # dx: the strided products spread dy back over the padded input; that is dy dilated by the
     # strides, correlated with the flipped kernel, then cropped to the unpadded input.
     reach = [(k - 1) * d for k, d in zip((kh, kw), dilation, strict=True)]
-    dyd = _pad(dy, [(reach[0], hp - (ho - 1) * strides[0] - 1),
+    dyd = pad_hw(dy, [(reach[0], hp - (ho - 1) * strides[0] - 1),
                     (reach[1], wp - (wo - 1) * strides[1] - 1)],
                interior=(strides[0] - 1, strides[1] - 1))
     dxp = _shifted_products(dyd, w[::-1, ::-1], (1, 1), dilation, (hp, wp))
-    dx = _pad(dxp, [(-lo, -hi) for lo, hi in pads])
+    dx = pad_hw(dxp, [(-lo, -hi) for lo, hi in pads])
     # dw: per tap, the sum over N, Ho, Wo of the shifted input times dy. One tap per scan step:
     # XLA:CPU materializes each shifted copy for its reduction, and unrolled they would all be
     # live at once (k * k copies of the input: 7x the temporary memory of EfficientNet-B0).

@@ -99,3 +99,25 @@ def test_evaluate_and_predict_json(workdir, tmp_path):
 
     proc = run_cli("jaxvision.predict", f"--workdir={workdir}", str(bad))
     assert proc.returncode != 0 and "bad.jpg" in proc.stderr
+
+
+def test_predict_imports_no_tensorflow_plots_or_sweeps(workdir, tmp_path):
+    # predict of a bundled-dataset run decodes with Pillow and transforms in NumPy (bit for bit
+    # the pipeline's), so it never pays for TensorFlow/TFDS (3-5 CPU s), matplotlib, sklearn
+    # (TF's keras imports it) or Optuna. Checked in the real command's own interpreter.
+    from jaxvision.data import bundled
+
+    image = str(tmp_path / "digit.png")
+    Image.fromarray(bundled.Mnist5k(data_dir=None)._load()[0][7, :, :, 0]).save(image)
+    heavy = ("tensorflow", "tensorflow_datasets", "matplotlib", "sklearn", "optuna", "torch")
+    code = ("import runpy, sys\n"
+            f"sys.argv = ['jaxvision.predict', '--workdir={workdir}', '--json', {image!r}]\n"
+            "try:\n    runpy.run_module('jaxvision.predict', run_name='__main__', alter_sys=True)\n"
+            "except SystemExit as e:\n    assert not e.code, e.code\n"
+            f"print('LOADED', [m for m in {heavy!r} if m in sys.modules])\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    *answer, loaded = proc.stdout.strip().splitlines()
+    assert loaded == "LOADED []", proc.stdout
+    assert json.loads("\n".join(answer))[0]["top_k"]

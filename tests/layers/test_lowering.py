@@ -126,3 +126,31 @@ def test_patchify_matches_xla(size, patch, padding, dtype, rtol):
     x = jnp.asarray(rng.normal(size=(2, size, size, 3)), dtype)
     w = jnp.asarray(rng.normal(size=(patch, patch, 3, 5)), dtype)
     _check_against_xla(x, w, rtol, strides=(patch, patch), padding=padding)
+
+
+@pytest.mark.parametrize(
+    "lowering,k,stride,dilation,padding,size,cin,cout",
+    [("taps", 3, 1, 1, "SAME", 6, 4, 5), ("taps", 3, 2, 1, "SAME", 7, 3, 4),
+     ("taps", 5, 1, 2, "SAME", 9, 3, 2), ("taps", 7, 2, 1, [(3, 3), (3, 3)], 10, 3, 4),
+     ("taps", 3, 1, 1, [(0, 2), (1, 0)], 6, 2, 3), ("taps", 2, 1, 1, "VALID", 5, 3, 3),
+     ("xla", 3, 2, 1, "SAME", 8, 4, 4)],
+)
+def test_bf16_kxk_taps_match_xla(lowering, k, stride, dilation, padding, size, cin, cout):
+    # Dense bf16 k x k convolutions: each pass as per-tap matmuls (or, forced, XLA's conv inside
+    # the same custom VJP) gives XLA's convolution's values and gradients.
+    from jaxvision.layers.conv_cost import forced_choice
+
+    rng = np.random.default_rng(k * 10 + stride)
+    x = jnp.asarray(rng.normal(size=(2, size, size + 1, cin)), jnp.bfloat16)
+    w = jnp.asarray(rng.normal(size=(k, k, cin, cout)), jnp.bfloat16)
+    with forced_choice(lowering):
+        jaxpr = str(jax.make_jaxpr(lambda x, w: conv2d(x, w, padding=padding, impl="cpu"))(x, w))
+        assert ("conv_general_dilated" in jaxpr) == (lowering == "xla")
+        _check_against_xla(x, w, 3e-2, strides=(stride, stride), padding=padding,
+                           dilation=(dilation, dilation))
+
+
+def test_float32_kxk_stays_on_xla():
+    # The per-tap form only pays with bf16 products; float32 k x k convolutions keep XLA's.
+    x, w = jnp.ones((1, 6, 6, 3)), jnp.ones((3, 3, 3, 4))
+    assert "conv_general_dilated" in str(jax.make_jaxpr(lambda x, w: conv2d(x, w, impl="cpu"))(x, w))
