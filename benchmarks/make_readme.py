@@ -170,11 +170,15 @@ def remat_section(results):
 
     rows = r["rows"]
     return ("## Rematerialization (`benchmarks/remat.py`)\n\n"
-            f"`config.remat` per policy: the compiled train step's temporaries (where the "
-            f"activations kept for the backward pass live) and peak memory from "
-            f"`memory_analysis()`, and the median step time; float32, batch {rows[0]['batch']}, "
-            f"{rows[0]['res']} px, one device (load {_g((r.get('loadavg') or [None])[0], '.1f')} "
-            "at the end: step times are noisy, the memory columns are not).\n\n"
+            f"`config.remat` per policy, float32, batch {rows[0]['batch']}, {rows[0]['res']} px, "
+            "one device. `saved` = what the forward pass keeps for the backward pass (the "
+            "residuals of `jax.vjp`, sized abstractly: the same on every backend); `temp` / "
+            "`peak` = the compiled train step's `memory_analysis()`. On XLA:CPU the smaller "
+            "residuals did not become smaller temporaries (its buffer assignment grew by ~10% "
+            "with remat); measure `temp` on the accelerator you train on. Step times were taken "
+            "with the 2-core machine shared (load "
+            f"{_g((r.get('loadavg') or [None])[0], '.1f')} at the end, above 20 during the run): "
+            "they are noise, the memory columns are not.\n\n"
             + remat.table(rows) + "\n")
 
 

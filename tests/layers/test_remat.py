@@ -81,6 +81,16 @@ def test_remat_keeps_the_parameter_tree(name):
         assert got == ref
 
 
+@pytest.mark.parametrize("name", ["vit_ti16", "resnet18"])
+def test_remat_keeps_less_for_the_backward_pass(name):
+    """What the forward pass saves for the backward pass (abstract residual sizes, the same on
+    every backend): 'full' keeps only block inputs, 'dots_saveable' adds matmul/conv outputs."""
+    from benchmarks.remat import saved_bytes
+
+    size = {p: saved_bytes(name, p, batch=2, res=32, **TINY[name]) for p in REMAT_POLICIES}
+    assert size["full"] < size["dots_saveable"] < size["none"]
+
+
 def test_policy_names():
     assert REMAT_POLICIES == ("none", "full", "dots_saveable")
     assert (remat_policy_name(True), remat_policy_name(False)) == ("full", "none")
