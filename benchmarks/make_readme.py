@@ -223,7 +223,11 @@ def startup_section(results):
                 "with a cold compilation cache, its phases with the cache the first run filled. "
                 "`dataset` counts only the hooked functions (data.pipeline.build as reached through "
                 "the lazy package is not hooked, its time is in imports/work). The machine was "
-                "shared (load 20-29 on 2 cores): compare CPU seconds.\n",
+                "shared (load 20-29 on 2 cores): compare CPU seconds. `s4 before` / `s4 after` "
+                "(fourth session: TensorFlow imported on first use, bundled-dataset metadata and "
+                "the evaluation transform without it): `--commands predict,evaluate --warm` (each "
+                "command run once untimed first, so the compilation cache is warm) on one "
+                "100-step default-job run, before = main at 040f9a1, load 21-25.\n",
                 startup.table(r) + "\n"]
     t = results.get("time_to_result.json")
     if t:

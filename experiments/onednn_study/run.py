@@ -36,7 +36,7 @@ def measure(model: str, setting: str, batch: int, steps: int) -> dict:
                str(batch), "--steps", str(steps), "--warmup", "1", "--no-infer", "--no-probe",
                "--out", out]
         if SETTINGS[setting]:
-            cmd += ["--xla-flags", SETTINGS[setting]]
+            cmd.append(f"--xla-flags={SETTINGS[setting]}")  # '=': the value starts with '--'
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             return {"model": model, "setting": setting, "error": proc.stderr[-800:]}

@@ -33,6 +33,9 @@ def _import_tfds():
     return tensorflow_datasets
 
 
+_MODULE_DUNDERS = ("__version__", "__file__", "__path__", "__all__")
+
+
 class _OnFirstUse(types.ModuleType):
     """A module stand-in: the first attribute read imports the module and reads from it."""
 
@@ -47,7 +50,7 @@ class _OnFirstUse(types.ModuleType):
         return self._loaded
 
     def __getattr__(self, attr: str):
-        if attr.startswith("__") and attr.endswith("__"):
+        if attr.startswith("__") and attr.endswith("__") and attr not in _MODULE_DUNDERS:
             raise AttributeError(attr)  # copy / pickle / inspect probes: not a reason to import
         return getattr(self._module(), attr)
 

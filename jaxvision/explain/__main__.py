@@ -66,4 +66,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(main, tensorflow=False)  # files are decoded by Pillow; no dataset is opened

@@ -130,9 +130,8 @@ def test_patchify_matches_xla(size, patch, padding, dtype, rtol):
 
 @pytest.mark.parametrize(
     "lowering,k,stride,dilation,padding,size,cin,cout",
-    [("taps", 3, 1, 1, "SAME", 6, 4, 5), ("taps", 3, 2, 1, "SAME", 7, 3, 4),
-     ("taps", 5, 1, 2, "SAME", 9, 3, 2), ("taps", 7, 2, 1, [(3, 3), (3, 3)], 10, 3, 4),
-     ("taps", 3, 1, 1, [(0, 2), (1, 0)], 6, 2, 3), ("taps", 2, 1, 1, "VALID", 5, 3, 3),
+    [("taps", 5, 1, 2, "SAME", 9, 3, 2),
+     ("taps", 7, 2, 1, [(3, 3), (3, 3)], 8, 3, 2), ("taps", 3, 1, 1, [(0, 2), (1, 0)], 6, 2, 3),
      ("xla", 3, 2, 1, "SAME", 8, 4, 4)],
 )
 def test_bf16_kxk_taps_match_xla(lowering, k, stride, dilation, padding, size, cin, cout):
