@@ -89,14 +89,14 @@ def test_load_run_latest_skips_each_kind_of_damage_without_a_traceback(reference
         shutil.copytree(reference_run, copies[kind])
         DAMAGE[kind](os.path.join(copies[kind], "checkpoints", "30"))
     result = subprocess.run([sys.executable, "-c", _LOAD_EACH, *copies.values()], env=harness.env(),
-                            capture_output=True, text=True, timeout=300, cwd=harness.REPO)
+                            capture_output=True, text=True, timeout=harness.TIMEOUT_S, cwd=harness.REPO)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in result.stderr and "Event loop" not in result.stderr, result.stderr
     loaded = json.loads(result.stdout.splitlines()[-1])
     for kind, wd in copies.items():
         latest, explicit = loaded[wd]
         assert latest == 20, kind
-        assert "damaged" in explicit and "checkpoints/30" in explicit, (kind, explicit)
+        assert "damaged: 30 (" in explicit, (kind, explicit)
         skipped = [x for x in result.stderr.splitlines() if f"skipping {wd}/checkpoints/" in x]
         assert len(skipped) == 2 and all(f"{wd}/checkpoints/30:" in x for x in skipped), kind
 
