@@ -44,10 +44,15 @@ class UsageError(ValueError):
     """Bad command-line input: printed as ``error: <message>``, exit status 2."""
 
 
-def fail(message: str) -> None:
-    """Print ``error: message`` (one line) on stderr and exit with status 2."""
+def fail(message: str, status: int = USAGE_EXIT) -> None:
+    """Print ``error: message`` (one line) on stderr and exit with ``status`` (2: bad input).
+
+    The line is the command's last word: the compilation cache's exit summary is dropped."""
+    cache = sys.modules.get("jaxvision.compilation_cache")
+    if cache is not None:
+        cache.skip_report()
     print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
-    sys.exit(USAGE_EXIT)
+    sys.exit(status)
 
 
 def verbosity_requested(argv: Sequence[str]) -> bool:

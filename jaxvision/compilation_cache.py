@@ -132,6 +132,11 @@ def _on_duration(event: str, duration: float, **_) -> None:
         _counts[key] += max(0.0, float(duration))
 
 
+def skip_report() -> None:
+    """No summary at exit (a command ending on an ``error:`` line, which must stay the last)."""
+    _state["skip_report"] = True
+
+
 def _report() -> None:
-    if _state["directory"] is not None:
+    if _state["directory"] is not None and not _state.get("skip_report"):
         log.info("%s", summary())

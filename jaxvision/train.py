@@ -35,8 +35,9 @@ _RESTART = flags.DEFINE_bool(
 
 
 def _fail(message: str, status: int = 2) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(status)
+    from jaxvision import cli
+
+    cli.fail(message, status)
 
 
 def main(argv, overrides=()) -> None:

@@ -60,8 +60,9 @@ _JSON = flags.DEFINE_bool("json", False, "Print one JSON document (best trial, c
 
 
 def _fail(message: str, status: int = 2) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(status)
+    from jaxvision import cli
+
+    cli.fail(message, status)
 
 
 def _parse(argv: list[str]) -> list[str]:
