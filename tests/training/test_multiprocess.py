@@ -9,7 +9,6 @@ part of every global batch), 127.0.0.1 only, every process bounded by a timeout.
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import numpy as np
 import pytest
 
 from jaxvision.training import checkpoints
+from tests.reliability.harness import free_port_pair
 from tests.training import fakes
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -81,19 +81,18 @@ def test_kill9_then_resume_gives_identical_parameters(tmp_path):
     chex.assert_trees_all_equal(v_ref, v_res)
 
 
-def _free_port():
-    """A free port P whose successor is free too (P+1 serves jaxvision's roll call)."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        try:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", port + 1))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError("no free port pair on 127.0.0.1")
+def finish(procs):
+    """Waits for every process (killing the rest on a timeout); each must print FINISHED and exit
+    0. Returns their (stdout, stderr) pairs."""
+    try:
+        outs = [p.communicate(timeout=TIMEOUT) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, (o, e) in zip(procs, outs, strict=True):
+        assert p.returncode == 0 and "FINISHED" in o, e[-3000:]
+    return outs
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +113,7 @@ def _metrics(workdir):
 @pytest.mark.slow
 def test_two_processes_match_one_process(tmp_path, digits_dir):
     one, two = str(tmp_path / "one"), str(tmp_path / "two")
-    addr = f"127.0.0.1:{_free_port()}"
+    addr = f"127.0.0.1:{free_port_pair()}"
     args = ("--steps", "6", "--ckpt_every", "6", "--digits", digits_dir)
     # The one-process reference runs at the same time as the pair (start-up dominates the time).
     procs = [
@@ -124,14 +123,7 @@ def test_two_processes_match_one_process(tmp_path, digits_dir):
         for i in range(2)
     ] + [subprocess.Popen(_cmd(one, *args), cwd=REPO, env=_env(4), stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True)]
-    try:
-        outs = [p.communicate(timeout=TIMEOUT) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    for p, (o, e) in zip(procs, outs, strict=True):
-        assert p.returncode == 0 and "FINISHED" in o, e[-3000:]
+    outs = finish(procs)
     assert "process 1 of 2, 2 local / 4 global devices" in outs[1][1]
     (s1, v1), (s2, v2) = _variables(one), _variables(two)
     assert s1 == s2 == 6

@@ -172,16 +172,6 @@ def test_roll_call_joins_and_names_the_missing(unused_port_pair):
 
 @pytest.fixture
 def unused_port_pair():
-    import socket
+    from tests.reliability.harness import free_port_pair
 
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        try:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", port + 1))
-            return port
-        except OSError:
-            continue
-    pytest.skip("no free port pair")
+    return free_port_pair()

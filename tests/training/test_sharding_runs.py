@@ -18,24 +18,13 @@ import numpy as np
 import pytest
 
 from jaxvision.training import checkpoints, loop
+from tests.reliability.harness import free_port_pair
 from tests.training import fakes
-from tests.training.test_multiprocess import TIMEOUT, _cmd, _env, _free_port
+from tests.training.test_multiprocess import TIMEOUT, _cmd, _env, finish
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STEPS, EVERY = 4, 2
 ARGS = ("--vit", "--steps", str(STEPS), "--ckpt_every", str(EVERY))
-
-
-def _finish(procs):
-    try:
-        outs = [p.communicate(timeout=TIMEOUT) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    for p, (o, e) in zip(procs, outs, strict=True):
-        assert p.returncode == 0 and "FINISHED" in o, e[-3000:]
-    return outs
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +32,7 @@ def runs(tmp_path_factory):
     """{'one': 1 process x 8 devices, 'two': 2 processes x 4 devices}, both mesh fsdp=8."""
     root = tmp_path_factory.mktemp("fsdp_runs")
     one, two = str(root / "one"), str(root / "two")
-    addr = f"127.0.0.1:{_free_port()}"
+    addr = f"127.0.0.1:{free_port_pair()}"
     mesh = ("--mesh", "fsdp=8")
     procs = [subprocess.Popen(
         _cmd(two, *ARGS, *mesh, "--coordinator", addr, "--num_processes", "2", "--process_id",
@@ -51,7 +40,7 @@ def runs(tmp_path_factory):
         text=True) for i in range(2)]
     procs.append(subprocess.Popen(_cmd(one, *ARGS, *mesh), cwd=REPO, env=_env(8),
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    outs = _finish(procs)
+    outs = finish(procs)
     assert "process 1 of 2, 4 local / 8 global devices" in outs[1][1]
     return {"one": one, "two": two}
 
