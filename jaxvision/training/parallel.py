@@ -212,8 +212,12 @@ def from_config(config) -> DataParallel:
 
 def _place(x, sharding):
     """``x`` (host value or jax.Array) as a global array laid out by ``sharding``."""
-    if isinstance(x, jax.Array) and x.sharding.is_equivalent_to(sharding, x.ndim):
+    if isinstance(x, jax.Array) and x.sharding == sharding:
         return x
+    if isinstance(x, jax.Array) and x.sharding.is_equivalent_to(sharding, x.ndim):
+        # Same layout under another sharding type (e.g. SingleDeviceSharding): relabel it, or the
+        # step's first call (this sharding) and later ones (its out_shardings) compile twice.
+        return jax.device_put(x, sharding)
     if isinstance(x, jax.Array) and not x.is_fully_addressable and not x.is_fully_replicated:
         return jax.device_put(x, sharding)  # split over processes: reshard on the devices
     x = sharding_lib.host_copy(x)
