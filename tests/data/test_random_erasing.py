@@ -3,6 +3,7 @@ exactly, given the same uniform draws, against a plain-Python transcription of t
 the per-image statistics (probability, area, aspect, N(0, 1) fill, untouched pixels) over many
 draws; and the config checks."""
 
+import functools
 import math
 
 import jax
@@ -39,17 +40,26 @@ def test_box_geometry_matches_timm(height, width):
     top, left, h, w, fits = map(np.asarray, augment.erasing_boxes(jnp.asarray(u), height, width))
     want = [timm_box(row, height, width) for row in u]
     assert fits.tolist() == [b is not None for b in want]
-    got = [(int(a), int(b), int(c), int(d)) for a, b, c, d in zip(top, left, h, w)]
-    assert [g for g, ok in zip(got, fits) if ok] == [b for b in want if b is not None]
+    got = [(int(a), int(b), int(c), int(d)) for a, b, c, d in zip(top, left, h, w, strict=True)]
+    assert [g for g, ok in zip(got, fits, strict=True) if ok] == [b for b in want if b is not None]
     if height == 1:  # a 1-pixel-high image rarely fits a box: the no-erase path is exercised
         assert 0 < fits.sum() < len(fits)
 
 
-def _erase(mode, prob, n=4000, shape=(32, 32, 3), dtype=jnp.float32):
-    images = jnp.full((n, *shape), 7.0, dtype)  # 7 is no N(0, 1) draw, nor 0
-    out = jax.jit(lambda k, x: augment.random_erasing(k, x, prob, mode=mode))(
-        jax.random.key(1), images)
-    return np.asarray(out.astype(jnp.float32)), np.asarray(out.astype(jnp.float32)) != 7.0
+SHAPE = (1000, 16, 16, 3)  # one shape for all draws: one compilation per mode and dtype
+
+
+@functools.partial(jax.jit, static_argnames=("mode", "dtype"))
+def _erased(key, prob, mode, dtype):
+    images = jnp.full(SHAPE, 7.0, dtype)  # 7 is no N(0, 1) draw, nor 0
+    return augment.random_erasing(key, images, prob, mode=mode)
+
+
+def _erase(mode, prob, dtype=jnp.float32):
+    out = _erased(jax.random.key(1), prob, mode, dtype)
+    assert out.dtype == dtype
+    out = np.asarray(out.astype(jnp.float32))
+    return out, out != 7.0
 
 
 def test_pixel_mode_statistics():
@@ -58,7 +68,7 @@ def test_pixel_mode_statistics():
     pixel_changed = changed.any(-1)
     assert (changed == pixel_changed[..., None]).all()  # every channel of an erased pixel
     erased = pixel_changed.any((1, 2))
-    # Binomial(4000, 0.25), minus the rare image where no attempt fits: 5 standard deviations.
+    # Binomial(1000, 0.25), minus the rare image where no attempt fits: 5 standard deviations.
     sd = math.sqrt(n * 0.25 * 0.75)
     assert abs(erased.sum() - n * 0.25) < 5 * sd, erased.sum()
     for m in pixel_changed[erased]:  # one solid rectangle per erased image
@@ -71,51 +81,62 @@ def test_pixel_mode_statistics():
         assert (h + 0.5) * (w + 0.5) >= 0.02 * img_h * img_w
         assert (h - 0.5) / (w + 0.5) <= 1 / 0.3 and (h + 0.5) / (w - 0.5) >= 0.3
     noise = out[changed]
-    assert abs(noise.mean()) < 0.01 and abs(noise.std() - 1.0) < 0.01  # N(0, 1), ~1e6 values
+    assert noise.size > 10_000
+    assert abs(noise.mean()) < 0.03 and abs(noise.std() - 1.0) < 0.03  # N(0, 1)
     assert (out[~changed] == 7.0).all()
 
 
-def test_rand_and_const_modes_fill_one_colour():
-    out, changed = _erase("rand", 1.0, n=300)
-    for img, m in zip(out, changed.any(-1)):
-        colours = img[m]
-        assert m.any() and (colours == colours[0]).all()  # one colour per channel per box
-    first = np.stack([img[m][0] for img, m in zip(out, changed.any(-1))])
-    assert abs(first.mean()) < 0.15 and abs(first.std() - 1.0) < 0.15  # N(0, 1), 900 values
-    out, changed = _erase("const", 1.0, n=50)
-    assert changed.any((1, 2, 3)).all() and (out[changed] == 0.0).all()
-
-
-def test_probability_ends_and_dtype():
-    out, changed = _erase("pixel", 0.0, n=200)
+def test_probability_ends_and_bfloat16():
+    _, changed = _erase("pixel", 0.0)
     assert not changed.any()
-    images = jnp.full((64, 16, 16, 3), 7.0, jnp.bfloat16)
-    out = augment.random_erasing(jax.random.key(2), images, 1.0)
-    assert out.dtype == jnp.bfloat16 and (np.asarray(out != 7.0).any((1, 2, 3))).all()
+    _, changed = _erase("pixel", 1.0)
+    erased = changed.any((1, 2, 3))
+    assert erased.mean() > 0.99  # all but the images where no attempt fits (timm: no erase)
+    _, changed_bf16 = _erase("pixel", 1.0, jnp.bfloat16)
+    np.testing.assert_array_equal(changed_bf16.any((1, 2, 3)), erased)  # same boxes in bf16
     with pytest.raises(ValueError, match="mode 'pixl'"):
-        augment.random_erasing(jax.random.key(2), images, 1.0, mode="pixl")
+        augment.random_erasing(jax.random.key(2), jnp.zeros((1, 4, 4, 1)), 1.0, mode="pixl")
+
+
+def test_rand_and_const_modes_fill_one_colour():
+    out, changed = _erase("rand", 1.0)
+    masks = changed.any(-1)
+    firsts = []
+    for img, m in zip(out, masks, strict=True):
+        if m.any():
+            colours = img[m]
+            assert (colours == colours[0]).all()  # one colour per channel per box
+            firsts.append(colours[0])
+    firsts = np.stack(firsts)
+    assert abs(firsts.mean()) < 0.1 and abs(firsts.std() - 1.0) < 0.1  # N(0, 1), ~3000 values
+    out, changed = _erase("const", 1.0)
+    assert changed.any((1, 2, 3)).mean() > 0.99 and (out[changed] == 0.0).all()
 
 
 def test_batch_augment_erases_before_mixing():
-    cfg = config_lib.base_config().data
-    assert augment.batch_augment(cfg, 10) is None  # default: nothing on device
-    with cfg.unlocked():
-        cfg.random_erasing_prob = 1.0
-        cfg.random_erasing_mode = "const"
+    base = config_lib.base_config().data
+    assert augment.batch_augment(base, 10) is None  # default: nothing on device
+
+    def data(**kw):
+        d = base.copy_and_resolve_references()
+        with d.unlocked():
+            d.update(kw)
+        return d
+
+    erase_only = augment.batch_augment(data(random_erasing_prob=1.0, random_erasing_mode="const"), 10)
+    erase_mix = augment.batch_augment(data(random_erasing_prob=1.0, random_erasing_mode="const",
+                                           mixup_alpha=1.0), 10)
+    mix_only = augment.batch_augment(data(mixup_alpha=1.0), 10)
     images = jnp.full((8, 16, 16, 1), 7.0)
     labels = jnp.arange(8) % 10
-    out, targets = augment.batch_augment(cfg, 10)(jax.random.key(3), images, labels)
+    run = jax.jit(lambda k: (erase_only(k, images, labels), erase_mix(k, images, labels),
+                             mix_only(k, images, labels)))
+    (out, targets), (mixed, soft), (_, soft_plain) = run(jax.random.key(3))
     assert (targets == labels).all() and (np.asarray(out == 0.0).any((1, 2, 3))).all()
-    with cfg.unlocked():
-        cfg.mixup_alpha = 1.0
-    mixed, soft = augment.batch_augment(cfg, 10)(jax.random.key(3), images, labels)
     # mixup of erased images with their reverse: some pixels lie strictly between 0 and 7
     assert soft.shape == (8, 10) and np.allclose(soft.sum(1), 1.0)
     assert ((np.asarray(mixed) > 0) & (np.asarray(mixed) < 7)).any()
-    # mixup keeps the key it had without erasing: same lambda, same partner weights
-    with cfg.unlocked():
-        cfg.random_erasing_prob = 0.0
-    _, soft_plain = augment.batch_augment(cfg, 10)(jax.random.key(3), images, labels)
+    # mixup keeps the key it had without erasing: same lambda, same soft labels
     np.testing.assert_array_equal(soft, soft_plain)
 
 
