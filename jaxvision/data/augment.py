@@ -499,8 +499,10 @@ def batch_augment(data_config, num_classes: int):
     """The train step's on-device augmentation from `config.data`, or None when all are off.
 
     Returns `(rng, images (B, H, W, C), labels (B,)) -> (images, targets)`: random erasing per
-    image first (timm erases in the loader, before batch mixing), then mixup/cutmix (targets
-    float32 (B, K) soft labels); without mixing, targets are the int labels.
+    image first, then mixup/cutmix (targets float32 (B, K) soft labels); without mixing, targets
+    are the int labels. The order is the DeiT, ConvNeXt and Swin training code's: timm's
+    RandomErasing ends the per-image transform, Mixup runs on the batch in the train loop.
+    Images arrive normalized (host pipeline and device_data alike), as RandomErasing expects.
     """
     d = data_config
     erasing_prob = float(d.get("random_erasing_prob", 0.0))

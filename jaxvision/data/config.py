@@ -61,7 +61,7 @@ def default_config() -> ml_collections.ConfigDict:
         one box of 2%-1/3 of its area, aspect ratio log-uniform in [0.3, 1/0.3], replaced after
         mean/std normalization (so in normalized units) by 'pixel' N(0, 1) noise per pixel and
         channel (timm's `--remode pixel`, the recipes' choice), 'rand' one N(0, 1) colour per
-        channel or 'const' 0 (the mean).
+        channel or 'const' 0 (the mean). With mean 'none' the values are in [0, 1] pixel units.
 
     Evaluation preprocessing
       eval_crop_fraction: resize the shorter side to image_size / fraction, then center crop;
