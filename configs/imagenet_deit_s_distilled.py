@@ -11,7 +11,8 @@ distillation from a CNN teacher.
 
 Recipe: the DeiT-S recipe of ``configs/imagenet_vit_s16.py`` (DeiT Table 9: AdamW, lr 5e-4 x
 batch/512, weight decay 0.05, 300 epochs, 5 warm-up epochs, cosine, label smoothing 0.1,
-RandAugment(2, 9) on the 0-10 scale, mixup 0.8 / cutmix 1.0, stochastic depth 0.1) on
+RandAugment(2, 9) on the 0-10 scale, random erasing 0.25, mixup 0.8 / cutmix 1.0, stochastic
+depth 0.1) on
 ``deit_s_distilled`` (class and distillation tokens, two heads), plus DeiT's hard distillation
 (sec. 5.2, eq. 2): loss = 0.5 * CE(class head, label) + 0.5 * CE(distillation head, argmax of
 the teacher's logits on the same augmented images) (``compression.distillation``). The teacher
@@ -22,8 +23,8 @@ normalization (ImageNet mean/std). Evaluation uses the mean of the two heads, as
 Result: not measured here (ImageNet cannot be downloaded in this environment). Published: 81.2%
 top-1 (DeiT paper, Table 5, DeiT-S with distillation token, 224 px, 300 epochs, RegNetY-16GF
 teacher; timm's deit_small_distilled_patch16_224 weights: 81.2%). DeiT also uses repeated
-augmentation (3 repeats) and random erasing 0.25, which jaxvision.data does not offer; expect a
-few tenths of a point less without them, and somewhat less with a weaker teacher than
+augmentation (3 repeats), which jaxvision.data does not offer; expect a few tenths of a point
+less without it, and somewhat less with a weaker teacher than
 RegNetY-16GF (DeiT Table 2: the teacher's accuracy matters less than its being a convnet).
 """
 

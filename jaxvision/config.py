@@ -261,6 +261,8 @@ def _check_choices(config) -> None:
     _choice(config.best_mode, ("max", "min"), "best_mode")
     _choice(config.early_stopping.mode, ("max", "min"), "early_stopping.mode")
     _choice(config.get("device_data", "off"), ("auto", "on", "off"), "device_data")
+    _choice(config.data.get("random_erasing_mode", "pixel"), ("pixel", "rand", "const"),
+            "data.random_erasing_mode")
 
 
 def _at_least(config, key: str, low: int) -> None:
@@ -317,6 +319,10 @@ def _check_rates(config) -> None:
     _in_range(config, "clip_grad_norm", 0.0, math.inf)
     _in_range(config, "schedule.end_lr_factor", 0.0, 1.0, high_open=False)
     _in_range(config, "schedule.warmup_epochs", 0.0, math.inf)
+    _in_range(config, "data.mixup_alpha", 0.0, math.inf)
+    _in_range(config, "data.cutmix_alpha", 0.0, math.inf)
+    _in_range(config, "data.mixup_switch_prob", 0.0, 1.0, high_open=False)
+    _in_range(config, "data.random_erasing_prob", 0.0, 1.0, high_open=False)
 
 
 def _check_model(config) -> None:

@@ -4,7 +4,8 @@ TensorFlow ops take one image `float32 (H, W, C)` with values in [0, 1] (C = 1 o
 random, a stateless seed `int32/int64 (2,)`; the same seed always gives the same result, which is
 what makes a training stream a pure function of (seed, position) and resumable exactly.
 
-`mixup_cutmix` runs inside the jitted train step on a batch `(B, H, W, C)`.
+`random_erasing` and `mixup_cutmix` run inside the jitted train step on a batch `(B, H, W, C)`;
+`batch_augment` composes them from a data config.
 """
 
 import functools
@@ -409,3 +410,116 @@ def mixup_cutmix(
     soft = lam * targets + (1.0 - lam) * partner_targets
     del b
     return mixed, soft
+
+
+# ----------------------------------------------------------------------------- random erasing (JAX)
+ERASING_MODES = ("pixel", "rand", "const")
+ERASING_AREA = (0.02, 1 / 3)  # timm RandomErasing min_area / max_area (fraction of the image)
+ERASING_ASPECT_MIN = 0.3  # timm min_aspect; max_aspect = 1 / min_aspect, sampled log-uniformly
+ERASING_ATTEMPTS = 10  # timm's tries to fit a box inside the image before giving up
+
+
+def erasing_boxes(u, height: int, width: int, area_range=ERASING_AREA,
+                  aspect_min: float = ERASING_ASPECT_MIN):
+    """Box geometry of timm's `RandomErasing._erase` (count 1) from given uniform draws.
+
+    Attempt i takes target area `uniform(area_range) * H * W` and aspect `exp(uniform(log
+    aspect_min, -log aspect_min))`, box h = round(sqrt(area * aspect)), w = round(sqrt(area /
+    aspect)) (round half to even, as Python's `round`), and keeps the first with h < H and w < W;
+    the corner is then uniform over the integer positions that keep the box inside. No erase when
+    no attempt fits (as timm).
+
+    Args:
+      u: float32 (B, 2 * A + 2) uniforms in [0, 1): A area draws, A aspect draws, top, left
+        (A = ERASING_ATTEMPTS).
+      height, width: image size in pixels.
+    Returns:
+      int32 (B,) each: top, left, box_h, box_w (pixels; 0 x 0 when nothing fits), and
+      bool (B,) fits.
+    """
+    a = (u.shape[-1] - 2) // 2
+    lo, hi = area_range
+    area = (lo + (hi - lo) * u[:, :a]) * (height * width)
+    log_lo = math.log(aspect_min)
+    aspect = jnp.exp(log_lo + (-2.0 * log_lo) * u[:, a:2 * a])
+    box_h = jnp.round(jnp.sqrt(area * aspect)).astype(jnp.int32)
+    box_w = jnp.round(jnp.sqrt(area / aspect)).astype(jnp.int32)
+    ok = (box_h < height) & (box_w < width)
+    first = jnp.argmax(ok, axis=1)[:, None]  # first fitting attempt (0 when none fits)
+    fits = jnp.any(ok, axis=1)
+    box_h = jnp.where(fits, jnp.take_along_axis(box_h, first, axis=1)[:, 0], 0)
+    box_w = jnp.where(fits, jnp.take_along_axis(box_w, first, axis=1)[:, 0], 0)
+    # random.randint(0, n) inclusive = floor(u * (n + 1))
+    top = jnp.floor(u[:, 2 * a] * (height - box_h + 1)).astype(jnp.int32)
+    left = jnp.floor(u[:, 2 * a + 1] * (width - box_w + 1)).astype(jnp.int32)
+    return top, left, box_h, box_w, fits
+
+
+def random_erasing(rng, images, prob: float, *, mode: str = "pixel", area_range=ERASING_AREA,
+                   aspect_min: float = ERASING_ASPECT_MIN):
+    """Random erasing (Zhong et al. 2020, arXiv:1708.04896) as timm's `RandomErasing` (count 1).
+
+    Each image independently, with probability `prob`, gets one box (geometry: `erasing_boxes`)
+    replaced by N(0, 1) noise per pixel and channel ('pixel'), one N(0, 1) colour per channel
+    ('rand') or 0 ('const'). Values are in normalized units: apply after mean/std normalization,
+    so 0 is the dataset mean. Vectorized and jit-compatible (fixed shapes, a mask per image).
+
+    Args:
+      rng: jax PRNG key.
+      images: float (B, H, W, C), normalized.
+      prob: probability per image, in [0, 1].
+      mode: one of ERASING_MODES.
+    Returns:
+      images float (B, H, W, C), same dtype; pixels outside the boxes unchanged.
+    Raises:
+      ValueError for an unknown mode.
+    """
+    if mode not in ERASING_MODES:
+        raise ValueError(f"random erasing mode {mode!r} is not one of {ERASING_MODES}")
+    b, h, w, c = images.shape
+    k_apply, k_box, k_fill = jax.random.split(rng, 3)
+    u = jax.random.uniform(k_box, (b, 2 * ERASING_ATTEMPTS + 2))
+    top, left, box_h, box_w, fits = erasing_boxes(u, h, w, area_range, aspect_min)
+    erase = fits & (jax.random.uniform(k_apply, (b,)) < prob)
+    ys = jnp.arange(h)[None, :, None]
+    xs = jnp.arange(w)[None, None, :]
+    inside = ((ys >= top[:, None, None]) & (ys < (top + box_h)[:, None, None])
+              & (xs >= left[:, None, None]) & (xs < (left + box_w)[:, None, None]))
+    mask = (inside & erase[:, None, None])[..., None]
+    fill_shape = {"pixel": (b, h, w, c), "rand": (b, 1, 1, c), "const": None}[mode]
+    if fill_shape is None:
+        fill = jnp.zeros((), images.dtype)
+    else:
+        fill = jax.random.normal(k_fill, fill_shape, jnp.float32).astype(images.dtype)
+    return jnp.where(mask, fill, images)
+
+
+# ----------------------------------------------------------------------------- train-step composition
+def batch_augment(data_config, num_classes: int):
+    """The train step's on-device augmentation from `config.data`, or None when all are off.
+
+    Returns `(rng, images (B, H, W, C), labels (B,)) -> (images, targets)`: random erasing per
+    image first, then mixup/cutmix (targets float32 (B, K) soft labels); without mixing, targets
+    are the int labels. The order is the DeiT, ConvNeXt and Swin training code's: timm's
+    RandomErasing ends the per-image transform, Mixup runs on the batch in the train loop.
+    Images arrive normalized (host pipeline and device_data alike), as RandomErasing expects.
+    """
+    d = data_config
+    erasing_prob = float(d.get("random_erasing_prob", 0.0))
+    erasing_mode = d.get("random_erasing_mode", "pixel")
+    mixing = d.get("mixup_alpha", 0) > 0 or d.get("cutmix_alpha", 0) > 0
+    if erasing_prob <= 0 and not mixing:
+        return None
+
+    def augment(rng, images, labels):
+        if erasing_prob > 0:
+            # A key folded off `rng`: mixing keeps drawing from `rng` itself, as without erasing.
+            images = random_erasing(jax.random.fold_in(rng, 1), images, erasing_prob,
+                                    mode=erasing_mode)
+        if not mixing:
+            return images, labels
+        return mixup_cutmix(rng, images, labels, num_classes, mixup_alpha=d.mixup_alpha,
+                            cutmix_alpha=d.cutmix_alpha,
+                            switch_prob=d.get("mixup_switch_prob", 0.5))
+
+    return augment

@@ -55,6 +55,13 @@ def default_config() -> ml_collections.ConfigDict:
       mixup_alpha / cutmix_alpha / mixup_switch_prob: batch mixing on device, applied by the
         train step with `data.augment.mixup_cutmix` (0 = off; with both on, cutmix is chosen with
         probability mixup_switch_prob).
+      random_erasing_prob / random_erasing_mode: random erasing (Zhong et al. 2020) as timm's
+        RandomErasing, on device in the train step before mixing (`data.augment.random_erasing`):
+        each image, with this probability (0 = off; the DeiT/ConvNeXt/Swin recipes use 0.25), gets
+        one box of 2%-1/3 of its area, aspect ratio log-uniform in [0.3, 1/0.3], replaced after
+        mean/std normalization (so in normalized units) by 'pixel' N(0, 1) noise per pixel and
+        channel (timm's `--remode pixel`, the recipes' choice), 'rand' one N(0, 1) colour per
+        channel or 'const' 0 (the mean). With mean 'none' the values are in [0, 1] pixel units.
 
     Evaluation preprocessing
       eval_crop_fraction: resize the shorter side to image_size / fraction, then center crop;
@@ -123,6 +130,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.mixup_alpha = 0.0
     c.cutmix_alpha = 0.0
     c.mixup_switch_prob = 0.5
+    c.random_erasing_prob = 0.0
+    c.random_erasing_mode = "pixel"
 
     c.eval_crop_fraction = config_dict.placeholder(float)
 

@@ -390,13 +390,9 @@ def _fresh_state(config, variables: dict, tx, rng) -> TrainState:
 
 def _compile_train_step(job: _Job) -> Callable:
     config, d = job.config, job.config.data
-    augment_fn = None
-    if d.get("mixup_alpha", 0) > 0 or d.get("cutmix_alpha", 0) > 0:
-        from jaxvision.data import augment
+    from jaxvision.data import augment
 
-        augment_fn = functools.partial(
-            augment.mixup_cutmix, num_classes=job.num_classes, mixup_alpha=d.mixup_alpha,
-            cutmix_alpha=d.cutmix_alpha, switch_prob=d.get("mixup_switch_prob", 0.5))
+    augment_fn = augment.batch_augment(d, job.num_classes)
     raw_train_step = steps.make_train_step(
         job.model, num_classes=job.num_classes, schedule=job.schedule,
         label_smoothing=config.label_smoothing, class_weights=_class_weights(config),

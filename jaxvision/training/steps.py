@@ -45,7 +45,8 @@ def make_train_step(
     batch: {'image': float32 (B, H, W, C), 'label': int32 (B,), 'mask': bool (B,) optional}
       (per device on the pmap path). ``rng`` (uint32 (2,)) defaults to ``state.rng``; the step's key is
       ``fold_in(rng, state.step)`` (and the device index under pmap), so resumed runs draw the same keys.
-    augment_fn: optional ``(rng, images, labels) -> (images, soft_labels (B, K))`` (mixup/cutmix).
+    augment_fn: optional ``(rng, images, labels) -> (images, targets)``, targets int (B,) or soft
+      float32 (B, K) (``data.augment.batch_augment``: random erasing, mixup/cutmix).
     objective: optional ``(apply, images, targets) -> (per_example_loss (B,), logits, new_vars)``
       replacing the cross-entropy (e.g. distillation from a teacher,
       ``compression.distillation.hard_distillation_objective``); ``apply(x, **apply_kwargs)`` is

@@ -1,10 +1,14 @@
 """The Swin-T, CoAtNet-0 and MaxViT-T recipes' settings that test_recipes does not probe
 (clipping, stochastic depth, augmentation, batch, epochs) against the published ones, and the
-accuracy each docstring promises. Optimizer, schedule and a mock-data run: test_recipes.py."""
+accuracy each docstring promises; the random erasing of the Swin, ConvNeXt and DeiT recipes and
+that the train step applies it. Optimizer, schedule and a mock-data run: test_recipes.py."""
 
 import importlib.util
 import os
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from tests.training.test_recipes import REPO, load_recipe
@@ -32,3 +36,51 @@ def test_recipe_settings_are_the_papers(name):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert f"Published: {top1}" in " ".join(module.__doc__.split())
+
+
+# name -> random erasing probability of the official training command (mode 'pixel', count 1):
+# Swin configs/config.py AUG.REPROB 0.25; ConvNeXt main.py --reprob 0.25; DeiT main.py
+# --reprob 0.25 (imagenet_vit_s16 is DeiT-S's recipe, which the distilled one extends).
+ERASING = {"imagenet_swin_t": 0.25, "imagenet_convnext_t": 0.25, "imagenet_vit_s16": 0.25,
+           "imagenet_deit_s_distilled": 0.25}
+
+
+@pytest.mark.parametrize("name", sorted(ERASING))
+def test_random_erasing_is_the_official_setting(name):
+    c = load_recipe(name)
+    assert (c.data.random_erasing_prob, c.data.random_erasing_mode) == (ERASING[name], "pixel")
+    doc = " ".join(open(os.path.join(REPO, "configs", f"{name}.py")).read().split())
+    assert "random erasing 0.25" in doc and "erasing 0.25, which" not in doc
+
+
+class _Captured(Exception):
+    pass
+
+
+def test_train_step_erases_as_the_recipe_says(monkeypatch):
+    """The loop hands the train step an augmentation that erases each image with the recipe's
+    probability (captured from make_train_step; no model is built or compiled)."""
+    import types
+
+    from jaxvision.training import loop, steps
+
+    c = load_recipe("imagenet_swin_t", "--config.data.mixup_alpha=0", "--config.data.cutmix_alpha=0")
+    seen = {}
+
+    def spy(model, **kw):
+        seen.update(kw)
+        raise _Captured
+
+    monkeypatch.setattr(steps, "make_train_step", spy)
+    job = types.SimpleNamespace(config=c, num_classes=1000, model=None, schedule=None,
+                                dp=types.SimpleNamespace(axis_name=None), objective=None)
+    with pytest.raises(_Captured):
+        loop._compile_train_step(job)
+    n = 2000
+    images = jnp.full((n, 16, 16, 3), 7.0)  # normalized images: 7 is no N(0, 1) draw
+    labels = jnp.zeros((n,), jnp.int32)
+    out, targets = jax.jit(seen["augment_fn"])(jax.random.key(0), images, labels)
+    erased = np.asarray(out != 7.0).any((1, 2, 3)).mean()
+    # Binomial(2000, 0.25) (less the rare image no box fits): 5 standard deviations
+    assert abs(erased - 0.25) < 5 * np.sqrt(0.25 * 0.75 / n), erased
+    assert (np.asarray(targets) == 0).all()  # mixing turned off here: the labels unchanged
