@@ -24,8 +24,10 @@ the failure would otherwise follow it on stderr:
   ``BaseException`` of its read, ``GeneratorExit`` included, into a new ``Exception`` (with the
   TensorStore spec), which CPython can only print as "Exception ignored in: <coroutine object
   ...>" with a traceback: tens of lines per abandoned read. The hook drops exactly those (a
-  coroutine object of Orbax or TensorStore, closed by GeneratorExit) and :class:`AsyncioLogFilter`
-  drops the "Task was destroyed" record of such a coroutine.
+  coroutine object of Orbax or TensorStore, closed by GeneratorExit). :class:`AsyncioLogFilter`
+  drops asyncio's matching log records: "Task was destroyed but it is pending" and "Task
+  exception was never retrieved" for such a coroutine, "Future exception was never retrieved"
+  for a TensorStore future whose error the failed batch already reported.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import re
 import sys
 
 BACKGROUND_FAILURES: list[BaseException] = []
@@ -93,13 +96,29 @@ def is_abandoned_read(unraisable) -> bool:
     return False
 
 
+# asyncio's reports of a task or future nobody awaited any more (``BaseEventLoop.
+# default_exception_handler``); the first line of the logged message.
+_ABANDONED = ("Task was destroyed but it is pending", "Task exception was never retrieved",
+              "Future exception was never retrieved")
+# How TensorStore spells an error (absl::StatusCode names), e.g. "FAILED_PRECONDITION: Error ...".
+_TENSORSTORE_ERROR = re.compile(
+    r"(CANCELLED|UNKNOWN|INVALID_ARGUMENT|DEADLINE_EXCEEDED|NOT_FOUND|ALREADY_EXISTS|"
+    r"PERMISSION_DENIED|RESOURCE_EXHAUSTED|FAILED_PRECONDITION|ABORTED|OUT_OF_RANGE|"
+    r"UNIMPLEMENTED|INTERNAL|UNAVAILABLE|DATA_LOSS|UNAUTHENTICATED): ")
+
+
 class AsyncioLogFilter(logging.Filter):
-    """``asyncio``-logger filter: drops "Task was destroyed but it is pending!" for a task running
-    an Orbax/TensorStore coroutine (a read abandoned with its closed loop)."""
+    """``asyncio``-logger filter: drops asyncio's reports of a read abandoned with its closed loop,
+    i.e. a task running an Orbax/TensorStore coroutine, or a future holding a TensorStore error."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         msg = record.getMessage()
-        return not (msg.startswith("Task was destroyed but it is pending") and _in_async_packages(msg))
+        if not msg.startswith(_ABANDONED):
+            return True
+        if msg.startswith("Future"):
+            exc = record.exc_info[1] if record.exc_info else None
+            return not (exc is not None and _TENSORSTORE_ERROR.match(str(exc)))
+        return not _in_async_packages(msg)
 
 
 class _UnraisableFilter:
