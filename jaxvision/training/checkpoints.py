@@ -51,7 +51,9 @@ def checkpoint_dir(workdir: str) -> str:
 class CheckpointStore:
     """An Orbax CheckpointManager keeping the last ``keep`` steps and the best by ``best_metric``.
 
-    All processes must create it and call ``save`` (Orbax coordinates the writes).
+    All processes must create it and call ``save`` (Orbax coordinates the writes). A writable
+    store removes the temporary folders of saves that never finished when it opens, so only the
+    run holding the workdir lock may open one; ``read_only`` ones change nothing.
     """
 
     def __init__(self, directory: str, *, keep: int = 3, best_metric: str = "", best_mode: str = "max",
@@ -78,6 +80,9 @@ class CheckpointStore:
             preservation_policy=None if read_only else ocp.checkpoint_managers.AnyPreservationPolicy(policies),
             enable_async_checkpointing=async_save,
             create=not read_only,
+            # A save cut short (a second Ctrl-C, kill -9) leaves <step>.orbax-checkpoint-tmp;
+            # the run holding the workdir lock removes them (readers never write).
+            cleanup_tmp_directories=not read_only,
             read_only=read_only,
         )
         self.manager = ocp.CheckpointManager(
@@ -201,7 +206,11 @@ class CheckpointStore:
 
 
 def _first_line(e: Exception) -> str:
-    """``Type: first line of the message`` (TensorStore's long spec dump cut off)."""
+    """``Type: first line of the message`` (TensorStore's long spec dump cut off); a failed
+    array read is named as such, with the array and TensorStore's reason."""
+    unreadable = integrity.unreadable_data_reason(e)
+    if unreadable:
+        return unreadable
     text = str(e).strip().splitlines()
     code = re.search(r"os_error_code='?(\d+)", str(e))  # TensorStore's wrapped OS errors
     if code:
@@ -347,7 +356,7 @@ def _open_read_only(workdir: str) -> CheckpointStore:
 def _pick_step(store: CheckpointStore, which, workdir: str) -> int:
     steps = store.all_steps()
     if not steps:
-        raise FileNotFoundError(f"{checkpoint_dir(workdir)} holds no finished checkpoint yet.")
+        raise FileNotFoundError(_no_checkpoint_message(workdir))
     if which == "latest":
         return store.latest_step()
     if which == "best":
@@ -362,9 +371,24 @@ def _pick_step(store: CheckpointStore, which, workdir: str) -> int:
     return step
 
 
+def _no_checkpoint_message(workdir: str) -> str:
+    """Why ``workdir`` has no checkpoint to read: not saved yet, or every one moved aside."""
+    moved = integrity.damaged_steps(workdir)
+    if not moved:
+        return f"{checkpoint_dir(workdir)} holds no finished checkpoint yet."
+    damaged_dir = os.path.join(os.path.abspath(workdir), integrity.DAMAGED_DIR)
+    return (f"{checkpoint_dir(workdir)} holds no checkpoint: training found all {len(moved)} damaged "
+            f"and moved them to {damaged_dir} ({', '.join(moved)}). Train again in this workdir "
+            "with --restart_from_scratch, or use another run's --workdir.")
+
+
 def _restore_trusted(store: CheckpointStore, which, workdir: str):
-    """(raw state, meta, step) of ``which``; with 'latest', damaged steps are reported in one line
-    each and skipped (a reader never moves them: the training run that owns the workdir does)."""
+    """(raw state, meta, step) of ``which``; with 'latest', damaged steps are skipped, each
+    reported in one warning line that names the checkpoint used instead.
+
+    Readers leave the workdir as it is (a training run may hold it): moving damaged steps to
+    ``checkpoints_damaged/`` is the training run's job.
+    """
     step = _pick_step(store, which, workdir)
     candidates = [step]
     if which == "latest":
@@ -373,14 +397,18 @@ def _restore_trusted(store: CheckpointStore, which, workdir: str):
     for s in candidates:
         try:
             raw, meta = store.restore_checked(s)
-            return raw, meta, s
         except integrity.DamagedCheckpointError as e:
-            logging.getLogger("jaxvision").warning("skipping %s: %s", store.step_path(s), e.reason)
-            damaged.append(f"{s} ({e.reason})")
+            damaged.append((s, e.reason))
+            continue
+        for bad, reason in damaged:
+            logging.getLogger("jaxvision").warning(
+                "skipping %s: %s; using checkpoint %d instead", store.step_path(bad), reason, s)
+        return raw, meta, s
     raise FileNotFoundError(
-        f"no usable checkpoint in {checkpoint_dir(workdir)}: damaged: {'; '.join(damaged)}. "
-        "Rerun training in that workdir to move them aside (and, if none is good, "
-        "--restart_from_scratch to train again)."
+        f"no usable checkpoint in {checkpoint_dir(workdir)}: damaged: "
+        f"{'; '.join(f'{s} ({reason})' for s, reason in damaged)}. "
+        "Rerun training in that workdir to move them aside to "
+        f"{integrity.DAMAGED_DIR}/ (and, if none is good, --restart_from_scratch to train again)."
     )
 
 

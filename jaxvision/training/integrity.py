@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 
 import jax
 import numpy as np
@@ -73,6 +74,35 @@ def verify(step: int, tree, meta: dict) -> None:
 
 # Files every finished step folder holds (Orbax writes the commit marker last, on every file system).
 REQUIRED_FILES = ("commit_success.txt", "state/_METADATA", "meta/metadata")
+
+
+# TensorStore status codes of a read whose files are missing, cut short or not decodable
+# (absl::StatusCode names, as TensorStore prints them).
+_DATA_READ_CODES = ("NOT_FOUND", "FAILED_PRECONDITION", "DATA_LOSS", "OUT_OF_RANGE")
+
+
+def unreadable_data_reason(e: BaseException) -> str | None:
+    """"data files missing or unreadable (<array>: <TensorStore's reason>)" when ``e`` (or an
+    error it was raised from) is TensorStore failing to read a checkpoint's array data, else None.
+
+    Orbax wraps the TensorStore error in ``Exception("Encountered error while reading array
+    index: ...")``, which names neither the file nor the cause.
+    """
+    chain, x = [], e
+    while x is not None and len(chain) < 16:
+        chain.append(x)
+        x = x.__cause__ or x.__context__
+    for err in reversed(chain):  # the innermost error says what is wrong
+        text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        m = re.match(rf"({'|'.join(_DATA_READ_CODES)}): (.*)", text)
+        if m:
+            array = re.search(r'Error reading "([^"/]+)', m.group(2))
+            why = m.group(2).rsplit(": ", 1)[-1].split(";")[0][:160]
+            where = f"{array.group(1)}: " if array else ""
+            return f"data files missing or unreadable ({where}{why})"
+    if any("error while reading array index" in str(err) for err in chain):
+        return "data files missing or unreadable"
+    return None
 
 
 def check_complete(step: int, step_dir: str) -> None:

@@ -21,6 +21,7 @@ request) and report (the held-out test split, once, at the end).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -30,6 +31,7 @@ import platform
 import shutil
 import socket
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -220,19 +222,37 @@ def train_and_evaluate(
         raise ValueError("config.distill asks for a teacher, which train_and_evaluate does not load: "
                          "train with python -m jaxvision.train or "
                          "compression.distillation.train_with_teacher")
+    new_workdir = not os.path.exists(os.path.abspath(os.path.expanduser(workdir)))
     workdir = _prepare_workdir(workdir)
-    with workdir_lock.WorkdirLock(workdir, enabled=is_chief()), preemption.StopSignals(
-            sync_every=config.preemption_sync_every_steps) as signals:
-        job = _build(config, workdir, build_data or _data_build(), objective)
-        try:
-            _restore(job, restart_from_scratch)
-            _write_run_files(job)
-            final = _run(job, signals, on_evaluate)
-            if "stopped" not in final:
-                final.update(_report(job, final["step"]))
-        finally:
-            job.close()
+    with _removed_if_refused(workdir, new_workdir and is_chief()) as started:
+        with workdir_lock.WorkdirLock(workdir, enabled=is_chief()), preemption.StopSignals(
+                sync_every=config.preemption_sync_every_steps) as signals:
+            job = _build(config, workdir, build_data or _data_build(), objective)
+            try:
+                _restore(job, restart_from_scratch)
+                _write_run_files(job)
+                started.set()
+                final = _run(job, signals, on_evaluate)
+                if "stopped" not in final:
+                    final.update(_report(job, final["step"]))
+            finally:
+                job.close()
     return final
+
+
+@contextlib.contextmanager
+def _removed_if_refused(workdir: str, created_here: bool):
+    """Remove ``workdir`` (its lock, empty checkpoints/ ...) when this call created it and the
+    run was refused before it began (a mesh, batch, data or checkpoint mistake found while
+    building): a rejected command leaves nothing behind. Yields an Event the caller sets once
+    the run begins; from then on the workdir holds the run's files and is kept."""
+    started = threading.Event()
+    try:
+        yield started
+    except BaseException:
+        if created_here and not started.is_set():
+            shutil.rmtree(workdir, ignore_errors=True)
+        raise
 
 
 @dataclasses.dataclass

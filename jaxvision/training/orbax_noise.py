@@ -18,11 +18,24 @@ the failure would otherwise follow it on stderr:
   :func:`install` adds a hook that drops exactly that case (the exception raised by asyncio's
   ``_check_closed`` with no owning object) and passes everything else to the previous hook.
   The operation it belonged to has already failed and been reported.
+* When that loop is closed, the sibling reads still pending are abandoned: asyncio logs "Task was
+  destroyed but it is pending!" for each, and garbage collection closes their coroutines by
+  throwing ``GeneratorExit`` into them. Orbax's ``_read_array_index_and_device_put`` turns any
+  ``BaseException`` of its read, ``GeneratorExit`` included, into a new ``Exception`` (with the
+  TensorStore spec), which CPython can only print as "Exception ignored in: <coroutine object
+  ...>" with a traceback: tens of lines per abandoned read. The hook drops exactly those (a
+  coroutine object of Orbax or TensorStore, closed by GeneratorExit). :class:`AsyncioLogFilter`
+  drops asyncio's matching log records: "Task was destroyed but it is pending" and "Task
+  exception was never retrieved" for such a coroutine, "Future exception was never retrieved"
+  for a TensorStore future whose error the failed batch already reported.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
+import os
+import re
 import sys
 
 BACKGROUND_FAILURES: list[BaseException] = []
@@ -61,19 +74,67 @@ def is_closed_loop_callback(unraisable) -> bool:
     return tb is not None and tb.tb_frame.f_code.co_name == "_check_closed"
 
 
+# Packages whose abandoned coroutines are by-products of a failed batch (see the module doc).
+_ASYNC_PACKAGES = (f"{os.sep}orbax{os.sep}", f"{os.sep}tensorstore{os.sep}")
+
+
+def _in_async_packages(path: str) -> bool:
+    return any(p in path for p in _ASYNC_PACKAGES)
+
+
+def is_abandoned_read(unraisable) -> bool:
+    """True for an Orbax/TensorStore coroutine whose closing (GeneratorExit, thrown in when an
+    abandoned read is garbage-collected) raised another exception."""
+    obj = unraisable.object
+    if not inspect.iscoroutine(obj) or not _in_async_packages(obj.cr_code.co_filename):
+        return False
+    exc, seen = unraisable.exc_value, 0
+    while exc is not None and seen < 16:  # the chain leads back to the GeneratorExit
+        if isinstance(exc, GeneratorExit):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+# asyncio's reports of a task or future nobody awaited any more (``BaseEventLoop.
+# default_exception_handler``); the first line of the logged message.
+_ABANDONED = ("Task was destroyed but it is pending", "Task exception was never retrieved",
+              "Future exception was never retrieved")
+# How TensorStore spells an error (absl::StatusCode names), e.g. "FAILED_PRECONDITION: Error ...".
+_TENSORSTORE_ERROR = re.compile(
+    r"(CANCELLED|UNKNOWN|INVALID_ARGUMENT|DEADLINE_EXCEEDED|NOT_FOUND|ALREADY_EXISTS|"
+    r"PERMISSION_DENIED|RESOURCE_EXHAUSTED|FAILED_PRECONDITION|ABORTED|OUT_OF_RANGE|"
+    r"UNIMPLEMENTED|INTERNAL|UNAVAILABLE|DATA_LOSS|UNAUTHENTICATED): ")
+
+
+class AsyncioLogFilter(logging.Filter):
+    """``asyncio``-logger filter: drops asyncio's reports of a read abandoned with its closed loop,
+    i.e. a task running an Orbax/TensorStore coroutine, or a future holding a TensorStore error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        if not msg.startswith(_ABANDONED):
+            return True
+        if msg.startswith("Future"):
+            exc = record.exc_info[1] if record.exc_info else None
+            return not (exc is not None and _TENSORSTORE_ERROR.match(str(exc)))
+        return not _in_async_packages(msg)
+
+
 class _UnraisableFilter:
     def __init__(self, previous):
         self.previous = previous
 
     def __call__(self, unraisable) -> None:
-        if not is_closed_loop_callback(unraisable):
+        if not (is_closed_loop_callback(unraisable) or is_abandoned_read(unraisable)):
             self.previous(unraisable)
 
 
 def install() -> None:
-    """Install the log filter and the unraisable-exception hook once per process (idempotent)."""
-    absl_logger = logging.getLogger("absl")
-    if not any(isinstance(f, OrbaxLogFilter) for f in absl_logger.filters):
-        absl_logger.addFilter(OrbaxLogFilter())
+    """Install the log filters and the unraisable-exception hook once per process (idempotent)."""
+    for name, kind in (("absl", OrbaxLogFilter), ("asyncio", AsyncioLogFilter)):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, kind) for f in logger.filters):
+            logger.addFilter(kind())
     if not isinstance(sys.unraisablehook, _UnraisableFilter):
         sys.unraisablehook = _UnraisableFilter(sys.unraisablehook)

@@ -23,6 +23,7 @@ CASES = {
     "value of the wrong type": (["--config.batch_size=abc"], "batch_size"),
     "unknown config key": (["--config.optimizer.nme=adamw"], "Did you mean --config.optimizer.name"),
     "unknown dataset": (["--config.data.name=no_such_dataset"], "Unknown dataset 'no_such_dataset'"),
+    "mesh larger than the devices": (["--config.mesh.data=2"], "uses 2 devices, but there are 1"),
     "incomplete multi-host flags": (["--num_processes=2"], "needs all of --coordinator_address"),
 }
 
@@ -33,7 +34,16 @@ def test_bad_flag_or_value(case, tmp_path):
     wd = str(tmp_path / "run")
     line = harness.assert_one_error(harness.run(wd, *extra))
     assert words in line, line
-    assert not os.path.exists(os.path.join(wd, "checkpoints", "0"))
+    assert not os.path.exists(wd)  # a refused command leaves no workdir (nor lock) behind
+
+
+def test_refused_config_keeps_an_existing_workdir(reference_run, copy_of):
+    wd = copy_of(reference_run)
+    before = sorted(os.listdir(wd))
+    line = harness.assert_one_error(harness.run(wd, "--config.mesh.data=2"))
+    assert "uses 2 devices" in line, line
+    assert sorted(os.listdir(wd)) == before
+    assert harness.checkpoint_steps(wd) == [10, 20, 30]
 
 
 def test_config_file_with_a_syntax_error(tmp_path):

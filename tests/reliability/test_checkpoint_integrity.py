@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from jaxvision.training import integrity
+from jaxvision.training import checkpoints, integrity
 from tests.reliability import harness
 
 pytestmark = pytest.mark.slow
@@ -50,6 +50,11 @@ def _empty_step_folder(step_dir):
         shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
 
 
+def _delete_data_files(step_dir):
+    for path in glob.glob(os.path.join(step_dir, "state", "ocdbt.process_0", "d", "*")):
+        os.remove(path)
+
+
 def _other_steps_arrays(step_dir):
     """Readable arrays that are not the ones saved: the oldest checkpoint's state under this
     step's meta (only the digest can tell)."""
@@ -59,7 +64,7 @@ def _other_steps_arrays(step_dir):
     shutil.copytree(src, os.path.join(step_dir, "state"))
 
 
-DAMAGE = {"truncated data file": _truncate, "64 bytes flipped": _flip_bytes,
+DAMAGE = {"truncated data file": _truncate, "data files deleted": _delete_data_files, "64 bytes flipped": _flip_bytes,
           "state/_METADATA deleted": _delete_state_metadata,
           "no commit marker": _delete_commit_marker, "step folder emptied": _empty_step_folder,
           "other arrays (digest mismatch)": _other_steps_arrays}
@@ -97,8 +102,16 @@ def test_load_run_latest_skips_each_kind_of_damage_without_a_traceback(reference
         latest, explicit = loaded[wd]
         assert latest == 20, kind
         assert "damaged: 30 (" in explicit, (kind, explicit)
+        # One line for 'latest', naming the checkpoint used instead; the explicit step is refused
+        # by the error alone. Readers move nothing.
         skipped = [x for x in result.stderr.splitlines() if f"skipping {wd}/checkpoints/" in x]
-        assert len(skipped) == 2 and all(f"{wd}/checkpoints/30:" in x for x in skipped), kind
+        assert len(skipped) == 1 and f"{wd}/checkpoints/30: " in skipped[0], kind
+        assert skipped[0].endswith("; using checkpoint 20 instead"), skipped[0]
+        assert harness.checkpoint_steps(wd) == [10, 20, 30] and not integrity.damaged_steps(wd)
+    for kind in ("truncated data file", "data files deleted"):  # TensorStore's read error, named
+        line = next(x for x in result.stderr.splitlines() if f"skipping {copies[kind]}/" in x)
+        assert "data files missing or unreadable (" in line and "Encountered" not in line, line
+    assert "Exception ignored" not in result.stderr and "Task was destroyed" not in result.stderr
 
 
 def test_train_moves_damaged_aside_and_resumes_bit_identical(reference_run, copy_of):
@@ -126,6 +139,26 @@ def test_all_damaged_asks_for_restart_from_scratch(reference_run, copy_of):
     line = harness.assert_one_error(refused)
     assert "every checkpoint" in line and "--restart_from_scratch" in line
     assert integrity.damaged_steps(wd) == ["10", "20", "30"]
+    with pytest.raises(FileNotFoundError) as e:  # what evaluate/predict/explain/export then say
+        checkpoints.load_run(wd)
+    assert "all 3 damaged" in str(e.value) and f"{wd}/checkpoints_damaged" in str(e.value)
+    assert "--restart_from_scratch" in str(e.value)
     restarted = harness.run(wd, "--restart_from_scratch")
     assert restarted.returncode == 0 and "Traceback" not in restarted.stderr, restarted.stderr[-3000:]
     assert harness.bit_identical(wd, reference_run)
+
+
+def test_resuming_removes_folders_of_unfinished_saves(reference_run, copy_of):
+    """A second Ctrl-C or kill -9 during a save leaves Orbax's temporary folder; readers keep it,
+    the next run in the workdir (holding its lock) removes it."""
+    wd = copy_of(reference_run)
+    ckpt = os.path.join(wd, "checkpoints")
+    tmp = [os.path.join(ckpt, "40.orbax-checkpoint-tmp"),
+           os.path.join(ckpt, "40.orbax-checkpoint-tmp-1764541200")]
+    for path in tmp:
+        shutil.copytree(os.path.join(ckpt, "30", "state"), os.path.join(path, "state"))
+    assert checkpoints.load_run(wd).step == 30
+    assert all(os.path.isdir(p) for p in tmp)  # a reader changes nothing
+    result = harness.run(wd)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(os.listdir(ckpt)) == ["10", "20", "30"]

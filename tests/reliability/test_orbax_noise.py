@@ -59,3 +59,102 @@ def test_install_is_idempotent_and_chains_the_previous_hook(monkeypatch):
     filters = [f for f in logging.getLogger("absl").filters
                if isinstance(f, orbax_noise.OrbaxLogFilter)]
     assert len(filters) == 1  # also installed by importing jaxvision.training.checkpoints
+
+
+def _abandon_in_closed_loop(coro) -> None:
+    """What Orbax's ``run_sync`` does to the sibling reads of a failed batch: the loop is closed
+    with the task pending, and garbage collection then closes the coroutine."""
+    import gc
+
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(coro)
+    loop.run_until_complete(asyncio.sleep(0))
+    assert not task.done()
+    loop.close()
+    del task, coro
+    gc.collect()
+
+
+def _orbax_read(monkeypatch, tensorstore_read):
+    """A factory of Orbax's own read coroutine of one shard, its TensorStore read replaced by
+    ``tensorstore_read``."""
+    import jax
+    import numpy as np
+    import tensorstore as ts
+    from orbax.checkpoint._src.serialization import limits, serialization
+
+    monkeypatch.setattr(serialization, "_read_shard", tensorstore_read)
+    t = ts.open({"driver": "zarr", "kvstore": "memory://"}, create=True, shape=[4, 3],
+                dtype=ts.float32).result()
+    return lambda: serialization._read_array_index_and_device_put(
+        [jax.devices()[0]], (slice(0, 4, 1), slice(0, 3, 1)), t, global_shape=(4, 3),
+        new_shard_shape=(4, 3), dtype=np.float32, byte_limiter=limits.get_byte_limiter(),
+        strict=True, dll=None, memory_kind=None)
+
+
+# What TensorStore raises for a checkpoint whose data files were deleted.
+_TS_ERROR = ('FAILED_PRECONDITION: Error reading "params.fc1.kernel/0.0" in OCDBT database: '
+             "Truncated Zstd-compressed stream")
+
+
+def test_abandoned_orbax_read_is_dropped(monkeypatch, caplog):
+    async def read_in_flight(**_):
+        await asyncio.get_running_loop().create_future()  # never completes: the loop closes first
+
+    read = _orbax_read(monkeypatch, read_in_flight)
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", orbax_noise._UnraisableFilter(seen.append))
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        _abandon_in_closed_loop(read())
+    assert seen == []
+    assert "Task was destroyed" not in caplog.text
+    # Unfiltered, the same abandoned read is the traceback the user saw.
+    monkeypatch.setattr(sys, "unraisablehook", seen.append)
+    _abandon_in_closed_loop(read())
+    assert len(seen) == 1 and "Encountered error while reading array index" in str(seen[0].exc_value)
+
+
+def _unretrieved(make) -> None:
+    """Run ``make(loop)`` (a task or future that fails) and drop it without looking at its error."""
+    import gc
+
+    loop = asyncio.new_event_loop()
+    fut = make(loop)
+    loop.run_until_complete(asyncio.wait([fut]))
+    loop.close()
+    del fut
+    gc.collect()
+
+
+def test_unretrieved_errors_of_failed_reads_are_dropped(monkeypatch, caplog):
+    async def failing_read(**_):
+        raise ValueError(_TS_ERROR)
+
+    read = _orbax_read(monkeypatch, failing_read)
+
+    def failed_future(loop, message):
+        fut = loop.create_future()
+        fut.set_exception(ValueError(message))
+        return fut
+
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        _unretrieved(lambda loop: loop.create_task(read()))
+        _unretrieved(lambda loop: failed_future(loop, _TS_ERROR))
+        assert caplog.text == ""
+        _unretrieved(lambda loop: failed_future(loop, "boom"))  # not TensorStore's: kept
+    assert "Future exception was never retrieved" in caplog.text and "boom" in caplog.text
+
+
+def test_other_abandoned_coroutines_reach_the_previous_hook(monkeypatch, caplog):
+    async def own_read():
+        try:
+            await asyncio.get_running_loop().create_future()
+        except BaseException as e:
+            raise ValueError("cleanup failed") from e
+
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", orbax_noise._UnraisableFilter(seen.append))
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        _abandon_in_closed_loop(own_read())
+    assert len(seen) == 1 and str(seen[0].exc_value) == "cleanup failed"
+    assert "Task was destroyed" in caplog.text
