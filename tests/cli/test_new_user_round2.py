@@ -58,19 +58,6 @@ def test_a_damaged_safetensors_file_is_one_message(tmp_path):
     np.testing.assert_equal(bad.read_bytes(), b"garbage\n")  # never modified
 
 
-@pytest.mark.parametrize("module", ["jaxvision.predict", "jaxvision.evaluate", "jaxvision.explain",
-                                    "jaxvision.export"])
-def test_help_exits_0_and_lists_the_shared_flags(module):
-    proc = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True,
-                          cwd=REPO, timeout=300, env={**os.environ, "PYTHONPATH": REPO})
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    listed = {line.split(":")[0].strip() for line in proc.stdout.splitlines()
-              if line.startswith("  --")}
-    # The flags every run-reading command shares (cli.define_run_flags), each with its default.
-    assert {"--workdir", "--checkpoint", "--[no]json"} <= listed, listed
-    assert "(default: 'latest')" in proc.stdout
-
-
 @pytest.mark.parametrize("model", ["lenet5", "resnet18"])
 def test_the_image_folder_recipe_builds_any_model(model):
     import importlib.util
