@@ -4,8 +4,6 @@ outputs than classes trained to NaN metrics; a model option the model lacks, or 
 .safetensors file, ended in a traceback; ``--help`` exited with status 1."""
 
 import os
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import ml_collections
