@@ -48,3 +48,43 @@ def test_the_banner_filter_drops_tflite_notices_and_keeps_real_warnings():
     kept = [b"W0000 00:00:1.2 3 cpu.cc:1] Ignored nothing: a real warning",
             b"E0000 00:00:1.2 3 x.cc:1] an error"]
     assert [line for line in noise + kept if not cli._BANNER.match(line)] == kept
+
+
+def _image_folder_config(model: str, **model_keys):
+    from jaxvision import config as config_lib
+
+    config = config_lib.from_flags(os.path.join(REPO, "configs", "image_folder.py"),
+                                   [f"--config.model.name={model}", "--config.data.image_size=32"])
+    with config.unlocked():
+        config.model.update(model_keys)
+    return config
+
+
+def test_a_fixed_size_model_is_built_for_the_datas_size():
+    """CoAtNet's relative-position tables fit one input size: training passes the data's (as
+    timm's img_size follows the data config) unless the recipe sets model.image_size."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxvision import config as config_lib
+    from jaxvision.training.loop import build_model
+
+    config = _image_folder_config("coatnet_0")
+    config_lib.resolve_model_image_size(config, (32, 32, 3))
+    assert config.model.image_size == 32  # recorded in config.json: evaluation builds the same
+    model = build_model(config, 2, pmap=False)
+    shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3))))
+    leaves = jax.tree_util.tree_leaves_with_path(shapes["params"])
+    assert any(leaf.shape == (768, 2) for _, leaf in leaves), leaves  # builds (traced: cheap)
+
+    given = _image_folder_config("coatnet_0", image_size=64)  # the recipe's word wins
+    config_lib.resolve_model_image_size(given, (32, 32, 3))
+    assert given.model.image_size == 64
+    with pytest.raises(ValueError, match=r"--config.model.image_size=32"):  # a flag that works
+        jax.eval_shape(lambda: build_model(given, 2, pmap=False).init(
+            jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3))))
+    vit = _image_folder_config("vit_ti16")  # interpolates its position embedding: left alone
+    config_lib.resolve_model_image_size(vit, (32, 32, 3))
+    assert "image_size" not in vit.model
+    with pytest.raises(ValueError, match="square inputs but the data is 32x48"):
+        config_lib.resolve_model_image_size(_image_folder_config("coatnet_0"), (32, 48, 3))
