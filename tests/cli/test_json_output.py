@@ -36,7 +36,7 @@ def lenet_run(tmp_path_factory):
     variables = model.init(jax.random.key(0), jnp.zeros((1, size, size, channels)), train=False)
     run = save_variables(str(root / "run"), dict(variables), model_name="lenet5", num_classes=10,
                          image_shape=(size, size, channels), config=config,
-                         class_names=[str(i) for i in range(10)])
+                         class_names=[str(i) for i in range(10)], step=7)
     digit = np.zeros((28, 28), np.uint8)
     digit[6:9, 6:22] = 255
     digit[9:22, 18:21] = 255
@@ -86,6 +86,10 @@ def test_every_json_command_prints_one_document(lenet_run):
     report = _one_document(proc)
     assert report["top1_before"] == pytest.approx(result["top1"])
     assert report["size_bytes_after"] < report["size_bytes_before"] / 3  # int8 vs float32
+    # The quantized run is the source checkpoint's weights: it reports that checkpoint's step.
+    from jaxvision.training import checkpoints
+
+    assert result["step"] == checkpoints.load_run(os.path.join(root, "q")).step == 7
 
 
 def test_bad_input_is_one_error_line(lenet_run):

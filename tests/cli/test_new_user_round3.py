@@ -88,3 +88,10 @@ def test_a_fixed_size_model_is_built_for_the_datas_size():
     assert "image_size" not in vit.model
     with pytest.raises(ValueError, match="square inputs but the data is 32x48"):
         config_lib.resolve_model_image_size(_image_folder_config("coatnet_0"), (32, 48, 3))
+
+
+def test_a_misspelt_subcommand_gets_the_close_match():
+    proc = _run("jaxvision.compression", "quantise", "--workdir=run")
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [proc.stderr.strip()]
+    assert "unknown command 'quantise'; did you mean quantize?" in proc.stderr
