@@ -458,12 +458,23 @@ def run_absl(main: Callable, argv: Sequence[str], flags_parser: Callable) -> Non
 
 
 # ---- the commands that read a run directory (evaluate, predict, explain, export) --------------
+_RUN_READING_KEYS = ("eval_batch_size",)  # the non-data keys evaluation reads (evaluator.py)
+
+
 def apply_data_overrides(run, overrides: Sequence[tuple[str, str]]) -> None:
     """``--config.key=value`` of evaluate/export on a loaded run: other data (another dataset or
     an image folder) gets the run's own preprocessing first (``run_input.pin_preprocessing``),
     then the overrides (which may change it on purpose). UsageError for a bad key or value."""
     if not overrides:
         return
+    # The model and its training are the run's own (built from config.json before these apply):
+    # a model or training key here would change nothing, so it is refused, not ignored.
+    ignored = [key for key, _ in overrides
+               if not key.startswith("data.") and key not in _RUN_READING_KEYS]
+    if ignored:
+        raise UsageError(f"--config.{ignored[0]} has no effect on a trained run (its model and "
+                         "training are fixed by its config.json); this command reads only "
+                         f"--config.data.* and --config.{' / --config.'.join(_RUN_READING_KEYS)}")
     from jaxvision.evaluation import run_input
 
     try:

@@ -100,9 +100,15 @@ def test_bad_input_is_one_error_line(lenet_run):
         ("jaxvision.explain", "--workdir=" + lenet_run["run"], "--method=rollout",
          lenet_run["image"]),
         ("jaxvision.compression", "shrink", "--workdir=" + lenet_run["run"]),
+        # every error path ends with its error line: no summary or log line after it
+        ("jaxvision.evaluate", "--workdir=" + lenet_run["run"], "--config.remat=full"),  # no effect
+        ("jaxvision.evaluate", "--workdir=" + lenet_run["run"], "--checkpoint=55"),
+        ("jaxvision.explain", "--workdir=" + lenet_run["run"], "--layer=nosuch",
+         lenet_run["image"]),
     ]
     for args in cases:
         proc = run_command(*args)
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2, (args, proc.stderr[-2000:])
         assert lines[-1].startswith("error: ") and "Traceback" not in proc.stderr, args
+        assert [line for line in lines if line.startswith("error:")] == lines[-1:], args
