@@ -84,11 +84,11 @@ def keras_application(name: str, **kwargs):
 
 
 def _load(source, name: str | None):
-    keras = _import_keras()
     if not isinstance(source, str | os.PathLike):
         return source
     path = os.fspath(source)
-    check_weights_file("keras", path)
+    check_weights_file("keras", path)  # before importing Keras: a wrong file needs no Keras
+    keras = _import_keras()
     try:
         return keras.models.load_model(path, compile=False)
     except Exception as e:  # noqa: BLE001 - maybe a weights-only .h5
