@@ -67,8 +67,11 @@ def quiet_environment(argv: Sequence[str]) -> None:
 
 
 # C++ INFO lines ("I0000 00:00:... port.cc:153] oneDNN custom operations are on ...") and absl's
-# pre-initialisation notice, which TensorFlow 2.2x writes to fd 2 whatever TF_CPP_MIN_LOG_LEVEL says.
-_BANNER = re.compile(rb"^(I\d{4} .*|WARNING: All log messages before absl::InitializeLog\(\).*)$")
+# pre-initialisation notice, which TensorFlow 2.2x writes to fd 2 whatever TF_CPP_MIN_LOG_LEVEL says;
+# and the TFLite converter's notices that it ignores options TF itself sets (W0000 ... Ignored
+# output_format. / Ignored drop_control_dependency.), which no user can act on.
+_BANNER = re.compile(rb"^(I\d{4} .*|WARNING: All log messages before absl::InitializeLog\(\).*"
+                     rb"|W\d{4} .*\] Ignored (output_format|drop_control_dependency)\.)$")
 
 
 @contextlib.contextmanager
@@ -440,22 +443,38 @@ def run(main: Callable[..., int | None], argv: Sequence[str] | None = None, *,
         except (UsageError, app.UsageError) as e:
             fail(str(e))
 
+    run_absl(checked_main, argv, _parse_flags)
+
+
+def run_absl(main: Callable, argv: Sequence[str], flags_parser: Callable) -> None:
+    """``absl.app.run`` with ``--help`` ending in status 0 (absl ends it with 1; asking for help
+    is not a failure)."""
     try:
-        app.run(checked_main, argv=argv, flags_parser=_parse_flags)
+        app.run(main, argv=list(argv), flags_parser=flags_parser)
     except SystemExit as e:
-        # absl ends --help with status 1; asking for help is not a failure.
         if e.code == 1 and any(a in _HELP_FLAGS for a in argv[1:]):
             sys.exit(0)
         raise
 
 
 # ---- the commands that read a run directory (evaluate, predict, explain, export) --------------
+_RUN_READING_KEYS = ("eval_batch_size",)  # the non-data keys evaluation reads (evaluator.py)
+
+
 def apply_data_overrides(run, overrides: Sequence[tuple[str, str]]) -> None:
     """``--config.key=value`` of evaluate/export on a loaded run: other data (another dataset or
     an image folder) gets the run's own preprocessing first (``run_input.pin_preprocessing``),
     then the overrides (which may change it on purpose). UsageError for a bad key or value."""
     if not overrides:
         return
+    # The model and its training are the run's own (built from config.json before these apply):
+    # a model or training key here would change nothing, so it is refused, not ignored.
+    ignored = [key for key, _ in overrides
+               if not key.startswith("data.") and key not in _RUN_READING_KEYS]
+    if ignored:
+        raise UsageError(f"--config.{ignored[0]} has no effect on a trained run (its model and "
+                         "training are fixed by its config.json); this command reads only "
+                         f"--config.data.* and --config.{' / --config.'.join(_RUN_READING_KEYS)}")
     from jaxvision.evaluation import run_input
 
     try:

@@ -387,6 +387,29 @@ def check_data(config, info) -> None:
                          f"examples); use --config.batch_size={info.num_examples} or less.")
 
 
+def resolve_model_image_size(config, image_shape) -> None:
+    """Give a model built for one input size the data's size, in ``config.model`` (recorded in the
+    run's config.json, so evaluation builds the same model).
+
+    Models registered with ``fixed_input_size`` (CoAtNet: relative-position tables per stage)
+    refuse inputs other than their ``image_size`` option (default 224, the paper's). Unless
+    ``config.model.image_size`` is set, square data of side S sets it to S, as timm's ``img_size``
+    follows the data config. (ViTs interpolate their position embedding to any input, so their
+    ``image_size`` is left as the recipe says.) ``image_shape``: (H, W, C) of the training images.
+    Raises ValueError for non-square data and no ``config.model.image_size``.
+    """
+    from jaxvision.models.registry import get_spec
+
+    if not get_spec(config.model.name).fixed_input_size or config.model.get("image_size") is not None:
+        return
+    height, width = (int(d) for d in image_shape[:2])
+    if height != width:
+        raise ValueError(f"{config.model.name} is built for square inputs but the data is "
+                         f"{height}x{width}; set --config.data.image_size to one side length.")
+    with config.unlocked():
+        config.model.image_size = height
+
+
 def steps_per_epoch(config, num_train_examples: int) -> int:
     return max(1, num_train_examples // config.batch_size)
 

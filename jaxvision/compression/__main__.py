@@ -17,6 +17,7 @@ and ``quantized.msgpack`` with the int8 kernels + per-channel scales themselves.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 
@@ -59,7 +60,12 @@ _DEFAULT_STEPS = {"prune": 500, "distill": 1000}
 
 
 def _command(argv) -> str:
-    if len(argv) != 2 or argv[1] not in COMMANDS:
+    if len(argv) == 2 and argv[1] not in COMMANDS:
+        close = difflib.get_close_matches(argv[1], COMMANDS, n=1, cutoff=0.6)
+        tip = f"; did you mean {close[0]}?" if close else ""
+        raise cli.UsageError(f"unknown command {argv[1]!r}{tip} Commands: {' | '.join(COMMANDS)}, "
+                             "e.g. python -m jaxvision.compression quantize --workdir RUN")
+    if len(argv) != 2:
         raise cli.UsageError(f"give one command, {' | '.join(COMMANDS)}, e.g. python -m "
                              "jaxvision.compression quantize --workdir RUN")
     if FLAGS.workdir is None:

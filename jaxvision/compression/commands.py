@@ -35,8 +35,11 @@ def _image_shape(run):
     return run.image_shape or tuple(run.config.data.get("image_shape", ()))
 
 
-def _save(run, out: str, variables, report: dict, *, config=None, model_name=None,
+def _save(run, out: str, variables, report: dict, *, step: int, config=None, model_name=None,
           image_shape=None, kind: str) -> dict:
+    """The compressed variables as checkpoint ``step`` of run directory ``out`` (quantization:
+    the source checkpoint's step; pruning: it plus the fine-tuning steps; distillation: the
+    student's steps), so evaluate/export report the step the weights come from."""
     from jaxvision.convert.checkpoint import save_variables
 
     summary = {k: v for k, v in report.items() if k not in ("per_layer", "activation_ranges")}
@@ -48,6 +51,7 @@ def _save(run, out: str, variables, report: dict, *, config=None, model_name=Non
         class_names=run.class_names,
         config=config or run.config,
         extra_meta={kind: summary, "compressed_from_step": int(run.step)},
+        step=int(step),
     )
     with open(os.path.join(out, REPORT_FILE), "w") as f:
         json.dump(summary, f, indent=2, default=float)
@@ -63,7 +67,7 @@ def prune_run(run, out: str, *, sparsity: float, steps: int, learning_rate: floa
     variables, report = compression.prune_finetune(
         run.model, run.variables, train, target_sparsity=sparsity, steps=steps,
         learning_rate=learning_rate, update_every=update_every, eval_batches=evals)
-    return _save(run, out, variables, report, kind="pruning")
+    return _save(run, out, variables, report, step=int(run.step) + steps, kind="pruning")
 
 
 def quantize_to_run(run, out: str, *, calibration_batches: int, batch_size: int,
@@ -82,7 +86,7 @@ def quantize_to_run(run, out: str, *, calibration_batches: int, batch_size: int,
     dequantized = {"params": compression.dequantize(qvars["params"]),
                    "batch_stats": qvars["batch_stats"]}
     report["stored_weights"] = "int8 kernels dequantized to float32 (activations not quantized)"
-    summary = _save(run, out, dequantized, report, kind="quantization")
+    summary = _save(run, out, dequantized, report, step=run.step, kind="quantization")
     with open(os.path.join(out, QUANTIZED_FILE), "wb") as f:
         f.write(serialization.msgpack_serialize(qvars))
     return summary
@@ -111,6 +115,6 @@ def distill_run(run, student_config, out: str, *, steps: int, learning_rate: flo
         run.model, run.variables, student, student_vars, train, steps=steps,
         learning_rate=learning_rate, temperature=temperature, alpha=alpha, eval_batches=evals,
         kind=kind)
-    return _save(run, out, variables, report, config=student_config,
+    return _save(run, out, variables, report, step=steps, config=student_config,
                  model_name=student_config.model.name,
                  image_shape=tuple(train.info.image_shape), kind="distillation")

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from jaxvision.convert.common import Converted, ParamWriter
+from jaxvision.convert.weights_file import check_weights_file
 
 __all__ = ["KERAS_APPS", "convert_keras", "keras_application"]
 
@@ -83,12 +84,11 @@ def keras_application(name: str, **kwargs):
 
 
 def _load(source, name: str | None):
-    keras = _import_keras()
     if not isinstance(source, str | os.PathLike):
         return source
     path = os.fspath(source)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Keras file {path!r} not found")
+    check_weights_file("keras", path)  # before importing Keras: a wrong file needs no Keras
+    keras = _import_keras()
     try:
         return keras.models.load_model(path, compile=False)
     except Exception as e:  # noqa: BLE001 - maybe a weights-only .h5
@@ -98,7 +98,13 @@ def _load(source, name: str | None):
                 "only, pass --model NAME so the application can be built and the weights loaded"
             ) from e
         model = keras_application(name)
-        model.load_weights(path)
+        try:
+            model.load_weights(path)
+        except Exception as e2:  # noqa: BLE001 - a damaged or foreign file, as one message
+            raise ValueError(
+                f"{path!r} is neither a loadable Keras model ({type(e).__name__}: {e}) nor "
+                f"{name} weights ({type(e2).__name__}: {e2}); check the download or give the "
+                "file written by model.save / model.save_weights") from None
         return model
 
 

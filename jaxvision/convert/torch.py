@@ -53,6 +53,7 @@ from jaxvision.convert.torch_mapper import (
     encoder_block,
     squeeze_excite,
 )
+from jaxvision.convert.weights_file import check_weights_file, is_safetensors
 
 __all__ = ["convert_torch", "load_state_dict"]
 
@@ -73,9 +74,8 @@ def load_state_dict(source: Any) -> dict[str, np.ndarray]:
         sd = source
     else:
         path = os.fspath(source)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"state-dict file {path!r} not found")
-        if path.endswith(".safetensors"):
+        check_weights_file("torch", path)
+        if is_safetensors(path):
             try:
                 from safetensors.numpy import load_file
             except ImportError as e:

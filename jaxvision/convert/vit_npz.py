@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from jaxvision.convert.common import Converted, ParamWriter
+from jaxvision.convert.weights_file import check_weights_file
 
 __all__ = ["convert_vit_npz", "load_npz"]
 
@@ -35,10 +36,16 @@ _BLOCK = {
 def load_npz(source: Any) -> dict[str, np.ndarray]:
     """A path to an .npz (never unpickled: ``allow_pickle=False``) or a mapping of arrays."""
     if isinstance(source, str | os.PathLike):
-        if not os.path.isfile(source):
-            raise FileNotFoundError(f"npz file {os.fspath(source)!r} not found")
-        with np.load(source, allow_pickle=False) as f:
-            return {k: np.asarray(f[k]) for k in f.files}
+        check_weights_file("npz", source)
+        try:
+            with np.load(source, allow_pickle=False) as f:
+                return {k: np.asarray(f[k]) for k in f.files}
+        except Exception as e:  # noqa: BLE001 - a damaged member, as one message (never unpickled)
+            if "allow_pickle" in str(e):  # NumPy's advice would be to unpickle: never
+                raise ValueError(f"{os.fspath(source)!r} holds object (pickled) arrays, which are "
+                                 "never loaded; a ViT-paper .npz holds numeric arrays only") from None
+            raise ValueError(f"{os.fspath(source)!r} is not a readable .npz file "
+                             f"({type(e).__name__}: {e}); check the download") from None
     return {k: np.asarray(v) for k, v in dict(source).items()}
 
 

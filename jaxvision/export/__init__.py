@@ -15,19 +15,40 @@ every model, so neither is used. ``stablehlo`` is ``jax.export`` itself. TFLite 
 with the LiteRT interpreter (``ai-edge-litert``, the ``export`` extra) or TF's ``tf.lite``.
 """
 
-from jaxvision.export.calibration import int8_accuracy, jaxvision_probabilities, split_pixels
-from jaxvision.export.preprocessing import FixedSizeTransform, fixed_size_transform
-from jaxvision.export.runs import (
-    CALIBRATION_IMAGES,
-    export_run,
-    format_summary,
-    load_exported,
-    parse_input_size,
-)
-from jaxvision.export.saved_model import export_saved_model, load_saved_model
-from jaxvision.export.serving import FORMATS, ExportError, Servable, labels_path, read_labels
-from jaxvision.export.stablehlo import export_stablehlo, load_stablehlo
-from jaxvision.export.tflite import TFLiteRunner, export_tflite
+# Lazy (PEP 562): ``python -m jaxvision.export`` runs this file before its __main__ parses flags,
+# and the submodules import TensorFlow, whose start-up banners must wait for cli.import_quietly.
+_SOURCES = {
+    "CALIBRATION_IMAGES": "runs",
+    "ExportError": "serving",
+    "FORMATS": "serving",
+    "FixedSizeTransform": "preprocessing",
+    "Servable": "serving",
+    "TFLiteRunner": "tflite",
+    "export_run": "runs",
+    "export_saved_model": "saved_model",
+    "export_stablehlo": "stablehlo",
+    "export_tflite": "tflite",
+    "fixed_size_transform": "preprocessing",
+    "format_summary": "runs",
+    "int8_accuracy": "calibration",
+    "jaxvision_probabilities": "calibration",
+    "labels_path": "serving",
+    "load_exported": "runs",
+    "load_saved_model": "saved_model",
+    "load_stablehlo": "stablehlo",
+    "parse_input_size": "runs",
+    "read_labels": "serving",
+    "split_pixels": "calibration",
+}
+
+
+def __getattr__(name: str):
+    if name not in _SOURCES:
+        raise AttributeError(f"module 'jaxvision.export' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"jaxvision.export.{_SOURCES[name]}"), name)
+
 
 __all__ = [
     "CALIBRATION_IMAGES",

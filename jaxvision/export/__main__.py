@@ -59,11 +59,12 @@ def main(argv, overrides):
         # --config.data.*: where tflite_int8 finds calibration/test images (e.g. a converted
         # run's --config.data.path=FOLDER), as evaluate takes them.
         cli.apply_data_overrides(run, overrides)
-        try:
-            summary = export.export_run(
-                run, FLAGS.format, FLAGS.output, input_hw=input_hw,
-                calibration_images=FLAGS.calibration_images, eval_split=FLAGS.eval_split,
-                eval_images=FLAGS.eval_images or None, overwrite=FLAGS.overwrite)
+        try:  # filtered: TFLite's converter writes C++ notices (W0000 ... Ignored output_format.)
+            with cli.filtered_stderr():
+                summary = export.export_run(
+                    run, FLAGS.format, FLAGS.output, input_hw=input_hw,
+                    calibration_images=FLAGS.calibration_images, eval_split=FLAGS.eval_split,
+                    eval_images=FLAGS.eval_images or None, overwrite=FLAGS.overwrite)
         except (export.ExportError, DataError, ValueError) as e:
             cli.fail(str(e))
         if FLAGS.json:

@@ -154,7 +154,9 @@ class CoAtNet(nn.Module):
             raise ValueError(
                 f"CoAtNet built for {self.image_size}x{self.image_size} inputs (its relative position "
                 f"tables cover the feature maps) got {x.shape[1]}x{x.shape[2]}: pass "
-                f"image_size={x.shape[1]} (or None) to models.create")
+                f"image_size={x.shape[1]} (or None) to models.create; on the command line "
+                f"--config.model.image_size={x.shape[1]}, or leave it unset: training then "
+                "builds the model for the data's size")
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         x = Stem((self.stem_width, self.stem_width), lay, self.bn_axis_name, name="stem", **kw)(x, train)
         sow_level(x)
@@ -194,7 +196,7 @@ def _register(name: str, size: CoAtNetSize):
                        param_dtype=param_dtype)
 
     builder.__name__ = builder.__qualname__ = name
-    register(name, family="coatnet", default_resolution=224,
+    register(name, family="coatnet", default_resolution=224, fixed_input_size=True,
              description=f"CoAtNet-{name[-1]} (timm {name}_224: widths {size.embed_dims}, depths "
                          f"{size.depths}, C-C-T-T), 224 px.")(builder)
 

@@ -52,6 +52,9 @@ class ModelSpec:
     in_channels: int = 3
     num_classes: int = 1000
     description: str = ""
+    # True: the model refuses inputs other than its ``image_size`` option (CoAtNet's relative
+    # position tables), so training passes it the data's size (config.resolve_model_image_size).
+    fixed_input_size: bool = False
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -65,6 +68,7 @@ def register(
     in_channels: int = 3,
     num_classes: int = 1000,
     description: str = "",
+    fixed_input_size: bool = False,
 ):
     """Decorator registering ``builder(num_classes, dtype, param_dtype, **overrides)``."""
 
@@ -79,6 +83,7 @@ def register(
             in_channels=in_channels,
             num_classes=num_classes,
             description=description or (builder.__doc__ or "").strip().split("\n")[0],
+            fixed_input_size=fixed_input_size,
         )
         return builder
 

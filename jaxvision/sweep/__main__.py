@@ -17,7 +17,7 @@ import os
 import signal
 import sys
 
-from absl import app, flags
+from absl import flags
 
 from jaxvision.sweep import space as space_lib
 from jaxvision.sweep import study as study_lib
@@ -92,6 +92,10 @@ def main(overrides: list[str]) -> None:
     from jaxvision.sweep import report, worker
 
     cli.quiet_logging()
+    with cli.filtered_stderr():  # TensorFlow's start-up banners (the recipe's data imports it)
+        from jaxvision.data import _tf
+
+        _tf.load()
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # the worker prints its own lines
@@ -141,7 +145,10 @@ def main(overrides: list[str]) -> None:
 
 
 def run() -> None:
-    app.run(main, flags_parser=_parse)
+    from jaxvision import cli
+
+    cli.quiet_environment(sys.argv)
+    cli.run_absl(main, sys.argv, _parse)
 
 
 if __name__ == "__main__":

@@ -358,6 +358,7 @@ def _build(config, workdir: str, build_data: Callable, objective: Callable | Non
         write_skipped_files(getattr(info, "skipped", ()), workdir)
     num_classes = int(config.model.num_classes or info.num_classes)
     image_shape = tuple(int(d) for d in info.image_shape)
+    config_lib.resolve_model_image_size(config, image_shape)
     total_steps = config_lib.resolve_total_steps(config, info.num_examples)
     spe = config_lib.steps_per_epoch(config, info.num_examples)
 

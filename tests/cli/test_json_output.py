@@ -36,7 +36,7 @@ def lenet_run(tmp_path_factory):
     variables = model.init(jax.random.key(0), jnp.zeros((1, size, size, channels)), train=False)
     run = save_variables(str(root / "run"), dict(variables), model_name="lenet5", num_classes=10,
                          image_shape=(size, size, channels), config=config,
-                         class_names=[str(i) for i in range(10)])
+                         class_names=[str(i) for i in range(10)], step=7)
     digit = np.zeros((28, 28), np.uint8)
     digit[6:9, 6:22] = 255
     digit[9:22, 18:21] = 255
@@ -86,6 +86,10 @@ def test_every_json_command_prints_one_document(lenet_run):
     report = _one_document(proc)
     assert report["top1_before"] == pytest.approx(result["top1"])
     assert report["size_bytes_after"] < report["size_bytes_before"] / 3  # int8 vs float32
+    # The quantized run is the source checkpoint's weights: it reports that checkpoint's step.
+    from jaxvision.training import checkpoints
+
+    assert result["step"] == checkpoints.load_run(os.path.join(root, "q")).step == 7
 
 
 def test_bad_input_is_one_error_line(lenet_run):
@@ -96,9 +100,15 @@ def test_bad_input_is_one_error_line(lenet_run):
         ("jaxvision.explain", "--workdir=" + lenet_run["run"], "--method=rollout",
          lenet_run["image"]),
         ("jaxvision.compression", "shrink", "--workdir=" + lenet_run["run"]),
+        # every error path ends with its error line: no summary or log line after it
+        ("jaxvision.evaluate", "--workdir=" + lenet_run["run"], "--config.remat=full"),  # no effect
+        ("jaxvision.evaluate", "--workdir=" + lenet_run["run"], "--checkpoint=55"),
+        ("jaxvision.explain", "--workdir=" + lenet_run["run"], "--layer=nosuch",
+         lenet_run["image"]),
     ]
     for args in cases:
         proc = run_command(*args)
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2, (args, proc.stderr[-2000:])
         assert lines[-1].startswith("error: ") and "Traceback" not in proc.stderr, args
+        assert [line for line in lines if line.startswith("error:")] == lines[-1:], args
