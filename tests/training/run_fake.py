@@ -34,14 +34,13 @@ def main():
                          "Adam would scale up to the learning rate)")
     a = ap.parse_args()
 
+    from jaxvision import cli
     from jaxvision.training import distributed
 
+    cli.quiet_logging()  # as jaxvision.train: INFO on process 0, warnings on the others
     distributed.initialize(a.coordinator, a.num_processes, a.process_id, timeout_s=60)
     import jax
 
-    from jaxvision import cli
-
-    cli.quiet_logging()  # as jaxvision.train: INFO on process 0, warnings on the others
     cli.show_routine_logs(jax.process_index(), jax.process_count())
 
     from jaxvision.training import loop

@@ -41,7 +41,7 @@ def runs(tmp_path_factory):
     procs.append(subprocess.Popen(_cmd(one, *ARGS, *mesh), cwd=REPO, env=_env(8),
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     outs = finish(procs)
-    assert "process 1 of 2, 4 local / 8 global devices" in outs[1][1]
+    assert "process 0 of 2, 4 local / 8 global devices" in outs[0][1]
     return {"one": one, "two": two}
 
 
