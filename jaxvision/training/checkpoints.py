@@ -57,7 +57,7 @@ class CheckpointStore:
     """
 
     def __init__(self, directory: str, *, keep: int = 3, best_metric: str = "", best_mode: str = "max",
-                 async_save: bool = True, read_only: bool = False):
+                 async_save: bool = True, read_only: bool = False, cleanup_tmp: bool = True):
         self.directory = os.path.abspath(directory)
         self.best_metric = best_metric
         policies = [ocp.checkpoint_managers.LatestN(n=max(1, keep))]
@@ -82,7 +82,7 @@ class CheckpointStore:
             create=not read_only,
             # A save cut short (a second Ctrl-C, kill -9) leaves <step>.orbax-checkpoint-tmp;
             # the run holding the workdir lock removes them (readers never write).
-            cleanup_tmp_directories=not read_only,
+            cleanup_tmp_directories=cleanup_tmp and not read_only,
             read_only=read_only,
         )
         self.manager = ocp.CheckpointManager(

@@ -36,7 +36,8 @@ def mocked_tfds(num_examples: int = MOCK_EXAMPLES):
     real_init = checkpoints.CheckpointStore.__init__
 
     def sync_init(self, *args, **kw):
-        real_init(self, *args, **{**kw, "async_save": False})
+        # Orbax's tmp-folder cleanup lists the workdir through epath, which the mock swaps.
+        real_init(self, *args, **{**kw, "async_save": False, "cleanup_tmp": False})
 
     saved_counts = sources._counts_cache
     checkpoints.CheckpointStore.__init__ = sync_init
