@@ -26,8 +26,9 @@ the failure would otherwise follow it on stderr:
   ...>" with a traceback: tens of lines per abandoned read. The hook drops exactly those (a
   coroutine object of Orbax or TensorStore, closed by GeneratorExit). :class:`AsyncioLogFilter`
   drops asyncio's matching log records: "Task was destroyed but it is pending" and "Task
-  exception was never retrieved" for such a coroutine, "Future exception was never retrieved"
-  for a TensorStore future whose error the failed batch already reported.
+  exception was never retrieved" for such a coroutine, and "<Future|_GatheringFuture> exception
+  was never retrieved" for a future or ``asyncio.gather`` whose error came from Orbax or
+  TensorStore, which the failed batch already reported.
 """
 
 from __future__ import annotations
@@ -97,9 +98,10 @@ def is_abandoned_read(unraisable) -> bool:
 
 
 # asyncio's reports of a task or future nobody awaited any more (``BaseEventLoop.
-# default_exception_handler``); the first line of the logged message.
-_ABANDONED = ("Task was destroyed but it is pending", "Task exception was never retrieved",
-              "Future exception was never retrieved")
+# default_exception_handler``); the first line of the logged message. asyncio names the class:
+# "Task", "Future" or "_GatheringFuture" (what ``asyncio.gather`` returns) "exception was never
+# retrieved".
+_ABANDONED = re.compile(r"(Task was destroyed but it is pending|\w+ exception was never retrieved)")
 # How TensorStore spells an error (absl::StatusCode names), e.g. "FAILED_PRECONDITION: Error ...".
 _TENSORSTORE_ERROR = re.compile(
     r"(CANCELLED|UNKNOWN|INVALID_ARGUMENT|DEADLINE_EXCEEDED|NOT_FOUND|ALREADY_EXISTS|"
@@ -107,18 +109,35 @@ _TENSORSTORE_ERROR = re.compile(
     r"UNIMPLEMENTED|INTERNAL|UNAVAILABLE|DATA_LOSS|UNAUTHENTICATED): ")
 
 
+def _is_checkpoint_io_error(exc: BaseException | None) -> bool:
+    """True when ``exc`` or an exception it was raised from is a TensorStore error or was raised
+    inside Orbax/TensorStore (Orbax wraps TensorStore's error in a plain ``Exception``)."""
+    seen = 0
+    while exc is not None and seen < 16:
+        if _TENSORSTORE_ERROR.match(str(exc)):
+            return True
+        tb = exc.__traceback__
+        while tb is not None:
+            if _in_async_packages(tb.tb_frame.f_code.co_filename):
+                return True
+            tb = tb.tb_next
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
 class AsyncioLogFilter(logging.Filter):
     """``asyncio``-logger filter: drops asyncio's reports of a read abandoned with its closed loop,
-    i.e. a task running an Orbax/TensorStore coroutine, or a future holding a TensorStore error."""
+    i.e. a task running an Orbax/TensorStore coroutine, or a task/future/gather whose error came
+    from a checkpoint read or write that the failed batch already reported."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         msg = record.getMessage()
-        if not msg.startswith(_ABANDONED):
+        if not _ABANDONED.match(msg):
             return True
-        if msg.startswith("Future"):
-            exc = record.exc_info[1] if record.exc_info else None
-            return not (exc is not None and _TENSORSTORE_ERROR.match(str(exc)))
-        return not _in_async_packages(msg)
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and _is_checkpoint_io_error(exc):
+            return False
+        return msg.startswith("Future") or not _in_async_packages(msg)
 
 
 class _UnraisableFilter:

@@ -126,6 +126,11 @@ def _unretrieved(make) -> None:
     gc.collect()
 
 
+def _gathered(loop, *coroutines):
+    asyncio.set_event_loop(loop)  # gather() binds to the current loop
+    return asyncio.gather(*coroutines)
+
+
 def test_unretrieved_errors_of_failed_reads_are_dropped(monkeypatch, caplog):
     async def failing_read(**_):
         raise ValueError(_TS_ERROR)
@@ -137,12 +142,21 @@ def test_unretrieved_errors_of_failed_reads_are_dropped(monkeypatch, caplog):
         fut.set_exception(ValueError(message))
         return fut
 
+    async def own_failure():
+        raise ValueError("boom")
+
     with caplog.at_level(logging.ERROR, logger="asyncio"):
         _unretrieved(lambda loop: loop.create_task(read()))
         _unretrieved(lambda loop: failed_future(loop, _TS_ERROR))
+        # What Orbax's batch is: asyncio.gather over the reads (seen in CI as "_GatheringFuture
+        # exception was never retrieved" with Orbax's wrapped TensorStore error).
+        _unretrieved(lambda loop: _gathered(loop, read(), read()))
         assert caplog.text == ""
         _unretrieved(lambda loop: failed_future(loop, "boom"))  # not TensorStore's: kept
-    assert "Future exception was never retrieved" in caplog.text and "boom" in caplog.text
+        assert "Future exception was never retrieved" in caplog.text and "boom" in caplog.text
+        caplog.clear()
+        _unretrieved(lambda loop: _gathered(loop, own_failure()))  # not Orbax's: kept
+    assert "_GatheringFuture exception was never retrieved" in caplog.text
 
 
 def test_other_abandoned_coroutines_reach_the_previous_hook(monkeypatch, caplog):
