@@ -32,16 +32,15 @@ def export_split(path: str) -> None:
     """Writes the mnist5k split as uint8 images (N, 28, 28) and int64 labels per split."""
     import numpy as np
 
-    from jaxvision.data import bundled
+    from jaxvision.data import bundled_arrays
 
-    images, labels = bundled.Mnist5k._load(None)
-    splits = bundled.stratified_split(labels, bundled.Mnist5k.FRACTIONS)
-    arrays = {}
-    for name, idx in splits.items():
-        arrays[f"{name}_image"] = images[idx, :, :, 0]
-        arrays[f"{name}_label"] = labels[idx]
+    arrays, sizes = {}, []
+    for name in bundled_arrays.SPLITS:
+        images, labels = bundled_arrays.split_arrays("mnist5k", name)
+        arrays[f"{name}_image"], arrays[f"{name}_label"] = images[:, :, :, 0], labels
+        sizes.append(f"{name} {len(labels)}")
     np.savez_compressed(path, **arrays)
-    print(f"wrote {path}: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
+    print(f"wrote {path}: " + ", ".join(sizes))
 
 
 def _model(torch):

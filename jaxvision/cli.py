@@ -28,10 +28,11 @@ from collections.abc import Callable, Iterator, Sequence
 from absl import app, flags
 from absl import logging as absl_logging
 
+from jaxvision.quiet_stderr import filtered_stderr, verbosity_requested
+
 USAGE_EXIT = 2
 _HELP_FLAGS = ("--help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml")
 _CONFIG_OVERRIDE = re.compile(r"^--config\.([A-Za-z0-9_.]+)(?:=(.*))?$", re.S)
-_VERBOSITY = re.compile(r"^(--verbosity|-v)(=|$)")
 
 flags.DEFINE_bool("help_config", False, "List the config keys this command takes as "
                   "--config.key=value, with their current values, and exit.")
@@ -55,46 +56,11 @@ def fail(message: str, status: int = USAGE_EXIT) -> None:
     sys.exit(status)
 
 
-def verbosity_requested(argv: Sequence[str]) -> bool:
-    return any(_VERBOSITY.match(a) for a in argv)
-
-
 def quiet_environment(argv: Sequence[str]) -> None:
     """Before TensorFlow/JAX are imported: silence their C++ banners (oneDNN, cuda probing) unless
     ``--verbosity`` is given. ``TF_CPP_MIN_LOG_LEVEL=2`` keeps errors; a value the user set wins."""
     if not verbosity_requested(argv):
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-# C++ INFO lines ("I0000 00:00:... port.cc:153] oneDNN custom operations are on ...") and absl's
-# pre-initialisation notice, which TensorFlow 2.2x writes to fd 2 whatever TF_CPP_MIN_LOG_LEVEL says;
-# and the TFLite converter's notices that it ignores options TF itself sets (W0000 ... Ignored
-# output_format. / Ignored drop_control_dependency.), which no user can act on.
-_BANNER = re.compile(rb"^(I\d{4} .*|WARNING: All log messages before absl::InitializeLog\(\).*"
-                     rb"|W\d{4} .*\] Ignored (output_format|drop_control_dependency)\.)$")
-
-
-@contextlib.contextmanager
-def filtered_stderr() -> Iterator[None]:
-    """Collect what C/C++ code writes to fd 2 meanwhile and replay it without the INFO banners
-    (warnings and errors pass)."""
-    import tempfile
-
-    sys.stderr.flush()
-    saved_fd = os.dup(2)
-    with tempfile.TemporaryFile() as tmp:
-        os.dup2(tmp.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved_fd, 2)
-            os.close(saved_fd)
-            tmp.seek(0)
-            kept = [line for line in tmp.read().splitlines() if not _BANNER.match(line)]
-            if kept:
-                sys.stderr.buffer.write(b"\n".join(kept) + b"\n")
-                sys.stderr.flush()
 
 
 def import_quietly(argv: Sequence[str], tensorflow: bool = True) -> None:

@@ -14,8 +14,8 @@ import lazy_loader as _lazy
 # submodules that need it load on first use.
 __getattr__, __dir__, _ = _lazy.attach(
     __name__,
-    submodules=["augment", "balance", "bundled", "image_file", "image_listing", "model_input",
-                "preprocess", "sources"],
+    submodules=["augment", "balance", "bundled", "bundled_arrays", "eval_arrays", "image_file",
+                "image_listing", "model_input", "preprocess", "sources"],
     submod_attrs={
         "balance": ["class_weights", "weights_from_counts"],
         "bundled": ["BUNDLED"],
@@ -24,7 +24,8 @@ __getattr__, __dir__, _ = _lazy.attach(
         "image_listing": ["IMAGE_EXTENSIONS", "expand_paths", "list_images"],
         "model_input": ["dataset_meta", "load_for_eval", "load_image", "preprocess_for_eval",
                         "resolve_config"],
-        "pipeline": ["Pipeline", "PipelineInfo", "build"],
+        "pipeline": ["Pipeline", "build"],
+        "pipeline_info": ["PipelineInfo"],
         "preprocess": ["Meta", "Resolved"],
         "sources": ["DataError", "write_skipped_files"],
     },
@@ -43,8 +44,10 @@ __all__ = [
     "balance",
     "build",
     "bundled",
+    "bundled_arrays",
     "class_weights",
     "dataset_meta",
+    "eval_arrays",
     "default_config",
     "expand_paths",
     "image_file",

@@ -8,7 +8,9 @@ which commands that never build a tf.data pipeline (``predict`` on a bundled-dat
 should not pay. :func:`load` imports both now.
 """
 
+import contextlib
 import os
+import sys
 import types
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -16,8 +18,19 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 __all__ = ["load", "tf", "tfds"]
 
 
+def _quietly():
+    """TensorFlow's C++ start-up banners filtered from stderr, as the commands filter them (a
+    command may import TensorFlow only mid-run); ``--verbosity`` keeps them."""
+    from jaxvision import quiet_stderr
+
+    if quiet_stderr.verbosity_requested(sys.argv) or not hasattr(sys.stderr, "buffer"):
+        return contextlib.nullcontext()
+    return quiet_stderr.filtered_stderr()
+
+
 def _import_tensorflow():
-    import tensorflow
+    with _quietly():
+        import tensorflow
 
     try:
         tensorflow.config.set_visible_devices([], "GPU")
@@ -28,7 +41,8 @@ def _import_tensorflow():
 
 def _import_tfds():
     tf._module()  # TensorFlow first, so that it is kept off the GPU before TFDS starts it
-    import tensorflow_datasets
+    with _quietly():
+        import tensorflow_datasets
 
     return tensorflow_datasets
 

@@ -63,8 +63,9 @@ def _gather(image: np.ndarray, starts: np.ndarray, weights: np.ndarray, axis: in
 
 
 def resize_bilinear_antialiased(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """float32 (H, W, C) -> float32 (height, width, C), equal bit for bit to
-    ``tf.image.resize(image, (height, width), "bilinear", antialias=True)``."""
+    """float32 (..., H, W, C) -> float32 (..., height, width, C), equal bit for bit to
+    ``tf.image.resize(image, (height, width), "bilinear", antialias=True)`` of each image."""
     image = np.asarray(image, np.float32)
-    rows = _gather(image, *_spans(image.shape[0], height), axis=0)
-    return _gather(rows, *_spans(image.shape[1], width), axis=1)
+    h_axis, w_axis = image.ndim - 3, image.ndim - 2
+    rows = _gather(image, *_spans(image.shape[h_axis], height), axis=h_axis)
+    return _gather(rows, *_spans(image.shape[w_axis], width), axis=w_axis)

@@ -70,15 +70,16 @@ def _pixels(image_uint8, r: preprocess.Resolved) -> np.ndarray:
 
 def _eval_transform(pixels: np.ndarray, r: preprocess.Resolved) -> np.ndarray:
     if pixels.ndim == 3 and pixels.shape[-1] == r.channels:
-        return _eval_transform_numpy(pixels, r)
+        return eval_transform_numpy(pixels, r)
     return preprocess.eval_transform(tf.constant(pixels), r).numpy()
 
 
-def _eval_transform_numpy(pixels: np.ndarray, r: preprocess.Resolved) -> np.ndarray:
+def eval_transform_numpy(pixels: np.ndarray, r: preprocess.Resolved) -> np.ndarray:
     """``preprocess.eval_transform`` of uint8 (H, W, r.channels) in NumPy, bit for bit: the same
     float32 operations in the same order (the resize is TF's own, ported exactly), without
-    importing TensorFlow (3-5 CPU seconds that predict and explain need not pay)."""
-    h, w, _ = pixels.shape
+    importing TensorFlow (3-5 CPU seconds that predict and explain need not pay). A batch
+    (N, H, W, r.channels) of one size gives (N, size, size, channels), each row bit for bit."""
+    h, w = pixels.shape[-3:-1]
     size = r.image_size
     image = pixels.astype(np.float32) / np.float32(255.0)
     if r.eval_crop_fraction >= 1.0:
@@ -91,6 +92,6 @@ def _eval_transform_numpy(pixels: np.ndarray, r: preprocess.Resolved) -> np.ndar
         nh, nw = (max(1, int(np.round(np.float32(n) * scale))) for n in (h, w))
         image = resize_bilinear_antialiased(image, nh, nw)
         top, left = (nh - size) // 2, (nw - size) // 2
-        image = image[top:top + size, left:left + size]
+        image = image[..., top:top + size, left:left + size, :]
     image = np.clip(image, np.float32(0.0), np.float32(1.0))
     return (image - np.asarray(r.mean, np.float32)) / np.asarray(r.std, np.float32)

@@ -29,7 +29,6 @@ the split is seen exactly once.
 """
 
 import atexit
-import dataclasses
 import logging
 import math
 import weakref
@@ -38,28 +37,12 @@ import numpy as np
 
 from jaxvision.data import preprocess, sources
 from jaxvision.data._tf import tf
+from jaxvision.data.pipeline_info import PipelineInfo
 from jaxvision.data.sources import DataError
 
 log = logging.getLogger(__name__)
 AUTOTUNE = tf.data.AUTOTUNE
 _EPOCHS_FOREVER = 2**62
-
-
-@dataclasses.dataclass(frozen=True)
-class PipelineInfo:
-    """What the rest of the library needs to know about a split."""
-
-    num_classes: int
-    class_names: list = dataclasses.field(repr=False)
-    num_examples: int  # examples of the split, all processes
-    image_shape: tuple  # (H, W, C) as fed to the model
-    split: str  # the resolved split string
-    local_batch_size: int
-    num_local_examples: int  # this process's shard
-    num_skipped: int = 0  # corrupt files skipped in an image folder
-    skipped: tuple = dataclasses.field(default=(), repr=False)  # their (path, reason) pairs
-    mean: tuple = ()
-    std: tuple = ()
 
 
 class Pipeline:

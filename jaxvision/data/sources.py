@@ -19,7 +19,7 @@ import os
 
 import numpy as np
 
-from jaxvision.data import image_file, image_listing, preprocess
+from jaxvision.data import bundled_arrays, image_file, image_listing, preprocess
 from jaxvision.data._tf import tf, tfds
 
 
@@ -339,7 +339,7 @@ def index_folder(
         )
     if "all" in found:
         paths, labels = found.pop("all")
-        parts = _bundled().stratified_split(
+        parts = bundled_arrays.stratified_split(
             labels, {"validation": val_fraction, "test": test_fraction}, seed=split_seed
         )
         for split, idx in parts.items():

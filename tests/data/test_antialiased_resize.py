@@ -31,6 +31,18 @@ def test_eval_transform_without_tensorflow_is_the_pipelines(hw, channels, size, 
                             eval_crop_fraction=crop, native_fixed=False)
     pixels = np.random.default_rng(size).integers(0, 256, (*hw, channels), dtype=np.uint8)
     want = preprocess.eval_transform(tf.constant(pixels), r).numpy()
-    got = model_input._eval_transform_numpy(pixels, r)
+    got = model_input.eval_transform_numpy(pixels, r)
     assert got.dtype == np.float32
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("hw,channels,size,crop", [((28, 28), 1, 32, 1.0), ((61, 47), 3, 32, 0.875)])
+def test_batched_eval_transform_is_each_rows_pipeline_transform(hw, channels, size, crop):
+    r = preprocess.Resolved(image_size=size, channels=channels, mean=(0.5,) * channels,
+                            std=(0.3,) * channels, train_crop="center", pad_pixels=0,
+                            eval_crop_fraction=crop, native_fixed=False)
+    batch = np.random.default_rng(7).integers(0, 256, (3, *hw, channels), dtype=np.uint8)
+    got = model_input.eval_transform_numpy(batch, r)
+    assert got.shape == (3, size, size, channels)
+    for row, pixels in zip(got, batch, strict=True):
+        np.testing.assert_array_equal(row, preprocess.eval_transform(tf.constant(pixels), r).numpy())

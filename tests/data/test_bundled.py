@@ -95,9 +95,9 @@ def test_lfw_faces_offline_and_even_split_shards(bundled_dir, no_network):
 def test_lfw_faces_labels_follow_skimage_order():
     from skimage.data import lfw_subset
 
-    from jaxvision.data import bundled
+    from jaxvision.data import bundled_arrays
 
-    images, labels = bundled.LfwFaces._load(None)
+    images, labels = bundled_arrays.load("lfw_faces")
     assert images.shape == (200, 25, 25, 1) and images.dtype == np.uint8
     np.testing.assert_array_equal(labels[:100], 0)
     np.testing.assert_array_equal(labels[100:], 1)
@@ -106,7 +106,7 @@ def test_lfw_faces_labels_follow_skimage_order():
 
 @pytest.mark.parametrize("fractions", [{"validation": 0.1, "test": 0.1}])
 def test_stratified_split_partition(fractions):
-    from jaxvision.data.bundled import stratified_split
+    from jaxvision.data.bundled_arrays import stratified_split
 
     labels = np.repeat(np.arange(3), [50, 20, 10])
     parts = stratified_split(labels, fractions)

@@ -45,7 +45,7 @@ def test_evaluate_and_predict_json(workdir, tmp_path):
 
     out_dir = str(tmp_path / "eval")  # the shared run stays read-only
     proc = run_cli("jaxvision.evaluate", f"--workdir={workdir}", "--json", "--calibrate",
-                   "--batch_size=96", f"--output={out_dir}")
+                   "--batch_size=96", f"--output={out_dir}", "--plots")
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout)  # stdout holds the JSON object and nothing else
 
@@ -101,18 +101,22 @@ def test_evaluate_and_predict_json(workdir, tmp_path):
     assert proc.returncode != 0 and "bad.jpg" in proc.stderr
 
 
-def test_predict_imports_no_tensorflow_plots_or_sweeps(workdir, tmp_path):
-    # predict of a bundled-dataset run decodes with Pillow and transforms in NumPy (bit for bit
-    # the pipeline's), so it never pays for TensorFlow/TFDS (3-5 CPU s), matplotlib, sklearn
-    # (TF's keras imports it) or Optuna. Checked in the real command's own interpreter.
-    from jaxvision.data import bundled
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+def test_bundled_run_commands_import_no_tensorflow_plots_or_sweeps(command, workdir, tmp_path):
+    # predict of a bundled-dataset run decodes with Pillow and transforms in NumPy; evaluate reads
+    # the bundled split as NumPy arrays through the same transform (both bit for bit the
+    # pipeline's). Neither pays for TensorFlow/TFDS (3-5 CPU s), matplotlib (plots only with
+    # --plots), sklearn (TF's keras imports it) or Optuna. Checked in the command's own interpreter.
+    from jaxvision.data import bundled_arrays
 
     image = str(tmp_path / "digit.png")
-    Image.fromarray(bundled.Mnist5k(data_dir=None)._load()[0][7, :, :, 0]).save(image)
+    Image.fromarray(bundled_arrays.split_arrays("mnist5k", "test")[0][7, :, :, 0]).save(image)
+    args = [image] if command == "predict" else [f"--output={tmp_path / 'eval'}"]
     heavy = ("tensorflow", "tensorflow_datasets", "matplotlib", "sklearn", "optuna", "torch")
     code = ("import runpy, sys\n"
-            f"sys.argv = ['jaxvision.predict', '--workdir={workdir}', '--json', {image!r}]\n"
-            "try:\n    runpy.run_module('jaxvision.predict', run_name='__main__', alter_sys=True)\n"
+            f"sys.argv = ['jaxvision.{command}', '--workdir={workdir}', '--json', *{args!r}]\n"
+            f"try:\n    runpy.run_module('jaxvision.{command}', run_name='__main__', "
+            "alter_sys=True)\n"
             "except SystemExit as e:\n    assert not e.code, e.code\n"
             f"print('LOADED', [m for m in {heavy!r} if m in sys.modules])\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
@@ -120,4 +124,8 @@ def test_predict_imports_no_tensorflow_plots_or_sweeps(workdir, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     *answer, loaded = proc.stdout.strip().splitlines()
     assert loaded == "LOADED []", proc.stdout
-    assert json.loads("\n".join(answer))[0]["top_k"]
+    result = json.loads("\n".join(answer))
+    if command == "predict":
+        assert result[0]["top_k"]
+    else:
+        assert result["num_examples"] == 500 and 0.0 <= result["top1"] <= 1.0

