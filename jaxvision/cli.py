@@ -56,6 +56,21 @@ def fail(message: str, status: int = USAGE_EXIT) -> None:
     sys.exit(status)
 
 
+def output_folder(path: str, flag: str = "--output") -> str:
+    """Check, before any work, that ``path`` can be the folder of a command's outputs: a folder,
+    or a path whose nearest existing parent is a writable folder (the command makes it when it
+    writes, so a refused run leaves nothing behind). Raises UsageError naming ``flag``."""
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        where = "is a file" if probe == os.path.abspath(path) else f"is inside the file {probe}"
+        raise UsageError(f"{flag} {path} {where}; give a folder for the outputs")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {path}: {probe} is not writable; give a folder you can write to")
+    return path
+
+
 def quiet_environment(argv: Sequence[str]) -> None:
     """Before TensorFlow/JAX are imported: silence their C++ banners (oneDNN, cuda probing) unless
     ``--verbosity`` is given. ``TF_CPP_MIN_LOG_LEVEL=2`` keeps errors; a value the user set wins."""

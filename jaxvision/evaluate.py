@@ -72,6 +72,7 @@ def main(argv, overrides):
                                            re.sub(r"[^A-Za-z0-9_.-]+", "_", FLAGS.split))
     with cli.json_stdout(FLAGS.json) as emit:
         run = cli.open_run(FLAGS.workdir, FLAGS.checkpoint)
+        cli.output_folder(out_dir)
         cli.apply_data_overrides(run, overrides)
         _check_data(run.config.data)
         try:

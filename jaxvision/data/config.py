@@ -3,6 +3,15 @@
 import ml_collections
 from ml_collections import config_dict
 
+CACHE_MODES = ("auto", "memory", "none")
+
+
+def check_cache(config_data) -> None:
+    """Raises ValueError naming the choices when ``config_data.cache`` is not one of them."""
+    if config_data.cache not in CACHE_MODES:
+        raise ValueError(f"config.data.cache={config_data.cache!r}; choose 'auto', 'memory' or "
+                         "'none'")
+
 
 def default_config() -> ml_collections.ConfigDict:
     """Returns the data ConfigDict with every key and its default.

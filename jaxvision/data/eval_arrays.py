@@ -17,14 +17,18 @@ and building tf.data into a ~10 ms read of a cached array file.
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import numpy as np
 
 from jaxvision.data import bundled_arrays, bundled_info, model_input, preprocess
+from jaxvision.data import config as data_config
 from jaxvision.data.pipeline_info import PipelineInfo
 
 __all__ = ["ArrayPipeline", "build"]
+
+log = logging.getLogger(__name__)
 
 
 class ArrayPipeline:
@@ -83,10 +87,17 @@ def build(config_data, split: str, *, global_batch_size: int,
         process_count = jax.process_count()
     if process_count != 1 or _mocked():
         return None
+    data_config.check_cache(cfg)  # what data.build checks, so both paths refuse the same
     meta = preprocess.Meta(cfg.name, bundled_info.SHAPES[cfg.name],
                            bundled_info.CLASS_NAMES[cfg.name])
     r = preprocess.resolve(cfg, meta)
-    pixels, labels = bundled_arrays.split_arrays(cfg.name, name)
+    try:
+        pixels, labels = bundled_arrays.split_arrays(cfg.name, name)
+    except Exception as e:  # noqa: BLE001 - e.g. the source package is gone: TFDS's records may
+        # still be there, and the tf.data path reports what is missing if they are not
+        log.debug("reading %s from its package failed (%s: %s); using tf.data", cfg.name,
+                  type(e).__name__, e)
+        return None
     if pixels.shape[-1] != r.channels:
         if (pixels.shape[-1], r.channels) != (1, 3):
             return None

@@ -35,6 +35,7 @@ import weakref
 
 import numpy as np
 
+from jaxvision.data import config as data_config
 from jaxvision.data import preprocess, sources
 from jaxvision.data._tf import tf
 from jaxvision.data.pipeline_info import PipelineInfo
@@ -150,8 +151,7 @@ def build(
         raise ValueError(f"start_step must be >= 0, got {start_step}")
     batch = global_batch_size // process_count
     cfg = config_data
-    if cfg.cache not in ("auto", "memory", "none"):
-        raise ValueError(f"config.data.cache={cfg.cache!r}; choose 'auto', 'memory' or 'none'")
+    data_config.check_cache(cfg)
     source = sources.get_source(cfg)
     split = sources.resolve_split(source, split)
     r = preprocess.resolve(cfg, source.meta)

@@ -62,6 +62,9 @@ def resolve(cfg, meta: Meta) -> Resolved:
     h, w, c = meta.image_shape
     fixed = h is not None and w is not None
     size = cfg.image_size or (max(h, w) if fixed else DEFAULT_SIZE)
+    if int(size) != size or size < 1:
+        raise ValueError(f"config.data.image_size must be a positive number of pixels (or None for "
+                         f"the dataset's own size), got {cfg.image_size}")
     channels = cfg.channels or c or 3
     if channels not in (1, 3):
         raise ValueError(f"config.data.channels must be 1 or 3, got {channels}")
@@ -79,6 +82,9 @@ def resolve(cfg, meta: Meta) -> Resolved:
         mean = tuple(np.atleast_1d(cfg.mean).tolist())
         std = tuple(np.atleast_1d(cfg.std).tolist())
     mean, std = _fit_channels(mean, channels), _fit_channels(std, channels)
+    if not all(np.isfinite(mean)) or not all(np.isfinite(v) and v > 0 for v in std):
+        raise ValueError(f"config.data.mean must be finite and config.data.std positive (pixel "
+                         f"units in [0, 1]), got mean {mean}, std {std}")
 
     crop = cfg.train_crop
     if crop == "auto":

@@ -157,14 +157,17 @@ def _check_same_labels(run, info) -> None:
             "Restore the class folders, or evaluate on data with the run's classes.")
 
 
-def _build(run, split: str, batch_size: int):
+def _build(run, split: str, batch_size: int, *, arrays_ok: bool = True):
     from jaxvision import data
 
     # A bundled dataset's split is read as NumPy arrays (the same model inputs, bit for bit):
-    # no TensorFlow to import, no tf.data to build for a few thousand small images.
-    arrays = data.eval_arrays.build(run.config.data, split, global_batch_size=batch_size)
-    if arrays is not None:
-        return arrays
+    # no TensorFlow to import, no tf.data to build for a few thousand small images. Only the
+    # order of the examples differs, so a pass whose random draws follow the batches (noise
+    # corruptions, PGD starts: ``arrays_ok=False``) keeps tf.data and its published numbers.
+    if arrays_ok:
+        arrays = data.eval_arrays.build(run.config.data, split, global_batch_size=batch_size)
+        if arrays is not None:
+            return arrays
     return data.build(run.config.data, split, global_batch_size=batch_size, train=False)
 
 
@@ -213,7 +216,7 @@ def evaluate_run(
         batch_size = _config_get(run.config, "eval_batch_size") or DEFAULT_BATCH_SIZE
     built = pipeline is None
     if built:
-        pipeline = _build(run, split, batch_size)
+        pipeline = _build(run, split, batch_size, arrays_ok=robustness is None)
     info = getattr(pipeline, "info", None)
     if built:  # a caller's own pipeline maps its labels itself
         _check_same_labels(run, info)
@@ -239,7 +242,7 @@ def evaluate_run(
     start = time.perf_counter()
     acc = evaluate_pipeline(run, pipeline, num_classes, num_bins=num_bins, mesh=mesh)
     result = acc.result()
-    result.update(split=split, step=_int_or_none(getattr(run, "step", None)),
+    result.update(split=getattr(info, "split", None) or split, step=_int_or_none(getattr(run, "step", None)),
                   class_names=class_names, seconds=time.perf_counter() - start)
 
     if calibrate:

@@ -306,15 +306,17 @@ def finalize(state: MetricState) -> dict[str, Any]:
 
 
 def adaptive_ece(confidences, correct, num_bins: int = 15) -> float:
-    """Equal-mass ECE: examples sorted by confidence (stable) and split into ``num_bins`` groups
-    whose sizes differ by at most one (the first n mod M groups get the extra example); then the
-    ECE sum sum_m |B_m|/n |acc(B_m) - conf(B_m)| over those groups."""
+    """Equal-mass ECE: examples sorted by confidence and split into ``num_bins`` groups whose
+    sizes differ by at most one (the first n mod M groups get the extra example); then the ECE sum
+    sum_m |B_m|/n |acc(B_m) - conf(B_m)| over those groups. Equal confidences are ordered wrong
+    before right, so the value does not depend on the order of the examples (a group boundary
+    through tied confidences would otherwise split them by position)."""
     conf = np.asarray(confidences, np.float64).reshape(-1)
     corr = np.asarray(correct, np.float64).reshape(-1)
     n = conf.size
     if n == 0:
         return float("nan")
-    order = np.argsort(conf, kind="stable")
+    order = np.lexsort((corr, conf))  # by confidence, then correctness
     total = 0.0
     for idx in np.array_split(order, num_bins):
         if idx.size:

@@ -47,11 +47,12 @@ def main(argv):
     compilation_cache.enable()
     with cli.json_stdout(FLAGS.json) as emit:
         run = cli.open_run(FLAGS.workdir, FLAGS.checkpoint)
+        output = cli.output_folder(FLAGS.output or os.path.join(FLAGS.workdir, "explain"))
         try:
             results = explain_files(
                 run, paths, method=FLAGS.method, layer=FLAGS.layer, target=FLAGS.target,
                 steps=FLAGS.ig_steps, alpha=FLAGS.alpha, batch_size=FLAGS.batch_size,
-                output=FLAGS.output or os.path.join(FLAGS.workdir, "explain"))
+                output=output)
         except ValueError as e:
             cli.fail(str(e))
         cli.report_unreadable(results)

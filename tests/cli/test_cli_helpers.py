@@ -109,3 +109,15 @@ def test_routine_logs_are_clean_info_lines_and_process_0s_only():
         formatter.process = None
         logger.setLevel(levels[0])
         root.setLevel(levels[1])
+
+
+def test_output_folder_is_checked_before_work_and_not_made(tmp_path):
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("x")
+    for bad, words in ((a_file, "is a file"), (a_file / "eval", "is inside the file")):
+        with pytest.raises(cli.UsageError, match=words) as err:
+            cli.output_folder(str(bad))
+        assert str(bad) in str(err.value) and "--output" in str(err.value)
+    new = tmp_path / "runs" / "eval" / "test"
+    assert cli.output_folder(str(new)) == str(new)
+    assert not (tmp_path / "runs").exists()  # made by the command when it writes, not before

@@ -1,6 +1,8 @@
 """A bundled split read as NumPy arrays (evaluate without TensorFlow) gives the tf.data evaluation
 pipeline's examples: the same model inputs bit for bit, the same labels, each example once."""
 
+import os
+import re
 import zipfile
 
 import numpy as np
@@ -94,3 +96,47 @@ def test_damaged_cache_file_is_rebuilt_not_used(dataset_cache):
         np.testing.assert_array_equal(again, images)
         np.testing.assert_array_equal(again_labels, labels)
         assert open(path, "rb").read() == blob  # rebuilt whole
+
+
+def test_edited_or_foreign_cache_files_are_rebuilt(dataset_cache):
+    want = bundled_arrays.split_arrays("lfw_faces", "validation")
+    path = bundled_arrays.cache_path("lfw_faces")
+    # A header edited by hand: the arrays read back with another shape (zip CRCs still pass).
+    with np.load(path) as f:
+        arrays = {k: f[k] for k in f.files}
+    arrays["validation_images"] = arrays["validation_images"][:, :, :20]
+    np.savez(path, **arrays)
+    got = bundled_arrays.split_arrays("lfw_faces", "validation")
+    np.testing.assert_array_equal(got[0], want[0])
+    # Another dataset's file under this name (its own digest is consistent, its name is not).
+    bundled_arrays.split_arrays("digits", "test")
+    os.replace(bundled_arrays.cache_path("digits"), path)
+    got = bundled_arrays.split_arrays("lfw_faces", "validation")
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask  # readable by others sharing the cache
+
+
+def test_a_missing_source_package_falls_back_to_tf_data(dataset_cache, monkeypatch):
+    def gone():
+        raise ImportError("No module named 'sklearn'")
+
+    monkeypatch.setitem(bundled_arrays._LOADERS, "digits", gone)
+    assert eval_arrays.build(_cfg("digits", None), "test", global_batch_size=8,
+                             process_count=1) is None
+
+
+@pytest.mark.parametrize("key,value,words", [
+    ("cache", "bogus", "config.data.cache='bogus'"),
+    ("image_size", -5, "image_size must be a positive number"),
+    ("std", (0.0,), "std positive"),
+])
+def test_both_paths_refuse_the_same_bad_settings(key, value, words, dataset_cache):
+    cfg = _cfg("mnist5k", None, **{key: value})
+    with pytest.raises(ValueError, match=re.escape(words)):
+        eval_arrays.build(cfg, "test", global_batch_size=8, process_count=1)
+    with pytest.raises(ValueError, match=re.escape(words)):
+        data.build(cfg, "test", global_batch_size=8, train=False, process_index=0,
+                   process_count=1)

@@ -3,6 +3,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -129,3 +130,19 @@ def test_bundled_run_commands_import_no_tensorflow_plots_or_sweeps(command, work
         assert result[0]["top_k"]
     else:
         assert result["num_examples"] == 500 and 0.0 <= result["top1"] <= 1.0
+
+
+def test_evaluate_refuses_an_output_file_before_work_and_tf_data_fallback_is_quiet(workdir,
+                                                                                    tmp_path):
+    a_file = tmp_path / "metrics.txt"
+    a_file.write_text("keep me")
+    proc = run_cli("jaxvision.evaluate", f"--workdir={workdir}", f"--output={a_file}")
+    assert proc.returncode == 2 and a_file.read_text() == "keep me"
+    assert proc.stderr.strip().splitlines() == [f"error: --output {a_file} is a file; give a "
+                                                "folder for the outputs"]
+    # A sliced split needs tf.data: TensorFlow is imported mid-run, its banners still filtered.
+    proc = run_cli("jaxvision.evaluate", f"--workdir={workdir}", "--split=test[:40%]", "--json",
+                   f"--output={tmp_path / 'eval'}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout)["num_examples"] == 200
+    assert not re.search(r"^(I\d{4} |.*oneDNN|.*absl::InitializeLog)", proc.stderr, re.M), proc.stderr

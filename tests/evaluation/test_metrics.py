@@ -221,3 +221,25 @@ def test_all_masked_gives_nan_not_an_error():
     logits, labels = make_data(8, 3)
     out = metrics.classification_metrics(logits, labels, np.zeros(8, bool))
     assert out["num_examples"] == 0 and np.isnan(out["top1"]) and np.isnan(out["auc_macro"])
+
+
+def test_adaptive_ece_does_not_depend_on_the_order_of_tied_examples():
+    rng = np.random.default_rng(3)
+    conf = np.repeat([0.3, 0.6, 0.9], [40, 37, 23])  # ties straddle the equal-mass boundaries
+    correct = rng.random(100) < conf
+    values = {metrics.adaptive_ece(conf[p], correct[p], num_bins=7)
+              for p in [np.arange(100), *(rng.permutation(100) for _ in range(5))]}
+    assert len(values) == 1
+    # The value is the equal-mass sum over the canonical order (wrong before right in a tie).
+    order = np.lexsort((correct, conf))
+    assert_close(metrics.adaptive_ece(conf, correct, num_bins=7),
+                 _adaptive_ece_by_hand(conf[order], correct[order].astype(float), 7))
+
+
+def _adaptive_ece_by_hand(conf, correct, bins):
+    n, total, start = len(conf), 0.0, 0
+    for i in range(bins):
+        size = n // bins + (1 if i < n % bins else 0)
+        total += abs(correct[start:start + size].sum() - conf[start:start + size].sum())
+        start += size
+    return total / n
