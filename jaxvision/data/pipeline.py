@@ -42,7 +42,9 @@ from jaxvision.data.pipeline_info import PipelineInfo
 from jaxvision.data.sources import DataError
 
 log = logging.getLogger(__name__)
-AUTOTUNE = tf.data.AUTOTUNE
+# tf.data.AUTOTUNE's value, spelled out: reading it at import would import TensorFlow for
+# callers that only reach for `build` to hand it on (the loop's default data source).
+AUTOTUNE = -1
 _EPOCHS_FOREVER = 2**62
 
 

@@ -19,7 +19,7 @@ import os
 
 import numpy as np
 
-from jaxvision.data import bundled_arrays, image_file, image_listing, preprocess
+from jaxvision.data import bundled_arrays, bundled_info, image_file, image_listing, preprocess
 from jaxvision.data._tf import tf, tfds
 
 
@@ -84,6 +84,8 @@ def get_source(cfg):
             float(cfg.test_fraction),
             int(cfg.split_seed),
         )
+    if cfg.name in bundled_info.SHAPES:
+        return BundledSource(cfg.name, cfg.data_dir)
     return TfdsSource(cfg.name, cfg.data_dir, bool(cfg.download))
 
 
@@ -160,6 +162,11 @@ class TfdsSource:
             self._splits = dict(info.splits)
         except Exception:
             self._splits = {}
+
+    @property
+    def version(self) -> str:
+        """The dataset's TFDS version ('1.0.0')."""
+        return str(self.builder.info.version)
 
     def has_split(self, split: str) -> bool:
         if self._splits:
@@ -252,6 +259,47 @@ class TfdsSource:
             parts = [b for b in ds.as_numpy_iterator()]
             _labels_cache[key] = np.concatenate(parts).astype(np.int64) if parts else np.zeros(0)
         return _labels_cache[key]
+
+
+class BundledSource(TfdsSource):
+    """A bundled dataset (``jaxvision.data.bundled_arrays``): its name, image shape, classes,
+    splits and split sizes are known without TensorFlow, so a run that never builds a tf.data
+    pipeline of it (device-held training, ``evaluate``) never imports TensorFlow. Its TFDS
+    builder (built offline into ``data_dir`` on first use) is made only when a tf.data pipeline
+    reads the records, and gives the same examples."""
+
+    def __init__(self, name: str, data_dir: str | None):
+        self.name, self.data_dir = name, data_dir
+        self.image_key, self.label_key = "image", "label"
+        self.channels = bundled_info.SHAPES[name][2]
+        self.meta = preprocess.Meta(name, bundled_info.SHAPES[name],
+                                    tuple(bundled_info.CLASS_NAMES[name]))
+        self._builder = None
+
+    @property
+    def builder(self):
+        if self._builder is None:
+            self._builder = _bundled().builder(self.name, self.data_dir)
+        return self._builder
+
+    @property
+    def _splits(self) -> dict:
+        return dict(self.builder.info.splits)
+
+    @property
+    def version(self) -> str:
+        return bundled_arrays.VERSION
+
+    def has_split(self, split: str) -> bool:
+        return split in bundled_arrays.SPLITS or super().has_split(split)
+
+    def small(self) -> bool:
+        return True
+
+    def num_examples(self, split: str) -> int:
+        if split in bundled_arrays.SPLITS:
+            return len(bundled_arrays.split_arrays(self.name, split)[1])
+        return super().num_examples(split)  # TFDS slicing ('train[:90%]'): TFDS resolves it
 
 
 def _mocked() -> bool:

@@ -32,7 +32,7 @@ def _folder_split(source, split: str) -> dict:
 
 
 def _tfds_split(source, split: str) -> dict:
-    return {"dataset": source.name, "version": str(source.builder.info.version), "split": split,
+    return {"dataset": source.name, "version": source.version, "split": split,
             "examples": int(source.num_examples(split))}
 
 

@@ -129,7 +129,13 @@ def load_split(build_data, config_data, split: str, *, batch_size: int, seed: in
     pipeline's padding (mask False), so N is a multiple of ``batch_size``. Raises ValueError
     when the pipeline yields another number of examples than its info states.
     """
-    pipe = build_data(config_data, split, global_batch_size=batch_size, train=False, seed=seed)
+    from jaxvision.data import eval_arrays
+
+    # A bundled split is read as NumPy arrays (the pipeline's model inputs, no TensorFlow).
+    pipe = eval_arrays.build(config_data, split, global_batch_size=batch_size)
+    if pipe is None:
+        pipe = build_data(config_data, split, global_batch_size=batch_size, train=False,
+                          seed=seed)
     batches = list(pipe)
     image = np.concatenate([b["image"] for b in batches]).astype(np.float32, copy=False)
     label = np.concatenate([b["label"] for b in batches]).astype(np.int32, copy=False)

@@ -140,3 +140,28 @@ def test_both_paths_refuse_the_same_bad_settings(key, value, words, dataset_cach
     with pytest.raises(ValueError, match=re.escape(words)):
         data.build(cfg, "test", global_batch_size=8, train=False, process_index=0,
                    process_count=1)
+
+
+@pytest.mark.parametrize("name", ["mnist5k", "lfw_faces"])
+def test_bundled_source_knows_what_the_tfds_builder_records(name, bundled_dir, no_network,
+                                                            dataset_cache):
+    from jaxvision.data import bundled, sources
+
+    src = sources.get_source(_cfg(name, bundled_dir))
+    assert isinstance(src, sources.BundledSource) and src._builder is None
+    info = bundled.builder(name, bundled_dir).info  # what TFDS wrote when it built the records
+    assert src.version == str(info.version)
+    assert src.meta.class_names == tuple(info.features["label"].names)
+    assert src.meta.image_shape == tuple(info.features["image"].shape)
+    for split in ("train", "validation", "test"):
+        assert src.has_split(split) and src.num_examples(split) == info.splits[split].num_examples
+    assert src._builder is None  # all of it without TFDS
+    # Slicing goes to TFDS, which resolves it against the same records.
+    assert src.num_examples("train[:10%]") == info.splits["train[:10%]"].num_examples
+
+
+def test_pipeline_autotune_is_tf_datas():
+    from jaxvision.data import pipeline
+    from jaxvision.data._tf import tf
+
+    assert pipeline.AUTOTUNE == tf.data.AUTOTUNE

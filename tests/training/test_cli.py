@@ -95,3 +95,25 @@ def test_cli_overrides_and_pmap_on_default_recipe(tmp_path):
     assert val and val[-1]["step"] == 30 and val[-1]["val/top1"] > 0.5  # 10 classes: chance 0.1
     env_json = json.load(open(os.path.join(wd, "env.json")))
     assert env_json["device_count"] == 8
+
+
+def test_default_job_from_device_memory_never_imports_tensorflow(tmp_path):
+    # The bundled split is read as NumPy arrays (bit for bit the evaluation pipeline's inputs),
+    # trained from device memory, and the TensorBoard events are written with TensorBoard's own
+    # protos: TensorFlow/TFDS (3-5 CPU s), matplotlib and sklearn are never imported.
+    wd = str(tmp_path / "run")
+    heavy = ("tensorflow", "tensorflow_datasets", "matplotlib", "sklearn", "optuna", "torch")
+    code = ("import runpy, sys\n"
+            "sys.argv = ['jaxvision.train', '--config=configs/mnist5k_lenet.py', "
+            f"'--workdir={wd}', '--config.total_steps=20', '--config.device_data=on']\n"
+            "try:\n    runpy.run_module('jaxvision.train', run_name='__main__', alter_sys=True)\n"
+            "except SystemExit as e:\n    assert not e.code, e.code\n"
+            f"print('LOADED', [m for m in {heavy!r} if m in sys.modules])\n")
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one device, as a user has
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                          timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "LOADED []", proc.stdout[-2000:]
+    rows = [json.loads(line) for line in open(os.path.join(wd, "metrics.jsonl"))]
+    assert any("test/top1" in r for r in rows)
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(os.path.join(wd, "tensorboard")))

@@ -111,6 +111,20 @@ def test_metric_log_keeps_each_step_once_across_resumes(tmp_path):
     rows = metric_log.read_rows(os.path.join(wd, "metrics.jsonl"))
     assert rows == [{"step": 1, "train/loss": 1.0}, {"step": 2, "train/loss": 2.0},
                     {"step": 3, "train/loss": 30.0}, {"step": 3, "test/top1": 0.5}]
+    # TensorBoard (its own reader) shows the same values, as float32 scalars of the 'scalars'
+    # plugin, as tf.summary.scalar writes them (the events are written without TensorFlow).
+    from tensorboard.backend.event_processing import event_accumulator
+    from tensorboard.util import tensor_util
+
+    acc = event_accumulator.EventAccumulator(os.path.join(wd, "tensorboard"),
+                                             size_guidance={event_accumulator.TENSORS: 0})
+    acc.Reload()
+    seen = {tag: [(e.step, tensor_util.make_ndarray(e.tensor_proto)) for e in acc.Tensors(tag)]
+            for tag in acc.Tags()["tensors"]}
+    assert seen == {"train/loss": [(1, 1.0), (2, 2.0), (3, 30.0)], "test/top1": [(3, 0.5)]}
+    assert all(v.dtype == np.float32 and v.shape == () for vals in seen.values() for _, v in vals)
+    plugin = acc.SummaryMetadata("train/loss").plugin_data.plugin_name
+    assert plugin == "scalars"
 
 
 BAD_VALUES = {
