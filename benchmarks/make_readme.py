@@ -11,6 +11,7 @@ Result files (each written by a benchmark script):
 * ``end_to_end.json``: ``python -m benchmarks.end_to_end``;
 * ``remat.json``: ``python -m benchmarks.remat --out benchmarks/results/remat.json`` (issue 17);
 * ``startup.json``: ``python -m benchmarks.startup`` (one label per code version);
+* ``vs_torch.json``: ``python -m benchmarks.vs_torch --out benchmarks/results/vs_torch.json``;
 * ``time_to_result.json``: paired whole-process timings against the PyTorch peer and the
   issue-15 targets (``benchmarks/peer_torch_lenet.py``), written by hand from the measurement.
 """
@@ -227,7 +228,12 @@ def startup_section(results):
                 "(fourth session: TensorFlow imported on first use, bundled-dataset metadata and "
                 "the evaluation transform without it): `--commands predict,evaluate --warm` (each "
                 "command run once untimed first, so the compilation cache is warm) on one "
-                "100-step default-job run, before = main at 040f9a1, load 21-25.\n",
+                "100-step default-job run, before = main at 040f9a1, load 21-25. `s5 idle` "
+                "(fifth session, nothing else running, load ~1.8): `--commands "
+                "train,evaluate,predict --warm` on the full 744-step default job; evaluate reads "
+                "the bundled split as NumPy arrays (no TensorFlow), plots only with --plots; the "
+                "train row is the code before train stopped importing TensorFlow (its paired "
+                "whole-process time after that change is in the time-to-result table).\n",
                 startup.table(r) + "\n"]
     t = results.get("time_to_result.json")
     if t:
@@ -296,6 +302,21 @@ def xla_options_section():
             + "\n")
 
 
+def vs_torch_section(results):
+    """Issue 15: jaxvision vs PyTorch CPU training in one run (``benchmarks/vs_torch.py``)."""
+    r = results.get("vs_torch.json")
+    if not r:
+        return ""
+    from benchmarks import vs_torch
+
+    return ("## Training vs PyTorch CPU, same run (`benchmarks/vs_torch.py`)\n\n"
+            f"batch {r['rows'][0]['batch']}, {r['rows'][0]['res']} px, SGD momentum 0.9, 1000 "
+            "classes; jaxvision's library step vs torchvision/timm with `torch.optim.SGD` "
+            "(bf16: jaxvision's bf16 compute, PyTorch's `torch.autocast`); each row's two "
+            f"processes ran one after the other. {r.get('note', '')}\n\n"
+            + vs_torch.table(r["rows"], r["bf16_speedup"]) + "\n")
+
+
 def machine_section(results):
     info = next((r for r in results.values() if "jax" in r and "cpu" in r), None)
     if info is None:
@@ -329,6 +350,7 @@ def build(results_dir):
         remat_section(results),
         end_to_end_section(results),
         startup_section(results),
+        vs_torch_section(results),
         "## Peers measured on this machine (issue 7)\n\n" + peers + "\n",
         "## Reproduce\n\n```\n"
         "python -m benchmarks.compare --models resnet50,efficientnet_b0,mobilenet_v2 "
@@ -338,6 +360,8 @@ def build(results_dir):
         "python -m benchmarks.scaling\n"
         "python -m benchmarks.sharding --out benchmarks/results/sharding.json\n"
         "python -m benchmarks.remat --out benchmarks/results/remat.json\n"
+        "python -m benchmarks.vs_torch --torch-python /path/to/torch/python "
+        "--out benchmarks/results/vs_torch.json\n"
         "python -m benchmarks.end_to_end\n"
         "python -m benchmarks.startup --out benchmarks/results/startup.json --label after\n"
         "python -m benchmarks.make_readme\n```\n"

@@ -7,7 +7,7 @@ from PIL import Image
 
 @pytest.fixture(scope="session")
 def lenet_workdir(default_job):
-    """The default job's run directory (tests/conftest.py; 97.6% test top-1: enough signal for the
+    """The default job's run directory (tests/conftest.py; 98.4% test top-1: enough signal for the
     int8 top-1 agreement)."""
     return default_job["workdir"]
 
