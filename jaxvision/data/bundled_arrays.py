@@ -119,7 +119,10 @@ def _read_cache(path: str, name: str):
     :func:`split_arrays` wrote for ``name`` (damaged, edited, another dataset's): then the
     arrays are rebuilt from the package."""
     try:
-        with np.load(path, allow_pickle=False) as f:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):  # a plain .npy saved under this name
+            return None
+        with loaded as f:
             arrays = {k: f[k] for k in f.files}
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
         return None

@@ -76,8 +76,8 @@ def resolve(cfg, meta: Meta) -> Resolved:
             raise ValueError("config.data.mean/std must be None (auto), 'none' or numbers")
     elif cfg.mean is None or cfg.std is None:
         mean, std = NORMALIZATION.get(meta.name, (IMAGENET_MEAN, IMAGENET_STD))
-        mean = tuple(cfg.mean) if cfg.mean is not None else mean
-        std = tuple(cfg.std) if cfg.std is not None else std
+        mean = tuple(np.atleast_1d(cfg.mean).tolist()) if cfg.mean is not None else mean
+        std = tuple(np.atleast_1d(cfg.std).tolist()) if cfg.std is not None else std
     else:
         mean = tuple(np.atleast_1d(cfg.mean).tolist())
         std = tuple(np.atleast_1d(cfg.std).tolist())

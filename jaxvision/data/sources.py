@@ -301,6 +301,11 @@ class BundledSource(TfdsSource):
             return len(bundled_arrays.split_arrays(self.name, split)[1])
         return super().num_examples(split)  # TFDS slicing ('train[:90%]'): TFDS resolves it
 
+    def labels(self, split: str) -> np.ndarray:
+        if split in bundled_arrays.SPLITS:
+            return bundled_arrays.split_arrays(self.name, split)[1].astype(np.int64)
+        return super().labels(split)
+
 
 def _mocked() -> bool:
     """True inside tfds.testing.mock_data (its builders are never prepared)."""

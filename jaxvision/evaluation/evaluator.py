@@ -11,6 +11,7 @@ The library side of ``python -m jaxvision.evaluate``::
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Iterable, Mapping
@@ -277,9 +278,28 @@ def evaluate_run(
                     f"{title}, T = {cal['temperature']:.3f}")
             result["plots"] = paths
         if jax.process_index() == 0:
+            _remove_stale_plots(out_dir, set(result.get("plots", {}).values()))
             result["metrics_json"] = report_lib.write_json(
                 result, os.path.join(out_dir, "metrics.json"))
     return result
+
+
+# What ``plots.write_all`` and the calibrated diagram write into an evaluation folder.
+PLOT_FILES = ("reliability_diagram.png", "confusion_matrix.png", "per_class.png",
+              "reliability_diagram_calibrated.png")
+
+
+def _remove_stale_plots(out_dir: str, written: set[str]) -> None:
+    """Remove plots an earlier evaluation left in ``out_dir`` that this one did not redraw: next
+    to a new metrics.json they would show another step's or checkpoint's numbers."""
+    stale = [os.path.join(out_dir, n) for n in PLOT_FILES
+             if os.path.join(out_dir, n) not in written and os.path.exists(os.path.join(out_dir, n))]
+    for path in stale:
+        os.remove(path)
+    if stale:
+        logging.getLogger(__name__).info(
+            "removed %d plot(s) of an earlier evaluation from %s (draw them with --plots)",
+            len(stale), out_dir)
 
 
 def _config_get(config, key: str, default=None):

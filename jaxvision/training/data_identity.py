@@ -37,12 +37,16 @@ def _tfds_split(source, split: str) -> dict:
 
 
 def fingerprint(data_config, splits, class_names) -> dict:
-    """The data identity of ``splits`` (split strings as given to data.build; '' entries are
-    skipped) of the dataset named by ``data_config``; ``class_names`` as the pipeline reports."""
+    """The data identity of ``splits`` (split strings as given to data.build, the training split
+    first; '' entries are skipped) of the dataset named by ``data_config``; ``class_names`` as
+    the pipeline reports. ``train_split`` records which split trains, so that resuming on another
+    one ('train[:50%]' -> 'train') is refused even though each split's own fingerprint matches."""
     from jaxvision.data import sources
 
     src = sources.get_source(data_config)
     out = {"class_names": [str(c) for c in class_names], "splits": {}}
+    if splits and splits[0]:  # the first split trains: another one is other training data
+        out["train_split"] = sources.resolve_split(src, splits[0])
     for split in splits:
         if not split:
             continue
@@ -66,6 +70,9 @@ def changes(saved: dict | None, current: dict) -> list[str]:
         new = [c for c in new_names if c not in old_names]
         detail = f"removed {gone}, added {new}" if gone or new else "same names, another order"
         out.append(f"class names changed ({detail}): {old_names} -> {new_names}")
+    old_train, new_train = saved.get("train_split"), current.get("train_split")
+    if old_train and new_train and old_train != new_train:  # older checkpoints do not record it
+        out.append(f"training split changed: {old_train!r} -> {new_train!r}")
     for split, old in saved.get("splits", {}).items():
         cur = current["splits"].get(split)
         if cur is None or cur == old:

@@ -114,6 +114,11 @@ def test_edited_or_foreign_cache_files_are_rebuilt(dataset_cache):
     got = bundled_arrays.split_arrays("lfw_faces", "validation")
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_array_equal(got[1], want[1])
+    # A plain .npy array saved under the cache's name.
+    with open(path, "wb") as f:
+        np.save(f, np.zeros(3))
+    np.testing.assert_array_equal(bundled_arrays.split_arrays("lfw_faces", "validation")[0],
+                                  want[0])
     umask = os.umask(0o022)
     os.umask(umask)
     assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask  # readable by others sharing the cache
@@ -155,6 +160,9 @@ def test_bundled_source_knows_what_the_tfds_builder_records(name, bundled_dir, n
     assert src.meta.image_shape == tuple(info.features["image"].shape)
     for split in ("train", "validation", "test"):
         assert src.has_split(split) and src.num_examples(split) == info.splits[split].num_examples
+    tfds_labels = bundled.builder(name, bundled_dir).as_dataset(split="test")
+    tfds_labels = sorted(int(ex["label"]) for ex in tfds_labels)
+    assert sorted(src.labels("test").tolist()) == tfds_labels  # class weights count these
     assert src._builder is None  # all of it without TFDS
     # Slicing goes to TFDS, which resolves it against the same records.
     assert src.num_examples("train[:10%]") == info.splits["train[:10%]"].num_examples
@@ -165,3 +173,13 @@ def test_pipeline_autotune_is_tf_datas():
     from jaxvision.data._tf import tf
 
     assert pipeline.AUTOTUNE == tf.data.AUTOTUNE
+
+
+def test_a_single_number_mean_or_std_is_every_channels():
+    from jaxvision.data import preprocess
+
+    meta = preprocess.Meta("digits", (8, 8, 1), tuple("0123456789"))
+    for kw in ({"std": 0.5}, {"mean": 0.5}, {"mean": 0.25, "std": 0.5}):
+        r = preprocess.resolve(_cfg("digits", None, channels=3, **kw), meta)
+        for key, value in kw.items():
+            assert getattr(r, key) == (value,) * 3

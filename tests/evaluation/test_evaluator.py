@@ -117,6 +117,13 @@ def test_evaluate_run_matches_direct_computation_and_writes_files(run, tmp_path)
     text = report.format_report(result, run.class_names)
     assert f"{100 * result['top1']:.2f}%" in text and "bee" in text and "T = " in text
 
+    # Evaluated again without plots (another checkpoint, say): the earlier PNGs would sit next to
+    # the new metrics.json showing other numbers, so they are removed; other files are kept.
+    open(os.path.join(out_dir, "notes.txt"), "w").close()
+    evaluation.evaluate_run(run, "test", pipeline=ListPipeline(images, labels, 32),
+                            out_dir=out_dir, plots=False)
+    assert sorted(os.listdir(out_dir)) == ["metrics.json", "notes.txt"]
+
 
 def test_calibrating_on_the_evaluated_split_is_refused(run):
     images, labels, _ = make_split(run, 20, seed=3)

@@ -96,6 +96,20 @@ def test_data_identity_names_what_changed():
     assert got[0].startswith("class names changed (removed ['a'], added ['z'])")
     assert got[1] == "split 'train' changed: 16 -> 15 files"
     assert got[2] == "split 'validation' changed: version '3.0.2' -> '3.0.3'"
+    # Another training split: each split's own fingerprint may match, the training data does not.
+    half, whole = (dict(json.loads(json.dumps(saved)), train_split=s)
+                   for s in ("train[:50%]", "train"))
+    assert data_identity.changes(half, whole) == [
+        "training split changed: 'train[:50%]' -> 'train'"]
+    assert data_identity.changes(saved, whole) == []  # a checkpoint that does not record it
+
+
+def test_data_identity_records_the_training_split(tmp_path, monkeypatch):
+    monkeypatch.setenv("JAXVISION_DATASET_CACHE", str(tmp_path))
+    cfg = config_lib.base_config().data
+    cfg.name = "digits"
+    got = data_identity.fingerprint(cfg, ["train", "validation", ""], [str(i) for i in range(10)])
+    assert got["train_split"] == "train" and set(got["splits"]) == {"train", "validation"}
 
 
 def test_metric_log_keeps_each_step_once_across_resumes(tmp_path):
