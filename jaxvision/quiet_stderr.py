@@ -25,10 +25,14 @@ def verbosity_requested(argv: Sequence[str]) -> bool:
 
 # C++ INFO lines ("I0000 00:00:... port.cc:153] oneDNN custom operations are on ...") and absl's
 # pre-initialisation notice, which TensorFlow 2.2x writes to fd 2 whatever TF_CPP_MIN_LOG_LEVEL says;
-# and the TFLite converter's notices that it ignores options TF itself sets (W0000 ... Ignored
-# output_format. / Ignored drop_control_dependency.), which no user can act on.
+# the TFLite converter's notices that it ignores options TF itself sets (W0000 ... Ignored
+# output_format. / Ignored drop_control_dependency.), which no user can act on; its quantizer's
+# settings dump (fully_quantize: 0, inference_type: 6, ...) and the interpreter's XNNPACK notice.
 _BANNER = re.compile(rb"^(I\d{4} .*|WARNING: All log messages before absl::InitializeLog\(\).*"
-                     rb"|W\d{4} .*\] Ignored (output_format|drop_control_dependency)\.)$")
+                     rb"|W\d{4} .*\] Ignored (output_format|drop_control_dependency)\."
+                     rb"|fully_quantize: \d+, inference_type: \d+, input_inference_type: \w+, "
+                     rb"output_inference_type: \w+"
+                     rb"|INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.)$")
 
 
 @contextlib.contextmanager
