@@ -6,14 +6,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from jaxvision import data
-
-
-def _cfg(name, data_dir, **kw):
-    c = data.default_config()
-    c.name, c.data_dir = name, data_dir
-    for k, v in kw.items():
-        c[k] = v
-    return c
+from tests.data.helpers import data_config as _cfg
 
 
 def _split(builder, split):

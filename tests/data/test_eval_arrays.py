@@ -10,20 +10,13 @@ import pytest
 
 from jaxvision import data
 from jaxvision.data import bundled_arrays, eval_arrays
+from tests.data.helpers import data_config as _cfg
 
 
 @pytest.fixture
 def dataset_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("JAXVISION_DATASET_CACHE", str(tmp_path / "datasets"))
     return tmp_path / "datasets"
-
-
-def _cfg(name, data_dir, **kw):
-    c = data.default_config()
-    c.name, c.data_dir = name, data_dir
-    for k, v in kw.items():
-        c[k] = v
-    return c
 
 
 def _rows(pipeline):
