@@ -25,6 +25,8 @@ import os
 import jax
 from jax import monitoring
 
+from jaxvision import user_cache
+
 log = logging.getLogger("jaxvision.compilation_cache")
 
 ENV_VAR = "JAXVISION_COMPILATION_CACHE"
@@ -44,8 +46,7 @@ _counts = {"requests": 0, "hits": 0, "misses": 0, "saved_s": 0.0}
 
 def default_directory() -> str:
     """``$XDG_CACHE_HOME/jaxvision/jax``, or ``~/.cache/jaxvision/jax``."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "jaxvision", "jax")
+    return user_cache.directory("jax")
 
 
 def resolve_directory(setting: str | None = "auto") -> str | None:

@@ -29,6 +29,7 @@ import zipfile
 
 import numpy as np
 
+from jaxvision import user_cache
 from jaxvision.data import bundled_info
 
 __all__ = ["FRACTIONS", "SPLITS", "VERSION", "load", "split_arrays", "stratified_split"]
@@ -96,9 +97,7 @@ def load(name: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def cache_path(name: str) -> str:
-    base = os.environ.get("JAXVISION_DATASET_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
-        "jaxvision", "datasets")
+    base = os.environ.get("JAXVISION_DATASET_CACHE") or user_cache.directory("datasets")
     return os.path.join(base, f"{name}-{VERSION}.npz")
 
 
@@ -172,11 +171,33 @@ def split_arrays(name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     if split not in SPLITS:
         raise KeyError(f"bundled dataset {name!r} has splits {SPLITS}, not {split!r}")
     path = cache_path(name)
-    arrays = _read_cache(path, name)
+    key = (name, path, _file_state(path))
+    arrays = _memo.get(key)
+    if arrays is None:
+        arrays = _read_cache(path, name)
     if arrays is None:
         images, labels = load(name)
         arrays = {}
         for s, idx in stratified_split(labels, FRACTIONS[name]).items():
             arrays[f"{s}_images"], arrays[f"{s}_labels"] = images[idx], labels[idx]
         _write_cache(path, name, arrays)
+        key = (name, path, _file_state(path))
+    for a in arrays.values():
+        a.flags.writeable = False  # shared by every caller of this process
+    _memo.clear()  # the last dataset read: split sizes, labels and arrays of one run share it
+    _memo[key] = arrays
     return arrays[f"{split}_images"], arrays[f"{split}_labels"]
+
+
+# One read (and digest check) per process of the cache file as it is now: a run asks for split
+# sizes, labels and arrays several times. Keyed by the file's (mtime, size, inode), so a file
+# replaced or changed since is read (and checked) again.
+_memo: dict = {}
+
+
+def _file_state(path: str):
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)

@@ -30,6 +30,8 @@ import json
 import os
 from typing import NamedTuple
 
+from jaxvision import user_cache
+
 __all__ = ["ConvShape", "PASSES", "choose", "features", "fit", "forced_choice", "load_table",
            "predict_ms"]
 
@@ -87,8 +89,7 @@ def fit(rows: list[dict]) -> dict[str, dict[str, list[float]]]:
 
 def user_table_path() -> str:
     """``$XDG_CACHE_HOME/jaxvision/conv_cost_table.json`` (``~/.cache/...`` by default)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "jaxvision", TABLE_NAME)
+    return user_cache.directory(TABLE_NAME)
 
 
 @functools.cache

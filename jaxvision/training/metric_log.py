@@ -16,6 +16,9 @@ import json
 import logging
 import os
 import shutil
+import time
+
+import numpy as np
 
 log = logging.getLogger("jaxvision.train")
 
@@ -91,38 +94,31 @@ class _EventFile:
 
     def __init__(self, tb_dir: str):
         import socket
-        import time
 
-        from tensorboard.compat.proto import event_pb2
+        from tensorboard.compat.proto import event_pb2, summary_pb2
+        from tensorboard.plugins.scalar import metadata
         from tensorboard.summary.writer.record_writer import RecordWriter
+        from tensorboard.util import tensor_util
 
+        self._event, self._summary = event_pb2.Event, summary_pb2.Summary
+        self._metadata, self._tensor = metadata.create_summary_metadata, tensor_util.make_tensor_proto
         shutil.rmtree(tb_dir, ignore_errors=True)
         os.makedirs(tb_dir, exist_ok=True)
         name = f"events.out.tfevents.{time.time():.6f}.{socket.gethostname()}.{os.getpid()}.v2"
         self._file = open(os.path.join(tb_dir, name), "wb")  # noqa: SIM115 - closed in close()
         self._records = RecordWriter(self._file)
-        self._event = event_pb2.Event
         self._put(self._event(wall_time=time.time(), file_version="brain.Event:2"))
 
     def _put(self, event) -> None:
         self._records.write(event.SerializeToString())
 
     def write(self, step: int, scalars: dict) -> None:
-        import time
-
-        import numpy as np
-        from tensorboard.compat.proto import summary_pb2
-        from tensorboard.plugins.scalar import metadata
-        from tensorboard.util import tensor_util
-
-        values = [summary_pb2.Summary.Value(
-            tag=k, tensor=tensor_util.make_tensor_proto(np.float32(v)),
-            metadata=metadata.create_summary_metadata(display_name=k, description=""))
-            for k, v in scalars.items()]
+        values = [self._summary.Value(tag=k, tensor=self._tensor(np.float32(v)),
+                                      metadata=self._metadata(display_name=k, description=""))
+                  for k, v in scalars.items()]
         self._put(self._event(wall_time=time.time(), step=step,
-                              summary=summary_pb2.Summary(value=values)))
+                              summary=self._summary(value=values)))
         self._records.flush()
 
     def close(self) -> None:
         self._records.close()
-
