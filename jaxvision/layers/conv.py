@@ -29,6 +29,7 @@ from jaxvision.layers.lowering import (
     patchify_conv,
     pointwise_conv,
 )
+from jaxvision.layers.narrow_conv import narrow_conv, narrow_conv_applies
 from jaxvision.layers.tap_conv import tap_conv, tap_conv_applies
 
 __all__ = [
@@ -110,8 +111,9 @@ def conv2d(
     ``padding`` as ``lax`` takes it ("SAME", "VALID" or (low, high) pairs; see ``conv_padding``).
     ``impl``: 'xla' (``lax.conv_general_dilated``), 'cpu' (unpadded 1x1 and patchify
     (kernel == stride) convolutions as matmuls, depthwise ones as sums of shifted products, dense
-    bf16 k x k ones per pass as XLA's convolution or per-tap matmuls by a cost model; see
-    ``jaxvision.layers.lowering`` and ``jaxvision.layers.tap_conv``) or None for ``lowering.conv_impl()`` ('cpu' on the CPU
+    bf16 k x k ones per pass as XLA's convolution or per-tap matmuls by a cost model, those of
+    1-4 channel inputs as fused sums over taps; see ``jaxvision.layers.lowering``,
+    ``jaxvision.layers.tap_conv`` and ``jaxvision.layers.narrow_conv``) or None for ``lowering.conv_impl()`` ('cpu' on the CPU
     backend).
     """
     impl = impl or conv_impl()
@@ -124,6 +126,8 @@ def conv2d(
                 return pointwise_conv(x, kernel[0, 0], tuple(strides))
             if tuple(kernel.shape[:2]) == tuple(strides) and tuple(dilation) == (1, 1):
                 return patchify_conv(x, kernel)
+        if narrow_conv_applies(x, kernel, groups):
+            return narrow_conv(x, kernel, tuple(strides), tuple(dilation), tuple(pads))
         if tap_conv_applies(x, kernel, groups):
             return tap_conv(x, kernel, strides=strides, padding=pads, dilation=dilation)
     return lax.conv_general_dilated(

@@ -7,14 +7,17 @@ All functions take x of shape (N, H, W, C) and keep its dtype.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxvision.layers.conv import Padding, _pair, conv_padding
+from jaxvision.layers.lowering import conv_impl
 
 __all__ = [
     "adaptive_avg_pool",
@@ -22,6 +25,7 @@ __all__ = [
     "global_avg_pool",
     "global_max_pool",
     "max_pool",
+    "tiled_max_pool",
 ]
 
 
@@ -66,7 +70,49 @@ def max_pool(
             (lo, hi + _ceil_extra(n, k, s, lo, hi))
             for n, k, s, (lo, hi) in zip(x.shape[1:3], window, strides, pad, strict=True)
         ]
+    if (tuple(window) == tuple(strides) and pad in ("VALID", [(0, 0), (0, 0)])
+            and conv_impl() == "cpu"):
+        return tiled_max_pool(x, tuple(window))
     return nn.max_pool(x, window, strides, padding=pad)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def tiled_max_pool(x: jnp.ndarray, window: tuple[int, int]) -> jnp.ndarray:
+    """Max pooling over non-overlapping (kh, kw) tiles: x (N, H, W, C) -> (N, H // kh, W // kw, C),
+    the same values and gradient as ``max_pool(x, window)`` ("VALID", strides = window).
+
+    The gradient goes to the first maximum of each tile in row-major order, as XLA's
+    select-and-scatter (and PyTorch) send it; rows and columns past the last whole tile get
+    zero. Written as a reshape, a max and a one-hot of the argmax because XLA:CPU's
+    select-and-scatter is slow: LeNet-5's 2x2 pool of (64, 28, 28, 6), backward 1.68 vs
+    0.18 ms on the 2-core development CPU (jaxlib 0.10).
+    """
+    return _tiles(x, window).max(axis=-1)
+
+
+def _tiles(x, window):
+    """x (N, H, W, C) -> (N, H // kh, W // kw, C, kh * kw), each tile's pixels in row-major order."""
+    (kh, kw), (n, h, w, c) = window, x.shape
+    ho, wo = h // kh, w // kw
+    x = x[:, : ho * kh, : wo * kw]
+    return (x.reshape(n, ho, kh, wo, kw, c).transpose(0, 1, 3, 5, 2, 4)
+            .reshape(n, ho, wo, c, kh * kw))
+
+
+def _tiled_max_pool_fwd(x, window):
+    return tiled_max_pool(x, window), x
+
+
+def _tiled_max_pool_bwd(window, x, dy):
+    (kh, kw), (n, h, w, c) = window, x.shape
+    ho, wo = h // kh, w // kw
+    first = jnp.argmax(_tiles(x, window), axis=-1)  # first maximum (NaN counts as the maximum)
+    dx = jnp.where(first[..., None] == jnp.arange(kh * kw), dy[..., None], jnp.zeros((), dy.dtype))
+    dx = dx.reshape(n, ho, wo, c, kh, kw).transpose(0, 1, 4, 2, 5, 3).reshape(n, ho * kh, wo * kw, c)
+    return (jnp.pad(dx, ((0, 0), (0, h - ho * kh), (0, w - wo * kw), (0, 0))),)
+
+
+tiled_max_pool.defvjp(_tiled_max_pool_fwd, _tiled_max_pool_bwd)
 
 
 def avg_pool(

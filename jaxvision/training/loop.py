@@ -386,6 +386,7 @@ def _build(config, workdir: str, build_data: Callable, objective: Callable | Non
 
         on_device.compile(job.raw_train_step, job.raw_eval_step,
                           eval_metrics.merge_states if job.raw_eval_step else None)
+        on_device.set_total_steps(total_steps)
     return job
 
 

@@ -130,9 +130,9 @@ def test_patchify_matches_xla(size, patch, padding, dtype, rtol):
 
 @pytest.mark.parametrize(
     "lowering,k,stride,dilation,padding,size,cin,cout",
-    [("taps", 5, 1, 2, "SAME", 9, 3, 2),
-     ("taps", 7, 2, 1, [(3, 3), (3, 3)], 8, 3, 2), ("taps", 3, 1, 1, [(0, 2), (1, 0)], 6, 2, 3),
-     ("xla", 3, 2, 1, "SAME", 8, 4, 4)],
+    [("taps", 5, 1, 2, "SAME", 9, 5, 2),  # 5+ input channels (fewer: narrow_conv's)
+     ("taps", 7, 2, 1, [(3, 3), (3, 3)], 8, 6, 2), ("taps", 3, 1, 1, [(0, 2), (1, 0)], 6, 5, 3),
+     ("xla", 3, 2, 1, "SAME", 8, 6, 4)],
 )
 def test_bf16_kxk_taps_match_xla(lowering, k, stride, dilation, padding, size, cin, cout):
     # Dense bf16 k x k convolutions: each pass as per-tap matmuls (or, forced, XLA's conv inside
@@ -151,5 +151,5 @@ def test_bf16_kxk_taps_match_xla(lowering, k, stride, dilation, padding, size, c
 
 def test_float32_kxk_stays_on_xla():
     # The per-tap form only pays with bf16 products; float32 k x k convolutions keep XLA's.
-    x, w = jnp.ones((1, 6, 6, 3)), jnp.ones((3, 3, 3, 4))
+    x, w = jnp.ones((1, 6, 6, 8)), jnp.ones((3, 3, 8, 4))  # 8 channels: not a narrow_conv
     assert "conv_general_dilated" in str(jax.make_jaxpr(lambda x, w: conv2d(x, w, impl="cpu"))(x, w))

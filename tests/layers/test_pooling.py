@@ -103,3 +103,47 @@ def test_pool_errors():
         max_pool(jnp.ones((4, 4, 3)), 2)
     with pytest.raises(ValueError, match="ceil_mode"):
         max_pool(jnp.ones((1, 4, 4, 3)), 2, padding="SAME", ceil_mode=True)
+
+
+@pytest.mark.parametrize("window,shape", [((2, 2), (2, 9, 8, 3)), ((3, 3), (1, 9, 10, 2)),
+                                          ((2, 3), (2, 7, 9, 1))])
+def test_tiled_max_pool_matches_xla_values_and_ties(window, shape):
+    # Small integers make ties frequent: the gradient must go to the first maximum of each tile
+    # (row-major), as XLA's select-and-scatter sends it; rows/columns past the last whole tile
+    # (odd sizes) get none.
+    import flax.linen as nn
+    import jax
+
+    from jaxvision.layers import tiled_max_pool
+
+    x = jnp.asarray(np.random.default_rng(0).integers(0, 3, size=shape), jnp.float32)
+    y_ref, vjp_ref = jax.vjp(lambda a: nn.max_pool(a, window, window, "VALID"), x)
+    y, vjp = jax.vjp(lambda a: tiled_max_pool(a, window), x)
+    np.testing.assert_array_equal(y, y_ref)
+    dy = jnp.asarray(np.random.default_rng(1).normal(size=y.shape), jnp.float32)
+    np.testing.assert_array_equal(vjp(dy)[0], vjp_ref(dy)[0])
+    # numpy's own reading of "first maximum": one nonzero per tile, at argmax's place
+    g = np.asarray(vjp(dy)[0])
+    kh, kw = window
+    tile = g[0, :kh, :kw, 0]
+    assert np.count_nonzero(tile) == 1 and tile.ravel().argmax() == np.asarray(x)[0, :kh, :kw, 0].ravel().argmax() \
+        or float(dy[0, 0, 0, 0]) == 0
+
+
+def test_max_pool_uses_tiles_on_cpu_only_when_they_tile():
+    import jax
+
+    from jaxvision.layers import set_conv_impl
+
+    def jaxpr(**kw):
+        return str(jax.make_jaxpr(lambda a: max_pool(a, **kw))(jnp.ones((1, 8, 8, 2))))
+
+    set_conv_impl("cpu")
+    try:
+        assert "custom_vjp_call" in jaxpr(window=2)
+        assert "custom_vjp_call" not in jaxpr(window=3, strides=2)  # overlapping: XLA's
+        assert "custom_vjp_call" not in jaxpr(window=2, padding="SAME")  # padded: XLA's
+        set_conv_impl("xla")
+        assert "custom_vjp_call" not in jaxpr(window=2)
+    finally:
+        set_conv_impl(None)

@@ -36,6 +36,26 @@ def test_stream_is_a_permutation_per_epoch_and_pure_in_the_step():
     assert not np.array_equal(_indices(0, b, n, seed=1)[0], stream[:b])
 
 
+def test_epoch_orders_table_gives_the_stream_drawn_per_step():
+    # The table drawn once per run (the default path) must give exactly the batches of the
+    # per-step draw, across epoch boundaries, up to the last step of the run.
+    n, b, total = 50, 8, 25  # 200 positions: epochs 0-3, the last batch ends epoch 3
+    epochs = device_data.epochs_spanned(total, batch_size=b, num_examples=n)
+    orders = device_data.epoch_orders(num_examples=n, num_epochs=epochs, seed=3)
+    assert orders.shape == (epochs, n) and orders.dtype == jnp.int32
+    for e in range(epochs):
+        key = jax.random.fold_in(jax.random.key(3), device_data._ORDER_SALT)
+        np.testing.assert_array_equal(
+            orders[e], jax.random.permutation(jax.random.fold_in(key, e), n))
+    table = jax.jit(lambda t, o: device_data.stream_indices(t, batch_size=b, num_examples=n,
+                                                            seed=3, orders=o))
+    for t in range(total):
+        np.testing.assert_array_equal(table(t, orders)[0], _indices(t, b, n, seed=3)[0])
+    # batches that end exactly on an epoch's last example still have the next row to read
+    assert device_data.epochs_spanned(50, batch_size=8, num_examples=400) == 2
+    assert device_data.epochs_spanned(51, batch_size=8, num_examples=400) == 3
+
+
 def test_pad_crop_is_a_window_of_the_zero_padded_pixels():
     rng = np.random.default_rng(0)
     image = rng.uniform(-1, 2, (6, 5, 2)).astype(np.float32)
