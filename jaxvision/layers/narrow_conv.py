@@ -9,7 +9,7 @@ forward pass, XLA's convolution vs this sum:
 
 * LeNet-5's conv1, 5x5 1->6 at 32 px, batch 64: 1.93 vs 0.22 ms;
 * EfficientNet/MobileNet stem, 3x3/2 3->32 at 224 px, batch 16: 30.5 vs 5.2 ms;
-* ResNet stem, 7x7/2 3->64 at 224 px, batch 16: 146 vs 112 ms.
+* ResNet stem, 7x7/2 3->64 at 224 px, batch 16: not used (:data:`MAX_TERMS`).
 
 Backward pass:
 
@@ -34,9 +34,12 @@ from jax import lax
 
 from jaxvision.layers.lowering import conv_out_hw, pad_hw
 
-__all__ = ["narrow_conv", "narrow_conv_applies", "MAX_CHANNELS", "STACK_BYTES"]
+__all__ = ["narrow_conv", "narrow_conv_applies", "MAX_CHANNELS", "MAX_TERMS", "STACK_BYTES"]
 
 MAX_CHANNELS = 4  # grayscale, RGB, RGBA inputs: the layers where XLA:CPU's kernels starve
+# Most (tap, channel) terms in the fused sum: 3x3 RGBA (36) and 5x5 grayscale (25) stay one
+# loop; ResNet's 7x7 RGB stem (147 terms) ran slower than XLA's convolution at 224 px.
+MAX_TERMS = 36
 # Largest stacked-slice matrix (bytes, float32) for the product form of the weight gradient:
 # a few MiB stay in the 2-core machine's caches (LeNet: 5 MiB, faster); 224-px stems (22 MiB
 # and up) ran slower than XLA's own weight gradient (module docstring).
@@ -45,10 +48,12 @@ STACK_BYTES = 8 << 20
 
 def narrow_conv_applies(x: jnp.ndarray, kernel: jnp.ndarray, groups: int) -> bool:
     """Whether :func:`narrow_conv` serves this convolution: dense (groups == 1), at most
-    :data:`MAX_CHANNELS` input channels, a floating dtype, more than one tap."""
+    :data:`MAX_CHANNELS` input channels and :data:`MAX_TERMS` (tap, channel) pairs, a floating
+    dtype, more than one tap."""
+    kh, kw = kernel.shape[:2]
     return (groups == 1 and x.shape[-1] <= MAX_CHANNELS
-            and jnp.issubdtype(x.dtype, jnp.floating)
-            and kernel.shape[0] * kernel.shape[1] > 1)
+            and 1 < kh * kw and kh * kw * x.shape[-1] <= MAX_TERMS
+            and jnp.issubdtype(x.dtype, jnp.floating))
 
 
 def _xla_conv(x, w, strides, dilation, pads):

@@ -22,7 +22,7 @@ narrow_conv = importlib.import_module("jaxvision.layers.narrow_conv")  # the mod
     [
         (5, 1, 1, "VALID", 1, 12),  # LeNet-5's conv1
         (3, 2, 1, "SAME", 3, 11),  # EfficientNet / MobileNet stem, odd size
-        (7, 2, 1, [(3, 3), (3, 3)], 3, 14),  # ResNet stem (PyTorch padding)
+        (5, 2, 1, [(2, 2), (2, 2)], 1, 14),  # PyTorch-style padding, strided
         (3, 1, 2, "SAME", 4, 9),  # dilated, RGBA
         (2, 3, 1, [(1, 0), (0, 2)], 2, 10),  # asymmetric padding, stride > kernel
     ],
@@ -45,6 +45,8 @@ def test_narrow_conv_serves_few_channel_inputs_only():
     assert "conv_general_dilated" not in ops(1).split("bwd")[0]  # forward: fused taps
     assert "custom_vjp_call" in ops(3)
     assert "custom_vjp_call" not in ops(5)  # 5+ channels: XLA's convolution
+    x, w = jnp.ones((1, 16, 16, 3)), jnp.ones((7, 7, 3, 4))  # ResNet's stem: 147 terms
+    assert not narrow_conv.narrow_conv_applies(x, w, 1)
     assert "custom_vjp_call" not in ops(4, groups=2)  # grouped: XLA's convolution
     x, w = jnp.ones((1, 8, 8, 3), jnp.int32), jnp.ones((3, 3, 3, 4), jnp.int32)
     assert not narrow_conv.narrow_conv_applies(x, w, 1)  # integer images stay XLA's
