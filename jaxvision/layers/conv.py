@@ -24,6 +24,7 @@ from jax import lax
 
 from jaxvision.layers.lowering import (
     conv_impl,
+    conv_out_hw,
     depthwise_conv,
     explicit_padding,
     patchify_conv,
@@ -118,18 +119,13 @@ def conv2d(
     """
     impl = impl or conv_impl()
     if impl == "cpu":
-        if groups == x.shape[-1] and groups > 1 and kernel.shape[2] == 1:
-            return depthwise_conv(x, kernel, strides=strides, padding=padding, dilation=dilation)
         pads = explicit_padding(padding, x.shape[1:3], kernel.shape[:2], strides, dilation)
-        if groups == 1 and all(p == (0, 0) for p in pads):
-            if kernel.shape[:2] == (1, 1):
-                return pointwise_conv(x, kernel[0, 0], tuple(strides))
-            if tuple(kernel.shape[:2]) == tuple(strides) and tuple(dilation) == (1, 1):
-                return patchify_conv(x, kernel)
-        if narrow_conv_applies(x, kernel, groups):
-            return narrow_conv(x, kernel, tuple(strides), tuple(dilation), tuple(pads))
-        if tap_conv_applies(x, kernel, groups):
-            return tap_conv(x, kernel, strides=strides, padding=pads, dilation=dilation)
+        # An empty output (the kernel does not fit) or input is XLA's to give.
+        if min(conv_out_hw(x.shape[1:3], kernel.shape[:2], strides, dilation, pads)) > 0 \
+                and x.shape[-1] > 0:
+            y = _cpu_conv(x, kernel, strides, pads, dilation, groups)
+            if y is not None:
+                return y
     return lax.conv_general_dilated(
         x,
         kernel,
@@ -139,6 +135,22 @@ def conv2d(
         dimension_numbers=("NHWC", "HWIO", "NHWC"),
         feature_group_count=groups,
     )
+
+
+def _cpu_conv(x, kernel, strides, pads, dilation, groups):
+    """The CPU lowering of this convolution (see ``conv2d``), or None for XLA's convolution."""
+    if groups == x.shape[-1] and groups > 1 and kernel.shape[2] == 1:
+        return depthwise_conv(x, kernel, strides=strides, padding=pads, dilation=dilation)
+    if groups == 1 and all(p == (0, 0) for p in pads):
+        if kernel.shape[:2] == (1, 1):
+            return pointwise_conv(x, kernel[0, 0], tuple(strides))
+        if tuple(kernel.shape[:2]) == tuple(strides) and tuple(dilation) == (1, 1):
+            return patchify_conv(x, kernel)
+    if narrow_conv_applies(x, kernel, groups):
+        return narrow_conv(x, kernel, tuple(strides), tuple(dilation), tuple(pads))
+    if tap_conv_applies(x, kernel, groups):
+        return tap_conv(x, kernel, strides=strides, padding=pads, dilation=dilation)
+    return None
 
 
 def _conv(

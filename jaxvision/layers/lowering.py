@@ -180,8 +180,10 @@ def pad_hw(x, pads, interior=(0, 0)):
 
 
 def conv_out_hw(x_hw, kernel_hw, strides, dilation, pads):
+    """Output (Ho, Wo) of a convolution over x_hw with explicit pads; 0 where the dilated kernel
+    does not fit (as ``lax.conv_general_dilated`` gives)."""
     return tuple(
-        (n + lo + hi - (k - 1) * d - 1) // s + 1
+        max((n + lo + hi - (k - 1) * d - 1) // s + 1, 0)
         for n, k, s, d, (lo, hi) in zip(x_hw, kernel_hw, strides, dilation, pads, strict=True)
     )
 

@@ -19,9 +19,12 @@ Backward pass:
   stacks (224-px stems: 31 vs 25 ms, 174 vs 139 ms) fall back to XLA's weight gradient;
 * **input gradient**: XLA's (a stem's input gradient is never needed and is removed by XLA).
 
-Products accumulate in float32 (bf16/fp16 inputs are upcast, as XLA:CPU does) and the result is
-cast back to the input's dtype; values and both gradients are tested against
-``lax.conv_general_dilated`` (tests/layers/test_narrow_conv.py).
+Products accumulate in float32 (bf16/fp16 inputs are upcast, as XLA:CPU does; float64 stays
+float64) and the result is cast back to the input's dtype; values and both gradients are tested
+against ``lax.conv_general_dilated`` (tests/layers/test_narrow_conv.py). Like jaxvision's other
+CPU lowerings it has a custom VJP, so forward-mode autodiff (``jax.jvp``, ``jax.jacfwd``,
+``jax.linearize``) is not available through it: use ``impl='xla'`` (``set_conv_impl('xla')`` or
+``JAXVISION_CONV_IMPL=xla``) for that; reverse mode, ``jax.hessian`` and jvp-of-grad work.
 """
 
 from __future__ import annotations
@@ -47,13 +50,14 @@ STACK_BYTES = 8 << 20
 
 
 def narrow_conv_applies(x: jnp.ndarray, kernel: jnp.ndarray, groups: int) -> bool:
-    """Whether :func:`narrow_conv` serves this convolution: dense (groups == 1), at most
-    :data:`MAX_CHANNELS` input channels and :data:`MAX_TERMS` (tap, channel) pairs, a floating
-    dtype, more than one tap."""
+    """Whether :func:`narrow_conv` serves this convolution: dense (groups == 1), 1 to
+    :data:`MAX_CHANNELS` input channels and at most :data:`MAX_TERMS` (tap, channel) pairs, input
+    and kernel of one floating dtype (mixed dtypes go to XLA, which refuses them), more than one
+    tap. The caller also leaves convolutions with an empty output to XLA."""
     kh, kw = kernel.shape[:2]
-    return (groups == 1 and x.shape[-1] <= MAX_CHANNELS
+    return (groups == 1 and 1 <= x.shape[-1] <= MAX_CHANNELS
             and 1 < kh * kw and kh * kw * x.shape[-1] <= MAX_TERMS
-            and jnp.issubdtype(x.dtype, jnp.floating))
+            and jnp.issubdtype(x.dtype, jnp.floating) and kernel.dtype == x.dtype)
 
 
 def _xla_conv(x, w, strides, dilation, pads):
@@ -85,12 +89,18 @@ def narrow_conv(x: jnp.ndarray, kernel: jnp.ndarray, strides=(1, 1), dilation=(1
     return _fwd(x, kernel, strides, dilation, pads)[0]
 
 
+def _acc(dtype):
+    """The accumulation dtype: float32 for bf16/fp16/float32, float64 for float64."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
 def _fwd(x, kernel, strides, dilation, pads):
     out_hw = conv_out_hw(x.shape[1:3], kernel.shape[:2], strides, dilation, pads)
-    w = kernel.astype(jnp.float32)
+    acc = _acc(x.dtype)
+    w = kernel.astype(acc)
     y = None
     for (i, j, c), tap in _taps(pad_hw(x, pads), kernel.shape[:2], strides, dilation, out_hw):
-        term = tap.astype(jnp.float32)[..., None] * w[i, j, c]
+        term = tap.astype(acc)[..., None] * w[i, j, c]
         y = term if y is None else y + term
     return y.astype(x.dtype), (x, kernel)
 
@@ -104,9 +114,10 @@ def _bwd(strides, dilation, pads, res, dy):
     if kh * kw * c * m * 4 > STACK_BYTES:
         _, dw_fn = jax.vjp(lambda k: _xla_conv(x, k, strides, dilation, pads), kernel)
         return dx, dw_fn(dy)[0]
-    stack = jnp.stack([tap.astype(jnp.float32) for _, tap in
+    acc = _acc(x.dtype)
+    stack = jnp.stack([tap.astype(acc) for _, tap in
                        _taps(pad_hw(x, pads), (kh, kw), strides, dilation, dy.shape[1:3])])
-    dw = lax.dot_general(stack.reshape(kh * kw * c, m), dy.astype(jnp.float32).reshape(m, f),
+    dw = lax.dot_general(stack.reshape(kh * kw * c, m), dy.astype(acc).reshape(m, f),
                          (((1,), (0,)), ((), ())))
     return dx, dw.reshape(kh, kw, c, f).astype(kernel.dtype)
 

@@ -297,6 +297,7 @@ class _Job:
             "class_names": list(self.info.class_names),
             "image_shape": list(self.image_shape),
             "total_steps": self.total_steps,
+            "batch_size": int(self.config.batch_size),
             "step": int(step),
             "early_stopping": self.es,
             "metrics": eval_res or {},
@@ -524,6 +525,15 @@ def _check_same_run(job: _Job, meta: dict, where: str, saved_tree, abstract) -> 
             f"{saved.total()} saved arrays, {wanted.total()} in this train state (optimizer, EMA "
             f"or model changed?); saved only: {sorted((saved - wanted).elements())[:3]}, "
             f"this config only: {sorted((wanted - saved).elements())[:3]}"))
+    saved_batch = meta.get("batch_size")  # checkpoints before issue 15's sixth session lack it
+    if saved_batch is not None and int(saved_batch) != int(job.config.batch_size):
+        raise DataChangedError(
+            f"the checkpoint in {where} was trained with batch_size {saved_batch}, this config "
+            f"has {job.config.batch_size}: step k of a run is example k x batch_size of its "
+            "data stream and point k of its schedule, so resuming with another batch size "
+            f"would revisit or skip examples and move the schedule. Resume with "
+            f"--config.batch_size={saved_batch}, or start a new --workdir (add "
+            f"--config.init_from={ckpt_lib.run_dir_of(where)} to fine-tune from this run).")
     if job.data_id is not None:
         changed = data_identity.changes(meta.get(data_identity.META_KEY), job.data_id)
         if changed:

@@ -50,3 +50,30 @@ def test_narrow_conv_serves_few_channel_inputs_only():
     assert "custom_vjp_call" not in ops(4, groups=2)  # grouped: XLA's convolution
     x, w = jnp.ones((1, 8, 8, 3), jnp.int32), jnp.ones((3, 3, 3, 4), jnp.int32)
     assert not narrow_conv.narrow_conv_applies(x, w, 1)  # integer images stay XLA's
+
+
+def test_float64_stays_float64():
+    # x64 users (finite-difference gradient checks) must get float64 sums, not float32 ones.
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(0)
+        x = jnp.asarray(rng.normal(size=(2, 8, 8, 3)), jnp.float64)
+        w = jnp.asarray(rng.normal(size=(3, 3, 3, 4)), jnp.float64)
+        _check_against_xla(x, w, 1e-12, padding="SAME")
+
+
+@pytest.mark.parametrize("xs,ws,stride,padding", [
+    ((1, 3, 3, 1), (5, 5, 1, 8), 2, "VALID"),  # the kernel does not fit: empty output
+    ((1, 1, 1, 1), (3, 3, 1, 2), 1, [(4, 4), (0, 0)]),  # empty along one axis only
+    ((1, 5, 5, 0), (3, 3, 0, 2), 1, "SAME"),  # no input channels
+])
+def test_empty_outputs_and_inputs_are_what_xla_gives(xs, ws, stride, padding):
+    x, w = jnp.ones(xs), jnp.ones(ws)
+    kw = dict(strides=(stride, stride), padding=padding)
+    np.testing.assert_array_equal(conv2d(x, w, impl="cpu", **kw), conv2d(x, w, impl="xla", **kw))
+
+
+def test_mixed_dtypes_are_refused_in_the_forward_pass_as_xla_does():
+    x, w = jnp.ones((1, 8, 8, 3), jnp.bfloat16), jnp.ones((3, 3, 3, 4), jnp.float32)
+    for impl in ("cpu", "xla"):
+        with pytest.raises(TypeError, match="same dtypes"):
+            conv2d(x, w, impl=impl)

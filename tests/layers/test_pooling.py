@@ -147,3 +147,20 @@ def test_max_pool_uses_tiles_on_cpu_only_when_they_tile():
         assert "custom_vjp_call" not in jaxpr(window=2)
     finally:
         set_conv_impl(None)
+
+
+def test_tiled_max_pool_second_order_matches_xla():
+    # jvp of the gradient (Hessian-vector products) must differentiate the backward pass.
+    import flax.linen as nn
+    import jax
+
+    from jaxvision.layers import tiled_max_pool
+
+    x = jnp.asarray(np.random.default_rng(3).normal(size=(2, 6, 6, 2)), jnp.float32)
+    v = jnp.asarray(np.random.default_rng(4).normal(size=x.shape), jnp.float32)
+
+    def hvp(pool):
+        return jax.jvp(jax.grad(lambda a: jnp.sum(pool(a) ** 3)), (x,), (v,))[1]
+
+    np.testing.assert_allclose(hvp(lambda a: tiled_max_pool(a, (2, 2))),
+                               hvp(lambda a: nn.max_pool(a, (2, 2), (2, 2))), rtol=1e-6)

@@ -63,10 +63,17 @@ def test_changed_data_is_refused_with_what_changed(tmp_path):
     assert f"--config.init_from={wd}" in line and "new --workdir" in line
 
     os.rename(root / "z", root / "a")
+    removed = (root / "b" / "3.png").read_bytes()
     os.remove(root / "b" / "3.png")  # fewer files: the stratified splits move
     deleted = harness.run(wd, "--config.total_steps=6", job=job)
     line = harness.assert_one_error(deleted)
     assert "split 'train' changed: 16 -> 15 files" in line, line
+
+    (root / "b" / "3.png").write_bytes(removed)
+    assert harness.run(wd, "--config.total_steps=4", job=job).returncode == 0  # same data again
+    rebatched = harness.run(wd, "--config.total_steps=6", "--config.batch_size=4", job=job)
+    line = harness.assert_one_error(rebatched)  # step k = example k x batch: another stream
+    assert "batch_size 8, this config has 4" in line and "--config.batch_size=8" in line, line
     assert harness.checkpoint_steps(wd) == [2, 4]  # nothing was written by the refused runs
 
 

@@ -51,6 +51,12 @@ def test_epoch_orders_table_gives_the_stream_drawn_per_step():
                                                             seed=3, orders=o))
     for t in range(total):
         np.testing.assert_array_equal(table(t, orders)[0], _indices(t, b, n, seed=3)[0])
+    # drawn in chunks of ORDER_CHUNK epochs: a remainder chunk gives the same rows
+    more = device_data.epoch_orders(num_examples=n, num_epochs=device_data.ORDER_CHUNK + 3, seed=3)
+    np.testing.assert_array_equal(more[:epochs], orders)
+    key = jax.random.fold_in(jax.random.key(3), device_data._ORDER_SALT)
+    np.testing.assert_array_equal(more[-1], jax.random.permutation(
+        jax.random.fold_in(key, device_data.ORDER_CHUNK + 2), n))
     # batches that end exactly on an epoch's last example still have the next row to read
     assert device_data.epochs_spanned(50, batch_size=8, num_examples=400) == 2
     assert device_data.epochs_spanned(51, batch_size=8, num_examples=400) == 3
