@@ -233,7 +233,11 @@ def startup_section(results):
                 "train,evaluate,predict --warm` on the full 744-step default job; evaluate reads "
                 "the bundled split as NumPy arrays (no TensorFlow), plots only with --plots; the "
                 "train row is the code before train stopped importing TensorFlow (its paired "
-                "whole-process time after that change is in the time-to-result table).\n",
+                "whole-process time after that change is in the time-to-result table). `s6 idle` "
+                "(sixth session, idle): the same four commands `--runs 1 --warm` on the 496-step "
+                "default job with few-channel convolutions, tiled max pooling and the epochs' "
+                "orders drawn once (its train row runs with a fresh compilation cache; the "
+                "warm-cache whole process is 7.2 s, see below).\n",
                 startup.table(r) + "\n"]
     t = results.get("time_to_result.json")
     if t:

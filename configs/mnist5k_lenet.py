@@ -9,7 +9,7 @@ training split is held on the device and shuffled/augmented there (config.device
 jaxvision.training.device_data); the test split is read once, after training.
 
 Expected: test top-1 97.8% +- 1.0 (points; checked by tests/cli/test_recipe_claims.py, which
-runs this command). Measured 2026-12-01 on the idle 2-core development machine (TIME_S s wall from
+runs this command). Measured 2026-12-01 on the idle 2-core development machine (7.2 s wall from
 launch to exit, warm compilation cache): test top-1 97.8% (489/500), top-5 100%, NLL 0.070,
 ECE 1.2%; validation top-1 97.6%; seed 0. The last line it prints is
 ``done: {... 'test/top1': 0.978 ...}``.
