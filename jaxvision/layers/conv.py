@@ -114,7 +114,8 @@ def conv2d(
     (kernel == stride) convolutions as matmuls, depthwise ones as sums of shifted products, dense
     bf16 k x k ones per pass as XLA's convolution or per-tap matmuls by a cost model, those of
     1-4 channel inputs as fused sums over taps; see ``jaxvision.layers.lowering``,
-    ``jaxvision.layers.tap_conv`` and ``jaxvision.layers.narrow_conv``) or None for ``lowering.conv_impl()`` ('cpu' on the CPU
+    ``jaxvision.layers.tap_conv`` and ``jaxvision.layers.narrow_conv``; custom VJPs, so no
+    ``jax.jvp`` / ``jax.jacfwd`` through them: use 'xla' for forward mode) or None for ``lowering.conv_impl()`` ('cpu' on the CPU
     backend).
     """
     impl = impl or conv_impl()

@@ -37,6 +37,12 @@ accumulate in float32 anyway). The choice is made at trace time: ``conv_impl()``
 the CPU backend and 'xla' elsewhere, unless set by ``set_conv_impl`` or the environment variable
 ``JAXVISION_CONV_IMPL`` (``xla`` | ``cpu`` | ``auto``). Both give the same results up to float
 rounding (tests/layers/test_lowering.py).
+
+Every 'cpu' form has a custom VJP, so forward-mode autodiff (``jax.jvp``, ``jax.jacfwd``,
+``jax.linearize``) fails through it with JAX's "can't apply forward-mode autodiff (jvp) to a
+custom_vjp function": choose 'xla' for that (before the function is traced: a jitted function
+keeps the lowering it was traced with, even when jitted again). Reverse mode, ``jax.hessian``
+and jvp-of-grad work with both.
 """
 
 from __future__ import annotations
@@ -61,8 +67,9 @@ _override: list[str] = []
 
 def set_conv_impl(impl: str | None) -> None:
     """Choose how convolutions are lowered from now on (traced functions keep what they traced
-    with): 'auto' ('cpu' on the CPU backend, 'xla' elsewhere), 'xla', 'cpu'; None restores the
-    default (``JAXVISION_CONV_IMPL`` or 'auto')."""
+    with, also when jitted again: JAX caches traces per function): 'auto' ('cpu' on the CPU
+    backend, 'xla' elsewhere), 'xla', 'cpu'; None restores the default (``JAXVISION_CONV_IMPL``
+    or 'auto'). Use 'xla' for forward-mode autodiff (see the module docstring)."""
     if impl is not None and impl not in IMPLS:
         raise ValueError(f"unknown conv impl {impl!r}: use one of {IMPLS}")
     _override[:] = [impl] if impl else []

@@ -56,6 +56,9 @@ def max_pool(
       window: int or (kh, kw). strides: defaults to ``window``.
       padding: "SAME" (TF), "VALID", "SYMMETRIC", int, pair or ((lo, hi), (lo, hi)).
       ceil_mode: PyTorch ``ceil_mode=True`` (explicit/symmetric/VALID padding only).
+
+    On the CPU lowering (``lowering.conv_impl() == 'cpu'``) non-overlapping unpadded windows use
+    :func:`tiled_max_pool` (custom VJP: no forward-mode autodiff; ``set_conv_impl('xla')``).
     """
     _check_nhwc(x, "max_pool")
     window = _pair(window, "window")

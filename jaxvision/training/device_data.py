@@ -211,7 +211,13 @@ def augment_example(key, image, aug: Augmentation):
 def make_batch_fn(aug: Augmentation, *, batch_size: int, num_examples: int, seed: int):
     """Returns ``batch_fn(arrays, step) -> {'image' (B, H, W, C), 'label' (B,)}``: global batch
     ``step`` of the device stream, augmented (jit-able; ``arrays`` from ``DeviceSplit.arrays``,
-    with the epochs' orders under 'order' (:func:`epoch_orders`) or without, drawn per step)."""
+    with the epochs' orders under 'order' (:func:`epoch_orders`) or without, drawn per step).
+
+    Raises ValueError when ``batch_size > num_examples``: a batch would span more than the two
+    epochs :func:`stream_indices` reads (``train`` refuses such a recipe before this)."""
+    if batch_size > num_examples:
+        raise ValueError(f"batch_size {batch_size} is larger than the {num_examples} examples of "
+                         "the split: a batch would repeat examples within one step")
 
     def batch_fn(arrays, step):
         idx, positions = stream_indices(step, batch_size=batch_size, num_examples=num_examples,

@@ -60,6 +60,9 @@ def test_epoch_orders_table_gives_the_stream_drawn_per_step():
     # batches that end exactly on an epoch's last example still have the next row to read
     assert device_data.epochs_spanned(50, batch_size=8, num_examples=400) == 2
     assert device_data.epochs_spanned(51, batch_size=8, num_examples=400) == 3
+    aug = device_data.Augmentation(pad=0, flip=False, fill=(0.0,))
+    with pytest.raises(ValueError, match="larger than the 50 examples"):  # would span 3 epochs
+        device_data.make_batch_fn(aug, batch_size=51, num_examples=50, seed=0)
 
 
 def test_pad_crop_is_a_window_of_the_zero_padded_pixels():
