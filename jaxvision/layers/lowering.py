@@ -186,6 +186,24 @@ def pad_hw(x, pads, interior=(0, 0)):
     return lax.pad(x, jnp.zeros((), x.dtype), cfg)
 
 
+def xla_conv(x, w, strides, dilation, pads):
+    """XLA's dense NHWC/HWIO convolution with explicit (low, high) pads: the reference form the
+    custom VJPs of ``tap_conv`` and ``narrow_conv`` fall back to."""
+    return lax.conv_general_dilated(
+        x, w, window_strides=strides, padding=pads, rhs_dilation=dilation,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def tap_slice(xp, i, j, strides, dilation, out_hw):
+    """The input pixels tap (i, j) reads: xp[:, o * s + (i, j) * d] for every output o, from the
+    padded input xp (N, Hp, Wp, C) -> (N, Ho, Wo, C)."""
+    (sh, sw), (dh, dw), (ho, wo) = strides, dilation, out_hw
+    n, _, _, c = xp.shape
+    return lax.slice(xp, (0, i * dh, j * dw, 0),
+                     (n, i * dh + (ho - 1) * sh + 1, j * dw + (wo - 1) * sw + 1, c),
+                     (1, sh, sw, 1))
+
+
 def conv_out_hw(x_hw, kernel_hw, strides, dilation, pads):
     """Output (Ho, Wo) of a convolution over x_hw with explicit pads; 0 where the dilated kernel
     does not fit (as ``lax.conv_general_dilated`` gives)."""

@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxvision.layers.lowering import conv_out_hw, pad_hw
+from jaxvision.layers.lowering import conv_out_hw, pad_hw, tap_slice, xla_conv
 
 __all__ = ["narrow_conv", "narrow_conv_applies", "MAX_CHANNELS", "MAX_TERMS", "STACK_BYTES"]
 
@@ -60,24 +60,14 @@ def narrow_conv_applies(x: jnp.ndarray, kernel: jnp.ndarray, groups: int) -> boo
             and jnp.issubdtype(x.dtype, jnp.floating) and kernel.dtype == x.dtype)
 
 
-def _xla_conv(x, w, strides, dilation, pads):
-    return lax.conv_general_dilated(
-        x, w, window_strides=strides, padding=pads, rhs_dilation=dilation,
-        dimension_numbers=("NHWC", "HWIO", "NHWC"))
-
-
 def _taps(xp, kernel_hw, strides, dilation, out_hw):
     """Yields ((i, j, c), slice (N, Ho, Wo)) of the padded input for every tap and channel, in
     the HWIO kernel's row-major order."""
-    (sh, sw), (dh, dw), (ho, wo) = strides, dilation, out_hw
-    n = xp.shape[0]
     for i in range(kernel_hw[0]):
         for j in range(kernel_hw[1]):
+            tap = tap_slice(xp, i, j, strides, dilation, out_hw)
             for c in range(xp.shape[-1]):
-                yield (i, j, c), lax.slice(
-                    xp, (0, i * dh, j * dw, c),
-                    (n, i * dh + (ho - 1) * sh + 1, j * dw + (wo - 1) * sw + 1, c + 1),
-                    (1, sh, sw, 1))[..., 0]
+                yield (i, j, c), tap[..., c]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
@@ -107,12 +97,12 @@ def _fwd(x, kernel, strides, dilation, pads):
 
 def _bwd(strides, dilation, pads, res, dy):
     x, kernel = res
-    _, dx_fn = jax.vjp(lambda a: _xla_conv(a, kernel, strides, dilation, pads), x)
+    _, dx_fn = jax.vjp(lambda a: xla_conv(a, kernel, strides, dilation, pads), x)
     (dx,) = dx_fn(dy)
     kh, kw, c, f = kernel.shape
     m = dy.shape[0] * dy.shape[1] * dy.shape[2]
     if kh * kw * c * m * 4 > STACK_BYTES:
-        _, dw_fn = jax.vjp(lambda k: _xla_conv(x, k, strides, dilation, pads), kernel)
+        _, dw_fn = jax.vjp(lambda k: xla_conv(x, k, strides, dilation, pads), kernel)
         return dx, dw_fn(dy)[0]
     acc = _acc(x.dtype)
     stack = jnp.stack([tap.astype(acc) for _, tap in

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxvision.layers.conv_cost import ConvShape, choose
-from jaxvision.layers.lowering import conv_out_hw, pad_hw, weight_grad
+from jaxvision.layers.lowering import conv_out_hw, pad_hw, tap_slice, weight_grad, xla_conv
 
 __all__ = ["tap_conv", "tap_conv_applies"]
 
@@ -44,21 +44,6 @@ def tap_conv_applies(x: jnp.ndarray, kernel: jnp.ndarray, groups: int) -> bool:
             and kernel.shape[0] * kernel.shape[1] > 1)
 
 
-def _xla_conv(x, w, strides, dilation, pads):
-    return lax.conv_general_dilated(
-        x, w, window_strides=strides, padding=pads, rhs_dilation=dilation,
-        dimension_numbers=("NHWC", "HWIO", "NHWC"))
-
-
-def _tap(xp, i, j, strides, dilation, out_hw):
-    """The input pixels tap (i, j) reads: xp[:, o * s + (i, j) * d] for every output o."""
-    (sh, sw), (dh, dw), (ho, wo) = strides, dilation, out_hw
-    n, _, _, c = xp.shape
-    return lax.slice(xp, (0, i * dh, j * dw, 0),
-                     (n, i * dh + (ho - 1) * sh + 1, j * dw + (wo - 1) * sw + 1, c),
-                     (1, sh, sw, 1))
-
-
 def _dot_f32(a, b, dims):
     return lax.dot_general(a, b, dims, preferred_element_type=jnp.float32)
 
@@ -69,7 +54,7 @@ def _taps_forward(x, w, strides, dilation, pads):
     y = None
     for i in range(w.shape[0]):
         for j in range(w.shape[1]):
-            term = _dot_f32(_tap(xp, i, j, strides, dilation, out_hw), w[i, j],
+            term = _dot_f32(tap_slice(xp, i, j, strides, dilation, out_hw), w[i, j],
                             (((3,), (0,)), ((), ())))
             y = term if y is None else y + term
     return y.astype(x.dtype)
@@ -95,7 +80,7 @@ def _taps_input_grad(x_shape, w, dy, strides, dilation, pads):
 def _taps_weight_grad(x, dy, kernel_hw, strides, dilation, pads):
     xp = pad_hw(x, pads)
     out_hw = dy.shape[1:3]
-    rows = [[weight_grad(_tap(xp, i, j, strides, dilation, out_hw), dy, 3)
+    rows = [[weight_grad(tap_slice(xp, i, j, strides, dilation, out_hw), dy, 3)
              for j in range(kernel_hw[1])] for i in range(kernel_hw[0])]
     return jnp.stack([jnp.stack(r) for r in rows])
 
@@ -116,7 +101,7 @@ def _tap_conv_fwd(x, w, strides, dilation, pads):
     if choose("forward", _shape(x.shape, w.shape, strides, dilation, pads)) == "taps":
         y = _taps_forward(x, w, strides, dilation, pads)
     else:
-        y = _xla_conv(x, w, strides, dilation, pads)
+        y = xla_conv(x, w, strides, dilation, pads)
     return y, (x, w)
 
 
@@ -127,11 +112,11 @@ def _tap_conv_bwd(strides, dilation, pads, res, dy):
     if choose("input_grad", shape) == "taps":
         dx = _taps_input_grad(x.shape, w, dy, strides, dilation, pads)
     else:
-        dx = jax.vjp(lambda x: _xla_conv(x, w, strides, dilation, pads), x)[1](dy)[0]
+        dx = jax.vjp(lambda x: xla_conv(x, w, strides, dilation, pads), x)[1](dy)[0]
     if choose("weight_grad", shape) == "taps":
         dw = _taps_weight_grad(x, dy, w.shape[:2], strides, dilation, pads).astype(w.dtype)
     else:
-        dw = jax.vjp(lambda w: _xla_conv(x, w, strides, dilation, pads), w)[1](dy)[0]
+        dw = jax.vjp(lambda w: xla_conv(x, w, strides, dilation, pads), w)[1](dy)[0]
     return dx, dw
 
 
