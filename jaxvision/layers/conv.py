@@ -31,6 +31,7 @@ from jaxvision.layers.lowering import (
     pointwise_conv,
 )
 from jaxvision.layers.narrow_conv import narrow_conv, narrow_conv_applies
+from jaxvision.layers.onednn_conv import onednn_conv, onednn_conv_applies
 from jaxvision.layers.tap_conv import tap_conv, tap_conv_applies
 
 __all__ = [
@@ -110,20 +111,24 @@ def conv2d(
     """x (N, H, W, C) * kernel (kh, kw, C / groups, F) -> (N, H', W', F), in x's dtype.
 
     ``padding`` as ``lax`` takes it ("SAME", "VALID" or (low, high) pairs; see ``conv_padding``).
-    ``impl``: 'xla' (``lax.conv_general_dilated``), 'cpu' (unpadded 1x1 and patchify
+    ``impl``: 'xla' (``lax.conv_general_dilated``), 'onednn' (oneDNN's convolution where
+    ``jaxvision.layers.onednn_conv`` is built and applies, else 'cpu'), 'cpu' (unpadded 1x1 and patchify
     (kernel == stride) convolutions as matmuls, depthwise ones as sums of shifted products, dense
     bf16 k x k ones per pass as XLA's convolution or per-tap matmuls by a cost model, those of
     1-4 channel inputs as fused sums over taps; see ``jaxvision.layers.lowering``,
     ``jaxvision.layers.tap_conv`` and ``jaxvision.layers.narrow_conv``; custom VJPs, so no
-    ``jax.jvp`` / ``jax.jacfwd`` through them: use 'xla' for forward mode) or None for ``lowering.conv_impl()`` ('cpu' on the CPU
+    ``jax.jvp`` / ``jax.jacfwd`` through them: use 'xla' for forward mode) or None for ``lowering.conv_impl()`` ('onednn' on the CPU
     backend).
     """
     impl = impl or conv_impl()
-    if impl == "cpu":
+    if impl in ("cpu", "onednn"):
         pads = explicit_padding(padding, x.shape[1:3], kernel.shape[:2], strides, dilation)
         # An empty output (the kernel does not fit) or input is XLA's to give.
         if min(conv_out_hw(x.shape[1:3], kernel.shape[:2], strides, dilation, pads)) > 0 \
                 and x.shape[-1] > 0:
+            if impl == "onednn" and onednn_conv_applies(x, kernel, pads, groups):
+                return onednn_conv(x, kernel, tuple(strides), tuple(map(tuple, pads)),
+                                   tuple(dilation), groups)
             y = _cpu_conv(x, kernel, strides, pads, dilation, groups)
             if y is not None:
                 return y

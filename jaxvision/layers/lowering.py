@@ -33,12 +33,18 @@ for the shape (``jaxvision.layers.conv_cost``): per-tap matmuls on many-channel 
 convolution on large maps and the 7x7 stem. Float32 k x k convolutions stay XLA's.
 
 bf16/fp16 products accumulate in float32 (the form XLA:CPU runs on the AMX bf16 units; GPUs
-accumulate in float32 anyway). The choice is made at trace time: ``conv_impl()`` is 'cpu' on
-the CPU backend and 'xla' elsewhere, unless set by ``set_conv_impl`` or the environment variable
-``JAXVISION_CONV_IMPL`` (``xla`` | ``cpu`` | ``auto``). Both give the same results up to float
-rounding (tests/layers/test_lowering.py).
+accumulate in float32 anyway).
 
-Every 'cpu' form has a custom VJP, so forward-mode autodiff (``jax.jvp``, ``jax.jacfwd``,
+**oneDNN** (``jaxvision.layers.onednn_conv``, impl 'onednn'): where it is built and applies
+(float32/bf16, one device), every convolution is oneDNN's, the kernels PyTorch's CPU
+convolutions use, called as XLA FFI custom calls; the forms above take the rest.
+
+The choice is made at trace time: ``conv_impl()`` is 'onednn' on the CPU backend and 'xla'
+elsewhere, unless set by ``set_conv_impl`` or the environment variable ``JAXVISION_CONV_IMPL``
+(``xla`` | ``cpu`` | ``onednn`` | ``auto``). All give the same results up to float rounding
+(tests/layers/test_lowering.py, tests/layers/test_onednn_conv.py).
+
+Every 'cpu' and 'onednn' form has a custom VJP, so forward-mode autodiff (``jax.jvp``, ``jax.jacfwd``,
 ``jax.linearize``) fails through it with JAX's "can't apply forward-mode autodiff (jvp) to a
 custom_vjp function": choose 'xla' for that (before the function is traced: a jitted function
 keeps the lowering it was traced with, even when jitted again). Reverse mode, ``jax.hessian``
@@ -60,7 +66,7 @@ __all__ = [
     "weight_grad", "matmul",
 ]
 
-IMPLS = ("auto", "xla", "cpu")
+IMPLS = ("auto", "xla", "cpu", "onednn")
 LOW_PRECISION = (jnp.bfloat16, jnp.float16)  # dtypes whose products accumulate in float32
 _override: list[str] = []
 
@@ -68,22 +74,26 @@ _override: list[str] = []
 def set_conv_impl(impl: str | None) -> None:
     """Choose how convolutions are lowered from now on (traced functions keep what they traced
     with, also when jitted again: JAX caches traces per function): 'auto' ('cpu' on the CPU
-    backend, 'xla' elsewhere), 'xla', 'cpu'; None restores the default (``JAXVISION_CONV_IMPL``
-    or 'auto'). Use 'xla' for forward-mode autodiff (see the module docstring)."""
+    backend, 'xla' elsewhere), 'xla', 'cpu' (jaxvision's pure-JAX CPU forms), 'onednn' (oneDNN
+    where ``jaxvision.layers.onednn_conv`` applies, else the 'cpu' forms); None restores the
+    default (``JAXVISION_CONV_IMPL`` or 'auto'). Use 'xla' for forward-mode autodiff (see the
+    module docstring)."""
     if impl is not None and impl not in IMPLS:
         raise ValueError(f"unknown conv impl {impl!r}: use one of {IMPLS}")
     _override[:] = [impl] if impl else []
 
 
 def conv_impl() -> str:
-    """'xla' or 'cpu': the lowering used for convolutions traced now (see module docstring)."""
+    """'xla', 'cpu' or 'onednn': the lowering used for convolutions traced now (see the module
+    docstring). 'auto' is 'onednn' on the CPU backend (which falls back to the 'cpu' forms where
+    oneDNN is unavailable or does not apply) and 'xla' elsewhere."""
     impl = _override[0] if _override else os.environ.get("JAXVISION_CONV_IMPL", "auto")
     if impl not in IMPLS:
         raise ValueError(
             f"JAXVISION_CONV_IMPL={impl!r} is not one of {IMPLS}; unset it or pick one of these"
         )
     if impl == "auto":
-        return "cpu" if jax.default_backend() == "cpu" else "xla"
+        return "onednn" if jax.default_backend() == "cpu" else "xla"
     return impl
 
 

@@ -57,7 +57,7 @@ def max_pool(
       padding: "SAME" (TF), "VALID", "SYMMETRIC", int, pair or ((lo, hi), (lo, hi)).
       ceil_mode: PyTorch ``ceil_mode=True`` (explicit/symmetric/VALID padding only).
 
-    On the CPU lowering (``lowering.conv_impl() == 'cpu'``) non-overlapping unpadded windows use
+    On the CPU lowerings (``lowering.conv_impl()`` 'cpu' or 'onednn') non-overlapping unpadded windows use
     :func:`tiled_max_pool` (custom VJP: no forward-mode autodiff; ``set_conv_impl('xla')``).
     """
     _check_nhwc(x, "max_pool")
@@ -74,7 +74,7 @@ def max_pool(
             for n, k, s, (lo, hi) in zip(x.shape[1:3], window, strides, pad, strict=True)
         ]
     if (tuple(window) == tuple(strides) and pad in ("VALID", [(0, 0), (0, 0)])
-            and conv_impl() == "cpu"):
+            and conv_impl() in ("cpu", "onednn")):
         return tiled_max_pool(x, tuple(window))
     return nn.max_pool(x, window, strides, padding=pad)
 

@@ -1,0 +1,158 @@
+"""jaxvision.layers.onednn_conv (oneDNN's convolutions as XLA FFI custom calls) gives what XLA's
+convolution gives: values and gradients w.r.t. input and kernel, over kernel sizes, strides,
+dilations, paddings, feature groups and dtypes; it is used where it applies and only there, and
+says why when it cannot be built."""
+
+import importlib
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxvision.layers import conv2d, set_conv_impl
+from tests.layers.test_lowering import _check_against_xla
+
+onednn = importlib.import_module("jaxvision.layers.onednn_conv")  # the module, not the function
+_real_single_device = onednn._single_device
+
+
+@pytest.fixture(autouse=True)
+def _one_device(monkeypatch):
+    # The test session has 8 fake CPU devices (conftest), where oneDNN is not used: these tests
+    # check the one-device programs that real CPU users run.
+    monkeypatch.setattr(onednn, "_single_device", lambda: True)
+
+
+needs_onednn = pytest.mark.skipif(
+    not (sys.platform == "linux" and os.uname().machine == "x86_64"),
+    reason="the oneDNN wheels jaxvision depends on are x86-64 Linux only")
+
+
+@needs_onednn
+def test_builds_and_registers_here():
+    # On x86-64 Linux jaxvision installs oneDNN and this machine has g++: it must build.
+    assert onednn.available(), onednn.why_unavailable()
+    assert onednn.why_unavailable() is None
+
+
+@needs_onednn
+@pytest.mark.parametrize("dtype,rtol", [(jnp.float32, 1e-5), (jnp.bfloat16, 2e-2)])
+@pytest.mark.parametrize(
+    "k,stride,dilation,padding,cin,cout,groups,size",
+    [
+        (3, 1, 1, "SAME", 8, 16, 1, 9),  # ResNet's 3x3
+        (3, 2, 1, "SAME", 8, 8, 1, 10),  # strided, even size (TF's asymmetric SAME)
+        (1, 1, 1, "VALID", 16, 8, 1, 7),  # pointwise
+        (1, 2, 1, "VALID", 8, 12, 1, 9),  # strided pointwise (ResNet's downsample)
+        (7, 2, 1, [(3, 3), (3, 3)], 3, 8, 1, 17),  # ResNet's stem, PyTorch padding
+        (4, 4, 1, "VALID", 3, 8, 1, 10),  # patchify (ViT), drops the last 2 px
+        (3, 1, 2, "SAME", 6, 6, 1, 11),  # dilated
+        (5, 1, 1, "SAME", 12, 12, 12, 9),  # depthwise 5x5 (EfficientNet)
+        (3, 2, 1, "SAME", 8, 16, 8, 9),  # depthwise with channel multiplier 2, strided
+        (3, 1, 1, [(1, 0), (2, 1)], 8, 12, 4, 8),  # grouped, asymmetric padding
+        (2, 3, 1, [(0, 1), (1, 0)], 4, 4, 1, 10),  # stride > kernel
+        (5, 1, 1, "VALID", 1, 6, 1, 12),  # LeNet-5's conv1 (one channel)
+    ],
+)
+def test_matches_xla(k, stride, dilation, padding, cin, cout, groups, size, dtype, rtol):
+    rng = np.random.default_rng(k * 100 + cin * 10 + groups)
+    x = jnp.asarray(rng.normal(size=(2, size, size + 1, cin)), dtype)
+    w = jnp.asarray(rng.normal(size=(k, k, cin // groups, cout)), dtype)
+    _check_against_xla(x, w, rtol, impl="onednn", strides=(stride, stride), padding=padding,
+                       dilation=(dilation, dilation), groups=groups)
+
+
+def _ops(f, *args) -> str:
+    return str(jax.make_jaxpr(f)(*args))
+
+
+@needs_onednn
+def test_used_where_it_applies_only():
+    x, w = jnp.ones((2, 8, 8, 4)), jnp.ones((3, 3, 4, 4))
+    assert "ffi_call" in _ops(lambda x, w: conv2d(x, w, impl="onednn"), x, w)
+    assert "ffi_call" not in _ops(lambda x, w: conv2d(x, w, impl="cpu"), x, w)
+    assert "ffi_call" not in _ops(lambda x, w: conv2d(x, w, impl="xla"), x, w)
+    # Dtypes oneDNN is not given (float16, int) and mixed dtypes go to the other lowerings.
+    assert not onednn.onednn_conv_applies(x.astype(jnp.float16), w.astype(jnp.float16),
+                                          [(1, 1), (1, 1)], 1)
+    assert not onednn.onednn_conv_applies(x, w.astype(jnp.bfloat16), [(1, 1), (1, 1)], 1)
+    assert not onednn.onednn_conv_applies(x.astype(jnp.int32), w.astype(jnp.int32),
+                                          [(1, 1), (1, 1)], 1)
+    assert not onednn.onednn_conv_applies(x, w, [(-1, 0), (0, 0)], 1)  # negative padding
+    # Empty outputs and inputs stay XLA's (as for every CPU lowering).
+    small = jnp.ones((1, 2, 2, 4))
+    y = conv2d(small, w, padding="VALID", impl="onednn")
+    assert y.shape == (1, 0, 0, 4)
+
+
+@needs_onednn
+def test_not_used_with_several_devices(monkeypatch):
+    # With several devices the SPMD partitioner would replicate the custom call (gather the
+    # batch): the pure-JAX lowerings, which partition, must be kept.
+    x, w = jnp.ones((2, 8, 8, 4)), jnp.ones((3, 3, 4, 4))
+    monkeypatch.setattr(onednn.jax, "device_count", lambda: 8)
+    monkeypatch.setattr(onednn, "_single_device", _real_single_device)
+    assert not onednn.onednn_conv_applies(x, w, [(1, 1), (1, 1)], 1)
+
+
+@needs_onednn
+def test_default_on_cpu_and_under_vmap_and_jit():
+    set_conv_impl(None)
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(3, 2, 6, 6, 4)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(3, 3, 4, 5)), jnp.float32)
+    assert "ffi_call" in _ops(lambda x, w: conv2d(x, w), x[0], w)  # 'auto' on the CPU
+    # Per-example convolutions (vmap) and per-example gradients give XLA's values.
+    got = jax.jit(jax.vmap(lambda x: conv2d(x, w, impl="onednn")))(x)
+    want = jax.vmap(lambda x: conv2d(x, w, impl="xla"))(x)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    gw = jax.vmap(jax.grad(lambda w, x: jnp.sum(conv2d(x, w, impl="onednn") ** 2)),
+                  (None, 0))(w, x)
+    gw_xla = jax.vmap(jax.grad(lambda w, x: jnp.sum(conv2d(x, w, impl="xla") ** 2)),
+                      (None, 0))(w, x)
+    np.testing.assert_allclose(gw, gw_xla, rtol=1e-4, atol=1e-4)
+
+
+@needs_onednn
+def test_second_order_reverse_mode():
+    # The VJP's own calls are oneDNN's too; hessian-vector products through reverse-over-reverse.
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.normal(size=(1, 5, 5, 2)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(3, 3, 2, 3)), jnp.float32)
+
+    def hvp(impl):
+        f = lambda w: jnp.sum(jnp.tanh(conv2d(x, w, impl=impl)))  # noqa: E731
+        return jax.grad(lambda w: jnp.vdot(jax.grad(f)(w), jnp.ones_like(w)))(w)
+
+    np.testing.assert_allclose(hvp("onednn"), hvp("xla"), rtol=1e-4, atol=1e-5)
+
+
+def test_unavailable_says_why_and_falls_back(tmp_path):
+    # A process where it is switched off (or oneDNN / a compiler is missing) keeps the other CPU
+    # lowerings and says why; results are the same.
+    code = (
+        "import importlib, jax.numpy as jnp, numpy as np\n"
+        "m = importlib.import_module('jaxvision.layers.onednn_conv')\n"
+        "from jaxvision.layers import conv2d\n"
+        "print(m.available(), '|', m.why_unavailable())\n"
+        "x = jnp.ones((1, 6, 6, 4)); w = jnp.ones((3, 3, 4, 2))\n"
+        "np.testing.assert_allclose(conv2d(x, w), conv2d(x, w, impl='xla'), rtol=1e-6)\n"
+    )
+    env = dict(os.environ, JAXVISION_ONEDNN="0", JAX_PLATFORMS="cpu")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False | switched off by JAXVISION_ONEDNN"
+
+
+def test_missing_onednn_or_compiler_is_named(monkeypatch, tmp_path):
+    monkeypatch.setattr(onednn, "_onednn_root", lambda: None)
+    with pytest.raises(RuntimeError, match="oneDNN not found.*onednn-cpu-gomp"):
+        onednn._build()
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+    with pytest.raises(RuntimeError, match="no C\\+\\+ compiler"):
+        onednn._build()
