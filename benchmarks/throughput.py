@@ -12,8 +12,8 @@ What is measured (all in this one process, so the numbers share the machine's st
   parameters are updated in place and no host sync happens inside the step.
 * ``infer_step_s``: the same for ``model.apply(..., train=False)``.
 * ``flops_per_img``: XLA's cost analysis of the lowered train step (per device program, before
-  XLA's optimizations, so the model's arithmetic counts the same whichever convolution lowering
-  runs it) divided by the per-device batch; ``infer_flops_per_img`` likewise for inference.
+  XLA's optimizations, traced with XLA's convolutions, so the model's arithmetic counts the same
+  whichever convolution lowering runs it) divided by the per-device batch; ``infer_flops_per_img`` likewise for inference.
 * ``peak_flops_f32`` / ``peak_flops_bf16``: the best of a few square matmuls run in this process
   (the "matmul probe"); ``mfu`` = achieved train FLOP/s / (devices * the probe's peak for the
   compute dtype). On a CPU with simulated devices all devices share the same cores, so MFU is
@@ -264,6 +264,16 @@ def _memory_breakdown(compiled) -> dict[str, int]:
             for k in ("argument", "output", "alias", "temp", "generated_code")}
 
 
+def _model_flops(make_fn, *args) -> float:
+    """``_flops`` of ``make_fn()`` lowered on ``args``, with the convolutions traced as XLA's
+    (a fresh function, so nothing traced before is reused): XLA's cost analysis counts custom
+    calls, such as the oneDNN convolutions (``jaxvision.layers.onednn_conv``), as 0 FLOPs."""
+    from jaxvision.layers import using_conv_impl
+
+    with using_conv_impl("xla"):
+        return _flops(make_fn().lower(*args))
+
+
 def _flops(lowered) -> float:
     """FLOPs of a step from XLA's cost analysis of the *lowered* (not yet optimized) module: the
     model's own arithmetic, the same whatever lowering runs it. (The compiled module's count
@@ -374,7 +384,9 @@ def benchmark(
     t1 = time.perf_counter()
     compiled = lowered.compile()
     t2 = time.perf_counter()
-    flops_step = _flops(lowered)
+    flops_step = _model_flops(
+        lambda: dp.compile_train_step(lambda s, b, r=None: train_step(s, b, r), state),
+        state, dev_batch)
     peak_bytes = _peak_bytes(compiled)
 
     holder = {"state": state}
@@ -434,7 +446,11 @@ def benchmark(
         infer_l = infer_fn.lower(infer_vars, dev_batch["image"])
         infer_c = infer_l.compile()
         result["infer_compile_s"] = time.perf_counter() - t0
-        result["infer_flops_per_img"] = _flops(infer_l) / per_dev
+        infer_apply = lambda v, x: model.apply(v, x, train=False)  # noqa: E731
+        result["infer_flops_per_img"] = _model_flops(
+            lambda: (jax.jit(infer_apply) if parallel == "jit"
+                     else jax.pmap(infer_apply, devices=devs)),
+            infer_vars, dev_batch["image"]) / per_dev
         result["infer_peak_bytes"] = _peak_bytes(infer_c)
 
         def one_infer():

@@ -107,12 +107,10 @@ class Servable:
 
 @contextlib.contextmanager
 def portable_convolutions():
-    """Trace convolutions as XLA convolution ops (see module docstring); restores the default."""
-    layers.set_conv_impl("xla")
-    try:
+    """Trace convolutions as XLA convolution ops (see module docstring); restores the choice
+    made before."""
+    with layers.using_conv_impl("xla"):
         yield
-    finally:
-        layers.set_conv_impl(None)
 
 
 def labels_path(output: str) -> str:

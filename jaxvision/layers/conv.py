@@ -27,6 +27,7 @@ from jaxvision.layers.lowering import (
     conv_out_hw,
     depthwise_conv,
     explicit_padding,
+    pad_beyond_kernel,
     patchify_conv,
     pointwise_conv,
 )
@@ -120,13 +121,15 @@ def conv2d(
     ``jax.jvp`` / ``jax.jacfwd`` through them: use 'xla' for forward mode) or None for ``lowering.conv_impl()`` ('onednn' on the CPU
     backend).
     """
+    _check_conv_args(x, kernel, strides, dilation, groups)
     impl = impl or conv_impl()
+    pads = explicit_padding(padding, x.shape[1:3], kernel.shape[:2], strides, dilation)
+    x, pads = pad_beyond_kernel(x, pads, kernel.shape[:2], dilation)
     if impl in ("cpu", "onednn"):
-        pads = explicit_padding(padding, x.shape[1:3], kernel.shape[:2], strides, dilation)
         # An empty output (the kernel does not fit) or input is XLA's to give.
         if min(conv_out_hw(x.shape[1:3], kernel.shape[:2], strides, dilation, pads)) > 0 \
                 and x.shape[-1] > 0:
-            if impl == "onednn" and onednn_conv_applies(x, kernel, pads, groups):
+            if impl == "onednn" and onednn_conv_applies(x, kernel, pads, groups, dilation):
                 return onednn_conv(x, kernel, tuple(strides), tuple(map(tuple, pads)),
                                    tuple(dilation), groups)
             y = _cpu_conv(x, kernel, strides, pads, dilation, groups)
@@ -136,11 +139,26 @@ def conv2d(
         x,
         kernel,
         window_strides=strides,
-        padding=padding,
+        padding=pads,
         rhs_dilation=dilation,
         dimension_numbers=("NHWC", "HWIO", "NHWC"),
         feature_group_count=groups,
     )
+
+
+def _check_conv_args(x, kernel, strides, dilation, groups) -> None:
+    """Refuse what XLA's convolution refuses, before any lowering sees it (the CPU forms would
+    otherwise compute something for a channel mismatch or a zero stride)."""
+    if x.ndim != 4 or kernel.ndim != 4:
+        raise ValueError(f"conv2d takes x (N, H, W, C) and kernel (kh, kw, C / groups, F); got "
+                         f"shapes {x.shape} and {kernel.shape}")
+    if groups < 1 or kernel.shape[2] * groups != x.shape[-1] or kernel.shape[3] % groups:
+        raise ValueError(
+            f"conv2d: kernel {kernel.shape} with groups={groups} needs x with "
+            f"{kernel.shape[2] * groups} channels and F divisible by groups; x has {x.shape[-1]}")
+    for name, v in (("strides", strides), ("dilation", dilation)):
+        if len(tuple(v)) != 2 or any(int(s) < 1 for s in v):
+            raise ValueError(f"conv2d: {name} must be two integers >= 1, got {tuple(v)}")
 
 
 def _cpu_conv(x, kernel, strides, pads, dilation, groups):

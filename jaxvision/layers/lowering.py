@@ -53,6 +53,7 @@ and jvp-of-grad work with both.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from collections.abc import Sequence
@@ -62,8 +63,8 @@ import jax.numpy as jnp
 from jax import lax
 
 __all__ = [
-    "conv_impl", "set_conv_impl", "pointwise_conv", "depthwise_conv", "patchify_conv",
-    "weight_grad", "matmul",
+    "conv_impl", "set_conv_impl", "using_conv_impl", "pointwise_conv", "depthwise_conv", "patchify_conv",
+    "weight_grad", "matmul", "pad_beyond_kernel",
 ]
 
 IMPLS = ("auto", "xla", "cpu", "onednn")
@@ -81,6 +82,18 @@ def set_conv_impl(impl: str | None) -> None:
     if impl is not None and impl not in IMPLS:
         raise ValueError(f"unknown conv impl {impl!r}: use one of {IMPLS}")
     _override[:] = [impl] if impl else []
+
+
+@contextlib.contextmanager
+def using_conv_impl(impl: str):
+    """``with using_conv_impl('xla'): ...`` traces the convolutions in its body with ``impl``
+    (see ``set_conv_impl``) and then restores whatever was chosen before."""
+    saved = list(_override)
+    set_conv_impl(impl)
+    try:
+        yield
+    finally:
+        _override[:] = saved
 
 
 def conv_impl() -> str:
@@ -168,6 +181,23 @@ def explicit_padding(
         window = [(k - 1) * d + 1 for k, d in zip(kernel, dilation, strict=True)]
         return [tuple(p) for p in lax.padtype_to_pads(spatial, window, strides, padding)]
     return [tuple(int(v) for v in p) for p in padding]
+
+
+def pad_beyond_kernel(x: jnp.ndarray, pads: Sequence[tuple[int, int]],
+                      kernel: Sequence[int], dilation: Sequence[int]):
+    """(x, pads) with the part of each pad that reaches past the dilated kernel's extent - 1
+    applied to x (N, H, W, C) with zeros: the same convolution, whose remaining pads every
+    lowering handles. XLA:CPU (jaxlib 0.10) returns garbage input gradients (values up to 1e30)
+    and oneDNN 3.2 wrong ones or a crash for pads that wide (tests/layers/test_onednn_conv.py).
+    Negative pads (crops) are left as they are."""
+    extents = [(k - 1) * d + 1 for k, d in zip(kernel, dilation, strict=True)]
+    excess = [tuple(max(p - (e - 1), 0) for p in pair)
+              for pair, e in zip(pads, extents, strict=True)]
+    if not any(v for pair in excess for v in pair):
+        return x, [tuple(p) for p in pads]
+    x = jnp.pad(x, [(0, 0), *excess, (0, 0)])
+    return x, [tuple(p - v for p, v in zip(pair, ex, strict=True))
+               for pair, ex in zip(pads, excess, strict=True)]
 
 
 def _shifted_products(xp, w, strides, dilation, out_hw):

@@ -21,7 +21,8 @@ results up to float rounding, slower.
 **When it is used** (``lowering.conv_impl() == 'onednn'``, the default on the CPU backend when
 available): float32 and bfloat16 2-D convolutions, NHWC x HWIO, any strides, dilation,
 non-negative explicit padding and feature groups, whose input and kernel share the dtype and
-whose output is not empty; the rest go to the other lowerings. Only in processes with one
+whose output is not empty, with each pad smaller than the (dilated) kernel's extent; the rest go
+to the other lowerings. Only in processes with one
 device: XLA's SPMD partitioner would replicate a custom call over a mesh (gathering the batch),
 so with several devices (``--xla_force_host_platform_device_count``, multi-host) the pure-JAX
 lowerings, which partition, are kept. Set ``JAXVISION_ONEDNN=0`` to switch it off.
@@ -42,7 +43,9 @@ import hashlib
 import importlib.metadata
 import logging
 import os
+import shlex
 import shutil
+import site
 import subprocess
 import sys
 import tempfile
@@ -53,7 +56,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvision import user_cache
-from jaxvision.layers.lowering import conv_out_hw
+from jaxvision.layers.lowering import conv_out_hw, pad_beyond_kernel
 
 __all__ = ["onednn_conv", "onednn_conv_applies", "available", "why_unavailable"]
 
@@ -68,8 +71,9 @@ _state: dict = {}
 
 def _onednn_root() -> tuple[str, str] | None:
     """(include dir, lib dir) of a oneDNN installation: ``$DNNLROOT``, else this environment's
-    prefix (where the ``onednn-*-cpu-gomp`` wheels put it)."""
-    for root in (os.environ.get("DNNLROOT"), sys.prefix, sys.base_prefix):
+    prefix or the user base (where the ``onednn-*-cpu-gomp`` wheels put it with and without
+    ``pip install --user``)."""
+    for root in (os.environ.get("DNNLROOT"), sys.prefix, site.USER_BASE, sys.base_prefix):
         if not root:
             continue
         inc, lib = os.path.join(root, "include"), os.path.join(root, "lib")
@@ -84,9 +88,12 @@ def _build() -> str:
     RuntimeError naming what is missing."""
     if sys.platform != "linux":
         raise RuntimeError(f"built only on Linux (this is {sys.platform})")
-    cxx = shutil.which(os.environ.get("CXX", "g++"))
-    if cxx is None:
-        raise RuntimeError("no C++ compiler (install g++ or set $CXX)")
+    cxx_cmd = shlex.split(os.environ.get("CXX") or "g++")  # "ccache g++" is a common $CXX
+    if not cxx_cmd or shutil.which(cxx_cmd[0]) is None:
+        raise RuntimeError(
+            f"no C++ compiler: {os.environ['CXX']!r} ($CXX) is not a command; point $CXX at one"
+            if os.environ.get("CXX") else "no C++ compiler: install g++ or set $CXX")
+    cxx = " ".join([shutil.which(cxx_cmd[0]), *cxx_cmd[1:]])
     root = _onednn_root()
     if root is None:
         raise RuntimeError("oneDNN not found (pip install onednn-cpu-gomp onednn-devel-cpu-gomp, "
@@ -97,22 +104,59 @@ def _build() -> str:
         digest = hashlib.sha256(f.read())
     digest.update(f"{jax.__version__}|{importlib.metadata.version('jaxlib')}|{cxx}|{libdnnl}|"
                   f"{os.path.getsize(libdnnl)}".encode())
-    out_dir = user_cache.directory("onednn", digest.hexdigest()[:16])
+    key = digest.hexdigest()[:16]
+    cmd = [*cxx.split(" "), "-O2", "-std=c++17", "-shared", "-fPIC", "-w", "-I",
+           jax.ffi.include_dir(), "-I", inc, SOURCE, "-L", lib, "-ldnnl", f"-Wl,-rpath,{lib}"]
+    # The user's cache, else (unwritable) a per-user directory under the system's temp dir.
+    tmp_base = os.path.join(tempfile.gettempdir(), f"jaxvision-{os.getuid()}")
+    errors = []
+    for out_dir in (user_cache.directory("onednn", key), os.path.join(tmp_base, "onednn", key)):
+        try:
+            return _cached_or_compiled(out_dir, cmd)
+        except OSError as e:
+            errors.append(f"{out_dir}: {e}")
+    raise RuntimeError("cannot write the compiled library: " + "; ".join(errors))
+
+
+def _cached_or_compiled(out_dir: str, cmd: list[str]) -> str:
+    """The library in ``out_dir``, compiled with ``cmd`` (+ ``-o``) unless a copy whose recorded
+    SHA-256 matches is there: a truncated or damaged file (an interrupted copy, a full disk)
+    would crash the process that loads it, so it is rebuilt instead."""
     out = os.path.join(out_dir, "libjaxvision_onednn_conv.so")
-    if os.path.exists(out):
+    if _intact(out):
         return out
     os.makedirs(out_dir, exist_ok=True)
     # Compile to a temporary name and rename: concurrent processes (pytest -n) may build at once.
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
     os.close(fd)
-    cmd = [cxx, "-O2", "-std=c++17", "-shared", "-fPIC", "-w", "-I", jax.ffi.include_dir(),
-           "-I", inc, SOURCE, "-o", tmp, "-L", lib, "-ldnnl", f"-Wl,-rpath,{lib}"]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0:
-        os.unlink(tmp)
-        raise RuntimeError(f"compiling {SOURCE} failed: {done.stderr.strip()[-800:]}")
-    os.replace(tmp, out)
+    try:
+        done = subprocess.run([*cmd, "-o", tmp], capture_output=True, text=True)
+        if done.returncode != 0:
+            why = (done.stderr.strip() or done.stdout.strip())[-800:]
+            raise RuntimeError(f"compiling {SOURCE} failed (exit status {done.returncode})"
+                               + (f": {why}" if why else ""))
+        with open(tmp + ".sha256", "w") as f:
+            f.write(_sha256(tmp))
+        os.replace(tmp + ".sha256", out + ".sha256")
+        os.replace(tmp, out)
+    finally:
+        for leftover in (tmp, tmp + ".sha256"):
+            if os.path.exists(leftover):
+                os.unlink(leftover)
     return out
+
+
+def _sha256(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def _intact(path: str) -> bool:
+    try:
+        with open(path + ".sha256") as f:
+            return f.read().strip() == _sha256(path)
+    except OSError:
+        return False
 
 
 def _load() -> bool:
@@ -130,7 +174,9 @@ def _load() -> bool:
                                         platform="cpu")
     except (RuntimeError, OSError, AttributeError) as e:
         _state["why"] = str(e)
-        log.info("oneDNN convolutions unavailable (%s); using jaxvision's other CPU lowerings", e)
+        # Said once per process, so a user who expected PyTorch-class CPU speed knows why not.
+        log.warning("oneDNN convolutions unavailable (%s); convolutions use jaxvision's slower "
+                    "pure-JAX CPU lowerings (JAXVISION_ONEDNN=0 silences this)", e)
         return False
     _state["ok"] = True
     return True
@@ -148,13 +194,21 @@ def why_unavailable() -> str | None:
 
 
 def onednn_conv_applies(x: jnp.ndarray, kernel: jnp.ndarray, pads: Sequence[tuple[int, int]],
-                        groups: int) -> bool:
+                        groups: int, dilation: Sequence[int] = (1, 1)) -> bool:
     """Whether ``onednn_conv`` takes this convolution (see the module docstring)."""
     return (x.ndim == 4 and kernel.ndim == 4 and x.dtype == kernel.dtype
             and any(x.dtype == d for d in DTYPES) and x.shape[-1] > 0
             and kernel.shape[2] * groups == x.shape[-1] and kernel.shape[3] % groups == 0
-            and all(p >= 0 for pair in pads for p in pair) and x.shape[0] > 0
+            and _padding_supported(kernel.shape[:2], pads, dilation) and x.shape[0] > 0
             and _single_device() and _load())
+
+
+def _padding_supported(kernel_hw, pads, dilation) -> bool:
+    """0 <= each pad < the dilated kernel's extent: oneDNN 3.2's im2col convolution (chosen for
+    few channels) reads out of bounds beyond that. ``conv2d`` applies wider pads to x first
+    (``lowering.pad_beyond_kernel``); negative ones (crops) go to the other lowerings."""
+    return all(0 <= p < d * (k - 1) + 1
+               for k, d, pair in zip(kernel_hw, dilation, pads, strict=True) for p in pair)
 
 
 def _single_device() -> bool:
@@ -171,6 +225,7 @@ def onednn_conv(x: jnp.ndarray, kernel: jnp.ndarray, strides: tuple[int, int],
     RuntimeError when the handlers are unavailable (``why_unavailable()``)."""
     if not _load():
         raise RuntimeError(f"oneDNN convolutions unavailable: {_state['why']}")
+    x, pads = pad_beyond_kernel(x, pads, kernel.shape[:2], dilation)
     geometry = (tuple(int(s) for s in strides), tuple(tuple(int(p) for p in q) for q in pads),
                 tuple(int(d) for d in dilation), int(groups))
     return _forward(geometry, x, kernel)

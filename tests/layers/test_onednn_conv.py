@@ -156,3 +156,118 @@ def test_missing_onednn_or_compiler_is_named(monkeypatch, tmp_path):
     monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
     with pytest.raises(RuntimeError, match="no C\\+\\+ compiler"):
         onednn._build()
+
+
+@needs_onednn
+def test_concurrent_calls_from_threads_are_correct():
+    # A threaded inference server runs one compiled program from several threads at once; each
+    # execution must have its own oneDNN scratchpad (found wrong 50/400 times before).
+    import concurrent.futures
+
+    rng = np.random.default_rng(7)
+    xs = [jnp.asarray(rng.normal(size=(4, 16, 16, 8)), jnp.float32) for _ in range(4)]
+    w = jnp.asarray(rng.normal(size=(3, 3, 8, 8)), jnp.float32)
+    f = jax.jit(lambda x: conv2d(x, w, impl="onednn"))
+    want = [np.asarray(conv2d(x, w, impl="xla")) for x in xs]
+
+    def run(i):
+        return sum(not np.allclose(f(xs[i]), want[i], rtol=1e-4, atol=1e-4) for _ in range(40))
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        assert sum(pool.map(run, range(4))) == 0
+
+
+@pytest.mark.parametrize("impl", ["onednn", "cpu", "xla"])
+@pytest.mark.parametrize("k,dilation,pads", [
+    (3, 1, [(2, 2), (2, 0)]),  # the widest pads oneDNN is given: extent - 1
+    (3, 2, [(4, 0), (0, 4)]),  # dilated: extent 5
+    (3, 1, [(4, 0), (4, 0)]),  # wider than the kernel: XLA:CPU's dx was ~1e30, oneDNN's wrong
+    (3, 1, [(4, 4), (6, 5)]),  # (and oneDNN's forward crashed)
+    (1, 1, [(1, 2), (3, 0)]),  # a padded 1x1
+])
+def test_padding_wider_than_the_kernel(impl, k, dilation, pads):
+    # Reference: the zeros padded onto x explicitly, then an unpadded convolution.
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.normal(size=(2, 8, 8, 3)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(k, k, 3, 4)), jnp.float32)
+
+    def loss(x, w, impl, pads):
+        y = conv2d(x, w, padding=pads, dilation=(dilation, dilation), impl=impl)
+        return jnp.sum(jnp.sin(y) * jnp.arange(y.size).reshape(y.shape) / y.size)
+
+    def reference(x, w):
+        return loss(jnp.pad(x, [(0, 0), *pads, (0, 0)]), w, "xla", "VALID")
+
+    got = jax.value_and_grad(loss, (0, 1))(x, w, impl, pads)
+    want = jax.value_and_grad(reference, (0, 1))(x, w)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(np.abs(b).max()))
+
+
+@pytest.mark.parametrize("impl", ["onednn", "cpu", "xla"])
+def test_bad_arguments_refused_by_every_lowering(impl):
+    x, w = jnp.ones((2, 8, 8, 4)), jnp.ones((3, 3, 3, 6))
+    with pytest.raises(ValueError, match="needs x with 3 channels"):
+        conv2d(x, w, impl=impl)  # 4 channels into a 3-channel kernel
+    w = jnp.ones((3, 3, 4, 6))
+    with pytest.raises(ValueError, match="dilation must be two integers >= 1"):
+        conv2d(x, w, dilation=(0, 1), impl=impl)
+    with pytest.raises(ValueError, match="strides must be two integers >= 1"):
+        conv2d(x, w, strides=(0, 1), impl=impl)
+
+
+def _fake_compiler(tmp_path, body="open(out, 'wb').write(b'library' * 1000)"):
+    # A stand-in for g++ that writes its -o file and counts its runs.
+    script = tmp_path / "cc.py"
+    script.write_text("import sys, pathlib\nout = sys.argv[sys.argv.index('-o') + 1]\n"
+                      f"p = pathlib.Path({str(tmp_path / 'runs')!r}); "
+                      "p.write_text(str(int(p.read_text() or 0) + 1) if p.exists() else '1')\n"
+                      + body + "\n")
+    return [sys.executable, str(script)]
+
+
+def test_damaged_cached_library_is_rebuilt(tmp_path):
+    # A truncated library crashed every later process (SIGBUS on load): its SHA-256 is recorded
+    # at build time and a copy that does not match is rebuilt.
+    cmd, out_dir = _fake_compiler(tmp_path), str(tmp_path / "cache")
+    out = onednn._cached_or_compiled(out_dir, cmd)
+    good = open(out, "rb").read()
+    assert onednn._cached_or_compiled(out_dir, cmd) == out
+    assert (tmp_path / "runs").read_text() == "1"  # intact: reused
+    with open(out, "r+b") as f:
+        f.truncate(100)
+    assert onednn._cached_or_compiled(out_dir, cmd) == out
+    assert (tmp_path / "runs").read_text() == "2" and open(out, "rb").read() == good
+    os.unlink(out + ".sha256")  # no record (an older build): rebuilt too
+    onednn._cached_or_compiled(out_dir, cmd)
+    assert (tmp_path / "runs").read_text() == "3"
+    assert sorted(os.listdir(out_dir)) == ["libjaxvision_onednn_conv.so",
+                                           "libjaxvision_onednn_conv.so.sha256"]
+
+
+def test_failed_compile_names_its_reason(tmp_path):
+    cmd = _fake_compiler(tmp_path, "sys.exit(3)")  # fails silently, like CXX=false
+    with pytest.raises(RuntimeError, match="exit status 3"):
+        onednn._cached_or_compiled(str(tmp_path / "c"), cmd)
+    cmd = _fake_compiler(tmp_path, "import os; os.unlink(out); sys.exit('ld: cannot find -ldnnl')")
+    with pytest.raises(RuntimeError, match="cannot find -ldnnl"):  # not a FileNotFoundError
+        onednn._cached_or_compiled(str(tmp_path / "c"), cmd)
+    assert os.listdir(tmp_path / "c") == []  # no half-written files left behind
+
+
+def test_bad_cxx_is_named(monkeypatch):
+    monkeypatch.setenv("CXX", "/nonexistent/g++")
+    with pytest.raises(RuntimeError, match="'/nonexistent/g\\+\\+' \\(\\$CXX\\) is not a command"):
+        onednn._build()
+
+
+@needs_onednn
+def test_unwritable_cache_builds_in_the_temp_dir(monkeypatch, tmp_path):
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(not_a_dir))
+    monkeypatch.setattr(onednn.tempfile, "tempdir", str(tmp_path / "tmp"))
+    os.makedirs(tmp_path / "tmp")
+    path = onednn._build()
+    assert path.startswith(str(tmp_path / "tmp" / f"jaxvision-{os.getuid()}"))
+    assert onednn._intact(path)

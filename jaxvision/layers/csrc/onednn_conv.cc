@@ -63,10 +63,19 @@ memory::data_type TypeOf(ffi::DataType d) {
 
 bool Supported(ffi::DataType d) { return d == ffi::DataType::F32 || d == ffi::DataType::BF16; }
 
+// Each execution gets its own scratchpad (user mode): a primitive is then safe to run from
+// several threads at once (e.g. a threaded inference server); with the library's scratchpad,
+// concurrent executions of one primitive share it and return garbage.
+dnnl::primitive_attr Attr() {
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  return attr;
+}
+
 dnnl::convolution_forward::primitive_desc ForwardDesc(const Geometry& g) {
   return {Engine(), dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
           g.Src(), g.WeightsAny(g.type), g.Dst(), g.Strides(), g.Dilation(), g.PadLow(),
-          g.PadHigh()};
+          g.PadHigh(), Attr()};
 }
 
 template <typename Desc, typename Prim>
@@ -131,11 +140,13 @@ ffi::Error ConvForwardImpl(ffi::AnyBuffer x, ffi::AnyBuffer k, ffi::Result<ffi::
                       pw1, dh, dw, groups, x.element_type());
     auto f = Cached<Forward>(g.Key(0, g.type), [&] { return ForwardDesc(g); });
     dnnl::stream s(Engine());
+    memory scratch(f->desc.scratchpad_desc(), Engine());
     memory xm(g.Src(), Engine(), x.untyped_data());
     memory km(g.WeightsHwio(g.type), Engine(), k.untyped_data());
     memory ym(g.Dst(), Engine(), y->untyped_data());
     memory kb = KernelFor(f->desc.weights_desc(), km, s);
-    f->prim.execute(s, {{DNNL_ARG_SRC, xm}, {DNNL_ARG_WEIGHTS, kb}, {DNNL_ARG_DST, ym}});
+    f->prim.execute(s, {{DNNL_ARG_SRC, xm}, {DNNL_ARG_WEIGHTS, kb}, {DNNL_ARG_DST, ym},
+                        {DNNL_ARG_SCRATCHPAD, scratch}});
     s.wait();
   })
 }
@@ -152,14 +163,16 @@ ffi::Error ConvInputGradImpl(ffi::AnyBuffer dy, ffi::AnyBuffer k, ffi::Result<ff
     auto f = Cached<BackwardData>(g.Key(1, g.type), [&] {
       return dnnl::convolution_backward_data::primitive_desc(
           Engine(), dnnl::algorithm::convolution_direct, g.Src(), g.WeightsAny(g.type), g.Dst(),
-          g.Strides(), g.Dilation(), g.PadLow(), g.PadHigh(), ForwardDesc(g));
+          g.Strides(), g.Dilation(), g.PadLow(), g.PadHigh(), ForwardDesc(g), Attr());
     });
     dnnl::stream s(Engine());
+    memory scratch(f->desc.scratchpad_desc(), Engine());
     memory dym(g.Dst(), Engine(), dy.untyped_data());
     memory km(g.WeightsHwio(g.type), Engine(), k.untyped_data());
     memory dxm(g.Src(), Engine(), dx->untyped_data());
     memory kb = KernelFor(f->desc.weights_desc(), km, s);
-    f->prim.execute(s, {{DNNL_ARG_DIFF_DST, dym}, {DNNL_ARG_WEIGHTS, kb}, {DNNL_ARG_DIFF_SRC, dxm}});
+    f->prim.execute(s, {{DNNL_ARG_DIFF_DST, dym}, {DNNL_ARG_WEIGHTS, kb}, {DNNL_ARG_DIFF_SRC, dxm},
+                        {DNNL_ARG_SCRATCHPAD, scratch}});
     s.wait();
   })
 }
@@ -178,17 +191,20 @@ ffi::Error ConvWeightGradImpl(ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::Result<f
     auto f = Cached<BackwardWeights>(g.Key(2, kt), [&] {
       return dnnl::convolution_backward_weights::primitive_desc(
           Engine(), dnnl::algorithm::convolution_direct, g.Src(), g.WeightsAny(kt), g.Dst(),
-          g.Strides(), g.Dilation(), g.PadLow(), g.PadHigh(), ForwardDesc(g));
+          g.Strides(), g.Dilation(), g.PadLow(), g.PadHigh(), ForwardDesc(g), Attr());
     });
     dnnl::stream s(Engine());
+    memory scratch(f->desc.scratchpad_desc(), Engine());
     memory xm(g.Src(), Engine(), x.untyped_data());
     memory dym(g.Dst(), Engine(), dy.untyped_data());
     memory dkm(g.WeightsHwio(kt), Engine(), dk->untyped_data());
     if (f->desc.diff_weights_desc() == dkm.get_desc()) {
-      f->prim.execute(s, {{DNNL_ARG_SRC, xm}, {DNNL_ARG_DIFF_DST, dym}, {DNNL_ARG_DIFF_WEIGHTS, dkm}});
+      f->prim.execute(s, {{DNNL_ARG_SRC, xm}, {DNNL_ARG_DIFF_DST, dym}, {DNNL_ARG_DIFF_WEIGHTS, dkm},
+                          {DNNL_ARG_SCRATCHPAD, scratch}});
     } else {
       memory blocked(f->desc.diff_weights_desc(), Engine());
-      f->prim.execute(s, {{DNNL_ARG_SRC, xm}, {DNNL_ARG_DIFF_DST, dym}, {DNNL_ARG_DIFF_WEIGHTS, blocked}});
+      f->prim.execute(s, {{DNNL_ARG_SRC, xm}, {DNNL_ARG_DIFF_DST, dym}, {DNNL_ARG_DIFF_WEIGHTS, blocked},
+                          {DNNL_ARG_SCRATCHPAD, scratch}});
       dnnl::reorder(blocked, dkm).execute(s, blocked, dkm);
     }
     s.wait();
