@@ -15,7 +15,7 @@ average ~25: 465 steps (15 epochs), 171 s user + 68 s system CPU (36 min wall, s
 top-1 95.6%, top-5 100%, NLL 0.242, ECE 0.101 (label smoothing leaves it under-confident);
 validation top-1 94.4%. An earlier measurement (issue 16, other library versions) gave 94.8%:
 the tolerance covers that spread. Next to it, the default job configs/mnist5k_lenet.py: test
-top-1 97.8% (ECE 1.2%) in 496 steps.
+top-1 97.6% (ECE 1.0%) in 496 steps.
 A ViT-style model needs more data and epochs than LeNet on 4,000 digits; the hybrid's conv stem
 is what lets it get this far this fast.
 """

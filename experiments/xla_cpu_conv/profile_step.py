@@ -70,7 +70,8 @@ def main(argv=None):
     p.add_argument("--model", default="resnet50")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--res", type=int, default=224)
-    p.add_argument("--conv-impl", default="auto", choices=["auto", "xla", "cpu"])
+    p.add_argument("--conv-impl", default="auto", choices=["auto", "xla", "cpu", "onednn"])
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--hlo", default=None, help="write the optimized HLO text here")
     args = p.parse_args(argv)
@@ -86,7 +87,7 @@ def main(argv=None):
 
     apply_conv_impl(args.conv_impl)
     dp = DataParallel("jit", devices=jax.devices()[:1])
-    model = models.create(args.model)
+    model = models.create(args.model, dtype=args.dtype)
     shape = models.input_shape(args.model, args.res, args.batch)
     rng = np.random.default_rng(0)
     batch = dp.put_batch({"image": rng.standard_normal(shape, dtype=np.float32),

@@ -264,9 +264,19 @@ def _input_grad(geometry, x_shape, dy, kernel):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
 def _weight_grad(geometry, kernel_shape, x, dy):
-    """dk = d<dy, conv(x, kernel)>/dkernel, shape ``kernel_shape``."""
-    return _call("weight_grad", jax.ShapeDtypeStruct(kernel_shape, x.dtype), x, dy,
-                 _attrs(*geometry))
+    """dk = d<dy, conv(x, kernel)>/dkernel, shape ``kernel_shape``, in x's dtype. For bf16
+    grouped (depthwise) convolutions with more than 9 taps it is computed from float32 copies
+    of x and dy: there oneDNN 3.2's bf16 weight gradient without AMX
+    (``jit_bf16:avx512_core_bf16``) took 40-49 ms against 15 ms in float32 (EfficientNet-B0's
+    5x5 depthwise at 28 px, batch 16; ONEDNN_VERBOSE=1). For 3x3 depthwise (MobileNetV2) and
+    dense convolutions the copies made the layers slower
+    (experiments/xla_cpu_conv/onednn_layers.py)."""
+    grouped = kernel_shape[2] != x.shape[3]
+    wide_taps = kernel_shape[0] * kernel_shape[1] > 9
+    wide = jnp.float32 if x.dtype == jnp.bfloat16 and grouped and wide_taps else x.dtype
+    dk = _call("weight_grad", jax.ShapeDtypeStruct(kernel_shape, wide), x.astype(wide),
+               dy.astype(wide), _attrs(*geometry))
+    return dk.astype(x.dtype)
 
 
 def _forward_fwd(geometry, x, kernel):
