@@ -15,21 +15,23 @@ Padding (``padding=`` of every conv and pooling layer here):
 from __future__ import annotations
 
 import functools
+import operator
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from jaxvision.layers.lowering import (
-    conv_impl,
     conv_out_hw,
     depthwise_conv,
     explicit_padding,
     pad_beyond_kernel,
     patchify_conv,
     pointwise_conv,
+    resolve_conv_impl,
 )
 from jaxvision.layers.narrow_conv import narrow_conv, narrow_conv_applies
 from jaxvision.layers.onednn_conv import onednn_conv, onednn_conv_applies
@@ -121,8 +123,8 @@ def conv2d(
     ``jax.jvp`` / ``jax.jacfwd`` through them: use 'xla' for forward mode) or None for ``lowering.conv_impl()`` ('onednn' on the CPU
     backend).
     """
-    _check_conv_args(x, kernel, strides, dilation, groups)
-    impl = impl or conv_impl()
+    strides, dilation = _check_conv_args(x, kernel, strides, padding, dilation, groups)
+    impl = resolve_conv_impl(impl)
     pads = explicit_padding(padding, x.shape[1:3], kernel.shape[:2], strides, dilation)
     x, pads = pad_beyond_kernel(x, pads, kernel.shape[:2], dilation)
     if impl in ("cpu", "onednn"):
@@ -146,9 +148,10 @@ def conv2d(
     )
 
 
-def _check_conv_args(x, kernel, strides, dilation, groups) -> None:
-    """Refuse what XLA's convolution refuses, before any lowering sees it (the CPU forms would
-    otherwise compute something for a channel mismatch or a zero stride)."""
+def _check_conv_args(x, kernel, strides, padding, dilation, groups):
+    """(strides, dilation) as pairs of ints; refuses what XLA's convolution refuses, before any
+    lowering sees it (the CPU forms would otherwise compute something for a channel mismatch
+    or a zero stride)."""
     if x.ndim != 4 or kernel.ndim != 4:
         raise ValueError(f"conv2d takes x (N, H, W, C) and kernel (kh, kw, C / groups, F); got "
                          f"shapes {x.shape} and {kernel.shape}")
@@ -156,9 +159,23 @@ def _check_conv_args(x, kernel, strides, dilation, groups) -> None:
         raise ValueError(
             f"conv2d: kernel {kernel.shape} with groups={groups} needs x with "
             f"{kernel.shape[2] * groups} channels and F divisible by groups; x has {x.shape[-1]}")
-    for name, v in (("strides", strides), ("dilation", dilation)):
-        if len(tuple(v)) != 2 or any(int(s) < 1 for s in v):
-            raise ValueError(f"conv2d: {name} must be two integers >= 1, got {tuple(v)}")
+    if not isinstance(padding, str) and (
+            len(list(padding)) != 2 or any(len(tuple(p)) != 2 for p in padding)):
+        raise ValueError(f"conv2d: padding must be 'SAME', 'VALID' or two (low, high) pairs, "
+                         f"got {padding!r}")
+    return _int_pair(strides, "strides"), _int_pair(dilation, "dilation")
+
+
+def _int_pair(v, name: str) -> tuple[int, int]:
+    """``v`` (an int or a pair of ints, each >= 1) as a pair; ValueError otherwise."""
+    try:
+        pair = (operator.index(v),) * 2 if not isinstance(v, Sequence | np.ndarray) \
+            else tuple(operator.index(i) for i in v)
+    except TypeError:
+        pair = ()
+    if len(pair) != 2 or min(pair) < 1:
+        raise ValueError(f"conv2d: {name} must be two integers >= 1 (or one), got {v!r}")
+    return pair
 
 
 def _cpu_conv(x, kernel, strides, pads, dilation, groups):

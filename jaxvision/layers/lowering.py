@@ -63,7 +63,7 @@ import jax.numpy as jnp
 from jax import lax
 
 __all__ = [
-    "conv_impl", "set_conv_impl", "using_conv_impl", "pointwise_conv", "depthwise_conv", "patchify_conv",
+    "conv_impl", "set_conv_impl", "using_conv_impl", "resolve_conv_impl", "pointwise_conv", "depthwise_conv", "patchify_conv",
     "weight_grad", "matmul", "pad_beyond_kernel",
 ]
 
@@ -105,6 +105,16 @@ def conv_impl() -> str:
         raise ValueError(
             f"JAXVISION_CONV_IMPL={impl!r} is not one of {IMPLS}; unset it or pick one of these"
         )
+    return resolve_conv_impl(impl)
+
+
+def resolve_conv_impl(impl: str | None) -> str:
+    """The lowering an ``impl`` argument names: None -> ``conv_impl()``, 'auto' -> 'onednn' on
+    the CPU backend and 'xla' elsewhere; raises ValueError for a name not in ``IMPLS``."""
+    if impl is None:
+        return conv_impl()
+    if impl not in IMPLS:
+        raise ValueError(f"unknown conv impl {impl!r}: use one of {IMPLS}")
     if impl == "auto":
         return "onednn" if jax.default_backend() == "cpu" else "xla"
     return impl

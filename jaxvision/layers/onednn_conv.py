@@ -58,7 +58,7 @@ import numpy as np
 from jaxvision import user_cache
 from jaxvision.layers.lowering import conv_out_hw, pad_beyond_kernel
 
-__all__ = ["onednn_conv", "onednn_conv_applies", "available", "why_unavailable"]
+__all__ = ["onednn_conv", "onednn_conv_applies", "onednn_available", "onednn_why_unavailable"]
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,8 @@ def _build() -> str:
     cxx_cmd = shlex.split(os.environ.get("CXX") or "g++")  # "ccache g++" is a common $CXX
     if not cxx_cmd or shutil.which(cxx_cmd[0]) is None:
         raise RuntimeError(
-            f"no C++ compiler: {os.environ['CXX']!r} ($CXX) is not a command; point $CXX at one"
+            f"no C++ compiler: {cxx_cmd[0] if cxx_cmd else ''!r} (from $CXX="
+            f"{os.environ['CXX']!r}) is not a command; install it or point $CXX at a compiler"
             if os.environ.get("CXX") else "no C++ compiler: install g++ or set $CXX")
     cxx = " ".join([shutil.which(cxx_cmd[0]), *cxx_cmd[1:]])
     root = _onednn_root()
@@ -191,6 +192,12 @@ def why_unavailable() -> str | None:
     """Why ``available()`` is False (None when it is True)."""
     _load()
     return _state["why"]
+
+
+# Under these names in ``jaxvision.layers`` (where ``onednn_conv`` is the function, not this
+# module): ``from jaxvision.layers import onednn_available``.
+onednn_available = available
+onednn_why_unavailable = why_unavailable
 
 
 def onednn_conv_applies(x: jnp.ndarray, kernel: jnp.ndarray, pads: Sequence[tuple[int, int]],

@@ -212,8 +212,23 @@ def test_bad_arguments_refused_by_every_lowering(impl):
     w = jnp.ones((3, 3, 4, 6))
     with pytest.raises(ValueError, match="dilation must be two integers >= 1"):
         conv2d(x, w, dilation=(0, 1), impl=impl)
-    with pytest.raises(ValueError, match="strides must be two integers >= 1"):
-        conv2d(x, w, strides=(0, 1), impl=impl)
+    for bad in [(0, 1), (1.5, 1), (1, 2, 1), 0]:
+        with pytest.raises(ValueError, match="strides must be two integers >= 1"):
+            conv2d(x, w, strides=bad, impl=impl)
+    for bad in [[(1, 1)], [(1, 1)] * 3, [(1, 1, 1), (1, 1)]]:
+        with pytest.raises(ValueError, match="padding must be 'SAME', 'VALID' or two"):
+            conv2d(x, w, padding=bad, impl=impl)
+    # An int stride means both axes (as the Conv modules take it) and gives XLA's result.
+    np.testing.assert_allclose(conv2d(x, w, strides=2, impl=impl),
+                               conv2d(x, w, strides=(2, 2), impl="xla"), rtol=1e-5)
+
+
+def test_unknown_impl_refused():
+    x, w = jnp.ones((2, 8, 8, 4)), jnp.ones((3, 3, 4, 6))
+    with pytest.raises(ValueError, match="unknown conv impl 'onednnx'"):
+        conv2d(x, w, impl="onednnx")  # a typo used to run XLA's convolution silently
+    assert "ffi_call" in _ops(lambda x, w: conv2d(x, w, impl="auto"), x, w) or \
+        not onednn.available()  # 'auto' is the backend's default, oneDNN on the CPU
 
 
 def _fake_compiler(tmp_path, body="open(out, 'wb').write(b'library' * 1000)"):
@@ -257,7 +272,10 @@ def test_failed_compile_names_its_reason(tmp_path):
 
 def test_bad_cxx_is_named(monkeypatch):
     monkeypatch.setenv("CXX", "/nonexistent/g++")
-    with pytest.raises(RuntimeError, match="'/nonexistent/g\\+\\+' \\(\\$CXX\\) is not a command"):
+    with pytest.raises(RuntimeError, match="'/nonexistent/g\\+\\+' \\(from \\$CXX="):
+        onednn._build()
+    monkeypatch.setenv("CXX", "no-such-ccache g++")  # the launcher is what is missing
+    with pytest.raises(RuntimeError, match="'no-such-ccache' \\(from \\$CXX='no-such-ccache g"):
         onednn._build()
 
 
