@@ -9,14 +9,11 @@ convolution, forward + backward of one layer at batch 16: ResNet-50's 3x3 64->64
 56 vs 137 ms in float32 and 30 vs 143 ms in bf16; a depthwise 3x3 at 56 px 18 vs 1,062 ms.
 
 **How it is built.** The handlers are C++ (``csrc/onednn_conv.cc``, shipped with the package),
-compiled once per machine on first use with the system C++ compiler (``$CXX`` or ``g++``)
-against JAX's FFI headers (``jax.ffi.include_dir()``) and oneDNN (the ``onednn-cpu-gomp`` /
-``onednn-devel-cpu-gomp`` wheels, installed with jaxvision on x86-64 Linux; or a oneDNN
-installation named by ``$DNNLROOT``), into ``$XDG_CACHE_HOME/jaxvision/onednn/<hash>/``; the
-hash covers the source, the jaxlib version and the oneDNN library, so an upgrade rebuilds.
-When no compiler or oneDNN is found, ``available()`` is False, ``why_unavailable()`` says why,
-and convolutions keep jaxvision's other CPU lowerings (``jaxvision.layers.lowering``): the same
-results up to float rounding, slower.
+compiled once per machine on first use by ``jaxvision.layers.onednn_build`` (the system C++
+compiler against JAX's FFI headers and the oneDNN wheels installed with jaxvision on x86-64
+Linux). When no compiler or oneDNN is found, ``available()`` is False, ``why_unavailable()``
+says why, and convolutions keep jaxvision's other CPU lowerings (``jaxvision.layers.lowering``):
+the same results up to float rounding, slower.
 
 **When it is used** (``lowering.conv_impl() == 'onednn'``, the default on the CPU backend when
 available): float32 and bfloat16 2-D convolutions, NHWC x HWIO, any strides, dilation,
@@ -36,151 +33,27 @@ for that. Exported programs (``jaxvision.export``) always use XLA's convolution.
 
 from __future__ import annotations
 
-import ctypes
 import functools
-import glob
-import hashlib
-import importlib.metadata
-import logging
-import os
-import shlex
-import shutil
-import site
-import subprocess
-import sys
-import tempfile
 from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxvision import user_cache
+from jaxvision.layers import onednn_build
 from jaxvision.layers.lowering import conv_out_hw, pad_beyond_kernel
 
 __all__ = ["onednn_conv", "onednn_conv_applies", "onednn_available", "onednn_why_unavailable"]
 
-log = logging.getLogger(__name__)
-
-SOURCE = os.path.join(os.path.dirname(__file__), "csrc", "onednn_conv.cc")
+NAME = "onednn_conv"
 TARGETS = {"forward": "JvConvForward", "input_grad": "JvConvInputGrad",
            "weight_grad": "JvConvWeightGrad"}
 DTYPES = (jnp.float32, jnp.bfloat16)
-_state: dict = {}
-
-
-def _onednn_root() -> tuple[str, str] | None:
-    """(include dir, lib dir) of a oneDNN installation: ``$DNNLROOT``, else this environment's
-    prefix or the user base (where the ``onednn-*-cpu-gomp`` wheels put it with and without
-    ``pip install --user``)."""
-    for root in (os.environ.get("DNNLROOT"), sys.prefix, site.USER_BASE, sys.base_prefix):
-        if not root:
-            continue
-        inc, lib = os.path.join(root, "include"), os.path.join(root, "lib")
-        if (os.path.exists(os.path.join(inc, "oneapi", "dnnl", "dnnl.hpp"))
-                and glob.glob(os.path.join(lib, "libdnnl.so*"))):
-            return inc, lib
-    return None
-
-
-def _build() -> str:
-    """Path of the compiled handler library, compiling it first when it is not cached. Raises
-    RuntimeError naming what is missing."""
-    if sys.platform != "linux":
-        raise RuntimeError(f"built only on Linux (this is {sys.platform})")
-    cxx_cmd = shlex.split(os.environ.get("CXX") or "g++")  # "ccache g++" is a common $CXX
-    if not cxx_cmd or shutil.which(cxx_cmd[0]) is None:
-        raise RuntimeError(
-            f"no C++ compiler: {cxx_cmd[0] if cxx_cmd else ''!r} (from $CXX="
-            f"{os.environ['CXX']!r}) is not a command; install it or point $CXX at a compiler"
-            if os.environ.get("CXX") else "no C++ compiler: install g++ or set $CXX")
-    cxx = " ".join([shutil.which(cxx_cmd[0]), *cxx_cmd[1:]])
-    root = _onednn_root()
-    if root is None:
-        raise RuntimeError("oneDNN not found (pip install onednn-cpu-gomp onednn-devel-cpu-gomp, "
-                           "or set $DNNLROOT)")
-    inc, lib = root
-    libdnnl = os.path.realpath(sorted(glob.glob(os.path.join(lib, "libdnnl.so*")))[0])
-    with open(SOURCE, "rb") as f:
-        digest = hashlib.sha256(f.read())
-    digest.update(f"{jax.__version__}|{importlib.metadata.version('jaxlib')}|{cxx}|{libdnnl}|"
-                  f"{os.path.getsize(libdnnl)}".encode())
-    key = digest.hexdigest()[:16]
-    cmd = [*cxx.split(" "), "-O2", "-std=c++17", "-shared", "-fPIC", "-w", "-I",
-           jax.ffi.include_dir(), "-I", inc, SOURCE, "-L", lib, "-ldnnl", f"-Wl,-rpath,{lib}"]
-    # The user's cache, else (unwritable) a per-user directory under the system's temp dir.
-    tmp_base = os.path.join(tempfile.gettempdir(), f"jaxvision-{os.getuid()}")
-    errors = []
-    for out_dir in (user_cache.directory("onednn", key), os.path.join(tmp_base, "onednn", key)):
-        try:
-            return _cached_or_compiled(out_dir, cmd)
-        except OSError as e:
-            errors.append(f"{out_dir}: {e}")
-    raise RuntimeError("cannot write the compiled library: " + "; ".join(errors))
-
-
-def _cached_or_compiled(out_dir: str, cmd: list[str]) -> str:
-    """The library in ``out_dir``, compiled with ``cmd`` (+ ``-o``) unless a copy whose recorded
-    SHA-256 matches is there: a truncated or damaged file (an interrupted copy, a full disk)
-    would crash the process that loads it, so it is rebuilt instead."""
-    out = os.path.join(out_dir, "libjaxvision_onednn_conv.so")
-    if _intact(out):
-        return out
-    os.makedirs(out_dir, exist_ok=True)
-    # Compile to a temporary name and rename: concurrent processes (pytest -n) may build at once.
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
-    os.close(fd)
-    try:
-        done = subprocess.run([*cmd, "-o", tmp], capture_output=True, text=True)
-        if done.returncode != 0:
-            why = (done.stderr.strip() or done.stdout.strip())[-800:]
-            raise RuntimeError(f"compiling {SOURCE} failed (exit status {done.returncode})"
-                               + (f": {why}" if why else ""))
-        with open(tmp + ".sha256", "w") as f:
-            f.write(_sha256(tmp))
-        os.replace(tmp + ".sha256", out + ".sha256")
-        os.replace(tmp, out)
-    finally:
-        for leftover in (tmp, tmp + ".sha256"):
-            if os.path.exists(leftover):
-                os.unlink(leftover)
-    return out
-
-
-def _sha256(path: str) -> str:
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
-
-
-def _intact(path: str) -> bool:
-    try:
-        with open(path + ".sha256") as f:
-            return f.read().strip() == _sha256(path)
-    except OSError:
-        return False
 
 
 def _load() -> bool:
-    if "ok" in _state:
-        return _state["ok"]
-    _state["ok"], _state["why"] = False, None
-    if os.environ.get("JAXVISION_ONEDNN", "1").lower() in ("0", "false", "no", "off"):
-        _state["why"] = "switched off by JAXVISION_ONEDNN"
-        return False
-    try:
-        library = ctypes.cdll.LoadLibrary(_build())
-        for name, symbol in TARGETS.items():
-            jax.ffi.register_ffi_target(f"jaxvision_onednn_conv_{name}",
-                                        jax.ffi.pycapsule(getattr(library, symbol)),
-                                        platform="cpu")
-    except (RuntimeError, OSError, AttributeError) as e:
-        _state["why"] = str(e)
-        # Said once per process, so a user who expected PyTorch-class CPU speed knows why not.
-        log.warning("oneDNN convolutions unavailable (%s); convolutions use jaxvision's slower "
-                    "pure-JAX CPU lowerings (JAXVISION_ONEDNN=0 silences this)", e)
-        return False
-    _state["ok"] = True
-    return True
+    return onednn_build.load(NAME, TARGETS, "convolutions use jaxvision's slower pure-JAX CPU "
+                             "lowerings")
 
 
 def available() -> bool:
@@ -191,7 +64,7 @@ def available() -> bool:
 def why_unavailable() -> str | None:
     """Why ``available()`` is False (None when it is True)."""
     _load()
-    return _state["why"]
+    return onednn_build.why_not_loaded(NAME)
 
 
 # Under these names in ``jaxvision.layers`` (where ``onednn_conv`` is the function, not this
@@ -220,7 +93,7 @@ def _padding_supported(kernel_hw, pads, dilation) -> bool:
 
 def _single_device() -> bool:
     """Whether this process's programs run on one device (see the module docstring)."""
-    return jax.device_count() == 1
+    return onednn_build.single_device()
 
 
 def onednn_conv(x: jnp.ndarray, kernel: jnp.ndarray, strides: tuple[int, int],
@@ -231,7 +104,7 @@ def onednn_conv(x: jnp.ndarray, kernel: jnp.ndarray, strides: tuple[int, int],
     ((top, bottom), (left, right)), non-negative; ``dilation`` XLA's (1 = none). Raises
     RuntimeError when the handlers are unavailable (``why_unavailable()``)."""
     if not _load():
-        raise RuntimeError(f"oneDNN convolutions unavailable: {_state['why']}")
+        raise RuntimeError(f"oneDNN convolutions unavailable: {why_unavailable()}")
     x, pads = pad_beyond_kernel(x, pads, kernel.shape[:2], dilation)
     geometry = (tuple(int(s) for s in strides), tuple(tuple(int(p) for p in q) for q in pads),
                 tuple(int(d) for d in dilation), int(groups))

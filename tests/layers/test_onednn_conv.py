@@ -17,6 +17,7 @@ from jaxvision.layers import conv2d, set_conv_impl
 from tests.layers.test_lowering import _check_against_xla
 
 onednn = importlib.import_module("jaxvision.layers.onednn_conv")  # the module, not the function
+build = importlib.import_module("jaxvision.layers.onednn_build")
 _real_single_device = onednn._single_device
 
 
@@ -150,12 +151,12 @@ def test_unavailable_says_why_and_falls_back(tmp_path):
 
 
 def test_missing_onednn_or_compiler_is_named(monkeypatch, tmp_path):
-    monkeypatch.setattr(onednn, "_onednn_root", lambda: None)
+    monkeypatch.setattr(build, "_onednn_root", lambda: None)
     with pytest.raises(RuntimeError, match="oneDNN not found.*onednn-cpu-gomp"):
-        onednn._build()
+        build.build()
     monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
     with pytest.raises(RuntimeError, match="no C\\+\\+ compiler"):
-        onednn._build()
+        build.build()
 
 
 @needs_onednn
@@ -231,6 +232,9 @@ def test_unknown_impl_refused():
         not onednn.available()  # 'auto' is the backend's default, oneDNN on the CPU
 
 
+LIB = "libjaxvision_onednn_conv.so"
+
+
 def _fake_compiler(tmp_path, body="open(out, 'wb').write(b'library' * 1000)"):
     # A stand-in for g++ that writes its -o file and counts its runs.
     script = tmp_path / "cc.py"
@@ -245,16 +249,16 @@ def test_damaged_cached_library_is_rebuilt(tmp_path):
     # A truncated library crashed every later process (SIGBUS on load): its SHA-256 is recorded
     # at build time and a copy that does not match is rebuilt.
     cmd, out_dir = _fake_compiler(tmp_path), str(tmp_path / "cache")
-    out = onednn._cached_or_compiled(out_dir, cmd)
+    out = build.cached_or_compiled(out_dir, cmd, LIB)
     good = open(out, "rb").read()
-    assert onednn._cached_or_compiled(out_dir, cmd) == out
+    assert build.cached_or_compiled(out_dir, cmd, LIB) == out
     assert (tmp_path / "runs").read_text() == "1"  # intact: reused
     with open(out, "r+b") as f:
         f.truncate(100)
-    assert onednn._cached_or_compiled(out_dir, cmd) == out
+    assert build.cached_or_compiled(out_dir, cmd, LIB) == out
     assert (tmp_path / "runs").read_text() == "2" and open(out, "rb").read() == good
     os.unlink(out + ".sha256")  # no record (an older build): rebuilt too
-    onednn._cached_or_compiled(out_dir, cmd)
+    build.cached_or_compiled(out_dir, cmd, LIB)
     assert (tmp_path / "runs").read_text() == "3"
     assert sorted(os.listdir(out_dir)) == ["libjaxvision_onednn_conv.so",
                                            "libjaxvision_onednn_conv.so.sha256"]
@@ -263,20 +267,20 @@ def test_damaged_cached_library_is_rebuilt(tmp_path):
 def test_failed_compile_names_its_reason(tmp_path):
     cmd = _fake_compiler(tmp_path, "sys.exit(3)")  # fails silently, like CXX=false
     with pytest.raises(RuntimeError, match="exit status 3"):
-        onednn._cached_or_compiled(str(tmp_path / "c"), cmd)
+        build.cached_or_compiled(str(tmp_path / "c"), cmd, LIB)
     cmd = _fake_compiler(tmp_path, "import os; os.unlink(out); sys.exit('ld: cannot find -ldnnl')")
     with pytest.raises(RuntimeError, match="cannot find -ldnnl"):  # not a FileNotFoundError
-        onednn._cached_or_compiled(str(tmp_path / "c"), cmd)
+        build.cached_or_compiled(str(tmp_path / "c"), cmd, LIB)
     assert os.listdir(tmp_path / "c") == []  # no half-written files left behind
 
 
 def test_bad_cxx_is_named(monkeypatch):
     monkeypatch.setenv("CXX", "/nonexistent/g++")
     with pytest.raises(RuntimeError, match="'/nonexistent/g\\+\\+' \\(from \\$CXX="):
-        onednn._build()
+        build.build()
     monkeypatch.setenv("CXX", "no-such-ccache g++")  # the launcher is what is missing
     with pytest.raises(RuntimeError, match="'no-such-ccache' \\(from \\$CXX='no-such-ccache g"):
-        onednn._build()
+        build.build()
 
 
 @needs_onednn
@@ -284,8 +288,8 @@ def test_unwritable_cache_builds_in_the_temp_dir(monkeypatch, tmp_path):
     not_a_dir = tmp_path / "file"
     not_a_dir.write_text("")
     monkeypatch.setenv("XDG_CACHE_HOME", str(not_a_dir))
-    monkeypatch.setattr(onednn.tempfile, "tempdir", str(tmp_path / "tmp"))
+    monkeypatch.setattr(build.tempfile, "tempdir", str(tmp_path / "tmp"))
     os.makedirs(tmp_path / "tmp")
-    path = onednn._build()
+    path = build.build()
     assert path.startswith(str(tmp_path / "tmp" / f"jaxvision-{os.getuid()}"))
-    assert onednn._intact(path)
+    assert build.intact(path)

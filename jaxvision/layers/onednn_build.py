@@ -1,0 +1,193 @@
+"""Building and loading jaxvision's oneDNN handlers (XLA FFI custom calls written in C++).
+
+Each handler library is one C++ source in ``jaxvision/layers/csrc/`` (shipped with the package):
+``onednn_conv.cc`` (convolutions), and any other ``onednn_<op>.cc``. A source is compiled once
+per machine, on first use, with the system C++ compiler (``$CXX`` or ``g++``; a launcher such as
+``ccache g++`` is accepted) against JAX's FFI headers (``jax.ffi.include_dir()``) and oneDNN (the
+``onednn-cpu-gomp`` / ``onednn-devel-cpu-gomp`` wheels, installed with jaxvision on x86-64 Linux;
+or a oneDNN installation named by ``$DNNLROOT``), into
+``$XDG_CACHE_HOME/jaxvision/onednn/<hash>/lib<name>.so``. The hash covers the source, the
+jax/jaxlib versions, the compiler and the oneDNN library, so an upgrade rebuilds. A SHA-256 of
+the library is recorded at build time and a copy that does not match is rebuilt (a truncated
+library crashes the process that loads it). An unwritable cache falls back to a per-user
+directory under the system's temp dir.
+
+``load(name, targets)`` builds, loads and registers a source's handlers and says, once per
+process, why it could not; ``JAXVISION_ONEDNN=0`` switches every handler off.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import glob
+import hashlib
+import importlib.metadata
+import logging
+import os
+import shlex
+import shutil
+import site
+import subprocess
+import sys
+import tempfile
+
+import jax
+
+from jaxvision import user_cache
+
+__all__ = ["load", "why_not_loaded", "switched_off", "source_path"]
+
+log = logging.getLogger(__name__)
+
+CSRC = os.path.join(os.path.dirname(__file__), "csrc")
+# name -> (loaded?, why not): one attempt per process and source.
+_state: dict[str, tuple[bool, str | None]] = {}
+
+
+def source_path(name: str) -> str:
+    """``csrc/<name>.cc``."""
+    return os.path.join(CSRC, f"{name}.cc")
+
+
+def switched_off() -> bool:
+    """Whether ``JAXVISION_ONEDNN`` is set to 0/false/no/off."""
+    return os.environ.get("JAXVISION_ONEDNN", "1").lower() in ("0", "false", "no", "off")
+
+
+def _onednn_root() -> tuple[str, str] | None:
+    """(include dir, lib dir) of a oneDNN installation: ``$DNNLROOT``, else this environment's
+    prefix or the user base (where the ``onednn-*-cpu-gomp`` wheels put it with and without
+    ``pip install --user``)."""
+    for root in (os.environ.get("DNNLROOT"), sys.prefix, site.USER_BASE, sys.base_prefix):
+        if not root:
+            continue
+        inc, lib = os.path.join(root, "include"), os.path.join(root, "lib")
+        if (os.path.exists(os.path.join(inc, "oneapi", "dnnl", "dnnl.hpp"))
+                and glob.glob(os.path.join(lib, "libdnnl.so*"))):
+            return inc, lib
+    return None
+
+
+def _compiler() -> str:
+    """The C++ compiler command line ($CXX or g++) with its first word resolved. Raises
+    RuntimeError naming what is missing."""
+    cxx_cmd = shlex.split(os.environ.get("CXX") or "g++")
+    if not cxx_cmd or shutil.which(cxx_cmd[0]) is None:
+        raise RuntimeError(
+            f"no C++ compiler: {cxx_cmd[0] if cxx_cmd else ''!r} (from $CXX="
+            f"{os.environ['CXX']!r}) is not a command; install it or point $CXX at a compiler"
+            if os.environ.get("CXX") else "no C++ compiler: install g++ or set $CXX")
+    return " ".join([shutil.which(cxx_cmd[0]), *cxx_cmd[1:]])
+
+
+def build(name: str = "onednn_conv") -> str:
+    """Path of the compiled library of ``csrc/<name>.cc``, compiling it first when it is not
+    cached. Raises RuntimeError naming what is missing."""
+    if sys.platform != "linux":
+        raise RuntimeError(f"built only on Linux (this is {sys.platform})")
+    cxx = _compiler()
+    root = _onednn_root()
+    if root is None:
+        raise RuntimeError("oneDNN not found (pip install onednn-cpu-gomp onednn-devel-cpu-gomp, "
+                           "or set $DNNLROOT)")
+    inc, lib = root
+    libdnnl = os.path.realpath(sorted(glob.glob(os.path.join(lib, "libdnnl.so*")))[0])
+    source = source_path(name)
+    with open(source, "rb") as f:
+        digest = hashlib.sha256(f.read())
+    digest.update(f"{jax.__version__}|{importlib.metadata.version('jaxlib')}|{cxx}|{libdnnl}|"
+                  f"{os.path.getsize(libdnnl)}".encode())
+    key = digest.hexdigest()[:16]
+    cmd = [*cxx.split(" "), "-O2", "-std=c++17", "-shared", "-fPIC", "-w", "-I",
+           jax.ffi.include_dir(), "-I", inc, source, "-L", lib, "-ldnnl", f"-Wl,-rpath,{lib}"]
+    # The user's cache, else (unwritable) a per-user directory under the system's temp dir.
+    tmp_base = os.path.join(tempfile.gettempdir(), f"jaxvision-{os.getuid()}")
+    errors = []
+    for out_dir in (user_cache.directory("onednn", key), os.path.join(tmp_base, "onednn", key)):
+        try:
+            return cached_or_compiled(out_dir, cmd, f"libjaxvision_{name}.so")
+        except OSError as e:
+            errors.append(f"{out_dir}: {e}")
+    raise RuntimeError("cannot write the compiled library: " + "; ".join(errors))
+
+
+def cached_or_compiled(out_dir: str, cmd: list[str], filename: str) -> str:
+    """``out_dir/filename``, compiled with ``cmd`` (+ ``-o``) unless a copy whose recorded
+    SHA-256 matches is there: a truncated or damaged file (an interrupted copy, a full disk)
+    would crash the process that loads it, so it is rebuilt instead."""
+    out = os.path.join(out_dir, filename)
+    if intact(out):
+        return out
+    os.makedirs(out_dir, exist_ok=True)
+    # Compile to a temporary name and rename: concurrent processes (pytest -n) may build at once.
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
+    os.close(fd)
+    try:
+        done = subprocess.run([*cmd, "-o", tmp], capture_output=True, text=True)
+        if done.returncode != 0:
+            why = (done.stderr.strip() or done.stdout.strip())[-800:]
+            source = next((c for c in cmd if c.endswith(".cc")), "the handlers")
+            raise RuntimeError(f"compiling {source} failed (exit status {done.returncode})"
+                               + (f": {why}" if why else ""))
+        with open(tmp + ".sha256", "w") as f:
+            f.write(_sha256(tmp))
+        os.replace(tmp + ".sha256", out + ".sha256")
+        os.replace(tmp, out)
+    finally:
+        for leftover in (tmp, tmp + ".sha256"):
+            if os.path.exists(leftover):
+                os.unlink(leftover)
+    return out
+
+
+def _sha256(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def intact(path: str) -> bool:
+    """Whether ``path`` matches the SHA-256 recorded beside it when it was built."""
+    try:
+        with open(path + ".sha256") as f:
+            return f.read().strip() == _sha256(path)
+    except OSError:
+        return False
+
+
+def load(name: str, targets: dict[str, str], what: str) -> bool:
+    """Builds (once per machine) and loads ``csrc/<name>.cc`` and registers each of its FFI
+    ``targets`` (``{suffix: C symbol}``) for the CPU as ``jaxvision_<name>_<suffix>``. Returns
+    whether that worked; on failure logs one warning naming why and what falls back (``what``,
+    e.g. "convolutions use jaxvision's pure-JAX CPU lowerings") and ``why_not_loaded(name)``
+    says why. One attempt per process and source."""
+    if name in _state:
+        return _state[name][0]
+    if switched_off():
+        _state[name] = (False, "switched off by JAXVISION_ONEDNN")
+        return False
+    try:
+        library = ctypes.cdll.LoadLibrary(build(name))
+        for suffix, symbol in targets.items():
+            jax.ffi.register_ffi_target(f"jaxvision_{name}_{suffix}",
+                                        jax.ffi.pycapsule(getattr(library, symbol)),
+                                        platform="cpu")
+    except (RuntimeError, OSError, AttributeError) as e:
+        _state[name] = (False, str(e))
+        # Said once per process, so a user who expected PyTorch-class CPU speed knows why not.
+        log.warning("oneDNN handlers %s unavailable (%s); %s (JAXVISION_ONEDNN=0 silences "
+                    "this)", name, e, what)
+        return False
+    _state[name] = (True, None)
+    return True
+
+
+def why_not_loaded(name: str) -> str | None:
+    """Why ``load(name, ...)`` returned False; None when it loaded or was not tried."""
+    return _state.get(name, (True, None))[1]
+
+
+def single_device() -> bool:
+    """Whether this process's programs run on one device. The oneDNN handlers are used only
+    then: XLA's SPMD partitioner would replicate a custom call over a mesh (gathering the
+    batch), so with several devices the pure-JAX forms, which partition, are kept."""
+    return jax.device_count() == 1
