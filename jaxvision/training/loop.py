@@ -479,11 +479,22 @@ def _restore(job: _Job, restart_from_scratch: bool) -> None:
         job.state, job.start_step = state.replace(tx=job.tx), step
         job.es = meta.get("early_stopping", job.es)
         if job.chief:
-            log.info("Resuming from %s (step %d of %d).", job.store.step_path(step), step,
-                        job.total_steps)
+            log.info("%s", _resume_message(job.store.step_path(step), step, job.total_steps))
     if job.on_device is None and job.start_step != job.train_data_start:
         job.train_data = _train_data(job.config, job.build_data, job.start_step)
     job.state = job.dp.put_state(job.state)
+
+
+def _resume_message(where: str, step: int, total_steps: int) -> str:
+    """What a resumed run says: the step it continues from, or that nothing is left to train
+    (a checkpoint at or past this config's ``total_steps``, e.g. after fewer epochs were set)."""
+    if step < total_steps:
+        return f"Resuming from {where} (step {step} of {total_steps})."
+    past = "is this config's last step" if step == total_steps else (
+        f"is past this config's total_steps {total_steps} (fewer epochs or steps than the run "
+        "was trained with?)")
+    return (f"Restored {where}: step {step} {past}; no training left, only the final "
+            "evaluation runs.")
 
 
 def _newest_good_checkpoint(job: _Job):
@@ -525,7 +536,9 @@ def _check_same_run(job: _Job, meta: dict, where: str, saved_tree, abstract) -> 
             f"{saved.total()} saved arrays, {wanted.total()} in this train state (optimizer, EMA "
             f"or model changed?); saved only: {sorted((saved - wanted).elements())[:3]}, "
             f"this config only: {sorted((wanted - saved).elements())[:3]}"))
-    saved_batch = meta.get("batch_size")  # checkpoints before issue 15's sixth session lack it
+    saved_batch = meta.get("batch_size")
+    if saved_batch is None:  # checkpoints before issue 15's sixth session: the run's config.json
+        saved_batch = _config_json_batch_size(job.workdir)
     if saved_batch is not None and int(saved_batch) != int(job.config.batch_size):
         raise DataChangedError(
             f"the checkpoint in {where} was trained with batch_size {saved_batch}, this config "
@@ -542,6 +555,17 @@ def _check_same_run(job: _Job, meta: dict, where: str, saved_tree, abstract) -> 
                 f"{'; '.join(changed)}. Resuming would train on other data under the same run; "
                 "restore the data, or start a new --workdir (add "
                 f"--config.init_from={ckpt_lib.run_dir_of(where)} to fine-tune from this run).")
+
+
+def _config_json_batch_size(workdir: str) -> int | None:
+    """``batch_size`` of the config.json the workdir's earlier run wrote (read before this run
+    rewrites it); None when there is none or it cannot be read."""
+    try:
+        with open(os.path.join(workdir, "config.json")) as f:
+            value = json.load(f).get("batch_size")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _init_from(job: _Job) -> None:
