@@ -1,6 +1,6 @@
 """Forward + backward time of one pooling layer: XLA's (flax) vs tiled_max_pool vs oneDNN's.
 
-    PYTHONPATH=. python experiments/xla_cpu_conv/onednn_pool_bench.py [--reps 7]
+    PYTHONPATH=. python experiments/xla_cpu_conv/onednn_pool_bench.py [--reps 7] [--only 2x2]
 
 Each case is a jitted ``grad(sum(pool(x) ** 2 * c))`` (squared: a gradient that does not
 depend on x is constant-folded by XLA) at the shapes the models use; the best of
@@ -39,28 +39,38 @@ def best_ms(f, *args, reps):
     return 1e3 * min(times)
 
 
+def pools(k, s, pads, kind) -> dict:
+    """The lowerings to compare for one case: name -> pool(x)."""
+    fns = {"onednn": lambda x: op.onednn_pool(x, (k, k), (s, s), pads, kind)}
+    if kind == "max":
+        fns["xla"] = lambda x: nn.max_pool(x, (k, k), (s, s), padding=pads)
+        if k == s and pads == ((0, 0), (0, 0)):
+            fns["tiled"] = lambda x: tiled_max_pool(x, (k, k))
+    else:
+        fns["xla"] = lambda x: nn.avg_pool(x, (k, k), (s, s), padding=pads,
+                                           count_include_pad=kind == "avg_include_pad")
+    return fns
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--reps", type=int, default=7)
+    p.add_argument("--only", default="", help="run the cases whose name contains this")
     args = p.parse_args()
     op._single_device = lambda: True
     rng = np.random.default_rng(0)
     for dtype in (jnp.float32, jnp.bfloat16):
         for name, shape, k, s, pads, kind in CASES:
+            if args.only not in name:
+                continue
             x = jnp.asarray(np.maximum(rng.normal(size=shape), 0), dtype)  # ReLU'd: ties
-            fns = {"onednn": lambda x: op.onednn_pool(x, (k, k), (s, s), pads, kind)}
-            if kind == "max":
-                fns["xla"] = lambda x: nn.max_pool(x, (k, k), (s, s), padding=pads)
-                if k == s and pads == ((0, 0), (0, 0)):
-                    fns["tiled"] = lambda x: tiled_max_pool(x, (k, k))
-            else:
-                fns["xla"] = lambda x: nn.avg_pool(x, (k, k), (s, s), padding=pads,
-                                                   count_include_pad=kind == "avg_include_pad")
+            fns = pools(k, s, pads, kind)
             y = fns["xla"](x)
             c = jnp.asarray(rng.normal(size=y.shape), y.dtype)
             row = []
             for impl, f in fns.items():
-                step = jax.jit(jax.grad(lambda x, f=f: jnp.sum(f(x).astype(jnp.float32) ** 2 * c)))
+                step = jax.jit(jax.grad(lambda x, f=f, c=c: jnp.sum(f(x).astype(jnp.float32) ** 2
+                                                                   * c)))
                 row.append(f"{impl} {best_ms(step, x, reps=args.reps):7.1f}")
             print(f"{jnp.dtype(dtype).name:8s} {name:27s} " + "  ".join(row), flush=True)
 

@@ -13,7 +13,9 @@ select-and-scatter (``nn.max_pool``'s gradient), ``tiled_max_pool`` and PyTorch 
 overlapping windows an input collects the gradients of every window it wins. All-equal windows
 (ReLU's zeros) therefore give the same gradient on every lowering
 (tests/layers/test_onednn_pool.py). Padded positions never win (max) and count as zeros
-(``count_include_pad=True``) or not at all (False) in averages.
+(``count_include_pad=True``) or not at all (False) in averages. NaN and -inf give XLA's values
+(a window holding NaN pools to NaN, one of -inf to -inf: the handler redoes such inputs); the
+gradient of a window holding NaN goes to its largest other value (XLA's to a NaN).
 
 **When it is used** (``lowering.conv_impl() == 'onednn'``, the CPU default; ``set_conv_impl``
 and ``using_conv_impl`` switch it like the convolutions): float32 and bfloat16 NHWC inputs with
@@ -22,7 +24,7 @@ than the window (wider pads would leave windows wholly in the padding, which one
 its slow reference kernel and XLA gives -inf), in processes with one device (see
 ``onednn_conv``); ``JAXVISION_ONEDNN=0`` switches it off. Elsewhere ``jaxvision.layers.pooling``
 keeps flax's (XLA's) pooling. No forward-mode autodiff through it (``set_conv_impl('xla')``);
-the backward itself is not differentiable again (no Hessians through max pooling on this path).
+reverse-over-reverse (``jax.hessian``) works: the backward passes have VJPs of their own.
 Average pooling in bfloat16 accumulates in float32 inside oneDNN (XLA's reduce-window sums in
 bfloat16), so it is the more accurate of the two.
 """
@@ -134,30 +136,110 @@ def _call(name, out, *args, geometry):
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _pool(geometry, x):
     """y = pool(x) (inference: no workspace). ``geometry`` = (window, strides, pads, algo,
-    x.shape): static, so the backward knows x's shape without keeping x."""
+    x.shape), static."""
     out = jax.ShapeDtypeStruct(_out_shape(geometry), x.dtype)
     return _call("forward", out, x, geometry=geometry)
 
 
 def _pool_fwd(geometry, x):
-    # Residuals: the workspace (max) and an empty array carrying x's dtype (dy may arrive wider).
-    dtype = jnp.zeros((0,), x.dtype)
+    # Residuals: the workspace and x (max: x only for a second derivative; the preceding
+    # activation keeps it alive anyway), else an empty array carrying x's dtype.
     if geometry[3] == ALGOS["max"]:
-        y_shape = _out_shape(geometry)
-        y, ws = _call("forward_training", (jax.ShapeDtypeStruct(y_shape, x.dtype),
-                                           _workspace(y_shape, geometry[0])),
-                      x, geometry=geometry)
-        return y, (ws, dtype)
-    return _pool(geometry, x), (None, dtype)
+        y, ws = _max_training(geometry, x)
+        return y, (ws, x)
+    return _pool(geometry, x), (None, jnp.zeros((0,), x.dtype))
 
 
 def _pool_bwd(geometry, res, dy):
-    ws, dtype = res
-    dy = dy.astype(dtype.dtype)
-    dx = jax.ShapeDtypeStruct(geometry[4], dy.dtype)
+    ws, x = res
+    dy = dy.astype(x.dtype)
     if ws is not None:
-        return (_call("max_backward", dx, dy, ws, geometry=geometry),)
-    return (_call("avg_backward", dx, dy, geometry=geometry),)
+        return (_max_backward(geometry, dy, ws, x),)
+    return (_avg_backward(geometry, dy),)
 
 
 _pool.defvjp(_pool_fwd, _pool_bwd)
+
+
+# The training forward (y and the workspace) as a custom VJP of its own: the outer derivative of
+# reverse-over-reverse differentiates it.
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _max_training(geometry, x):
+    """Max pooling's (y, workspace) (see ``_workspace``)."""
+    y_shape = _out_shape(geometry)
+    return _call("forward_training", (jax.ShapeDtypeStruct(y_shape, x.dtype),
+                                      _workspace(y_shape, geometry[0])), x, geometry=geometry)
+
+
+def _max_training_fwd(geometry, x):
+    y, ws = _max_training(geometry, x)
+    return (y, ws), (ws, x)
+
+
+def _max_training_bwd(geometry, res, cts):
+    ws, x = res
+    return (_max_backward(geometry, cts[0].astype(x.dtype), ws, x),)  # ws: integer, no cotangent
+
+
+_max_training.defvjp(_max_training_fwd, _max_training_bwd)
+
+
+# The backward passes are linear in dy; their own VJPs make reverse-over-reverse (jax.hessian,
+# Hessian-vector products) work, as for the other CPU lowerings.
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _max_backward(geometry, dy, ws, x):
+    """dx (x's shape): each dy at its window's first maximum (oneDNN's workspace ``ws``)."""
+    del x  # only for the VJP
+    return _call("max_backward", jax.ShapeDtypeStruct(geometry[4], dy.dtype), dy, ws,
+                 geometry=geometry)
+
+
+def _max_backward_fwd(geometry, dy, ws, x):
+    return _max_backward(geometry, dy, ws, x), x
+
+
+def _max_backward_bwd(geometry, x, c):
+    # The transpose of routing dy to each window's first maximum: c read at that maximum.
+    # Computed here in JAX from x (first strict maximum over the taps in row-major order, as
+    # oneDNN picks it; padding never wins); the zero cotangents of ws and x are None.
+    window, strides, pads, _, _ = geometry
+    widths = [(0, 0), *pads, (0, 0)]
+    xp = jnp.pad(x, widths, constant_values=-jnp.inf)
+    cp = jnp.pad(c.astype(x.dtype), widths)
+    n, oh, ow, ch = _out_shape(geometry)
+    best = sel = None
+    for i in range(window[0]):
+        for j in range(window[1]):
+            start, limit = (0, i, j, 0), (n, i + (oh - 1) * strides[0] + 1,
+                                          j + (ow - 1) * strides[1] + 1, ch)
+            xt = jax.lax.slice(xp, start, limit, (1, *strides, 1))
+            ct = jax.lax.slice(cp, start, limit, (1, *strides, 1))
+            if best is None:
+                best, sel = xt, ct
+            else:
+                wins = xt > best
+                best, sel = jnp.where(wins, xt, best), jnp.where(wins, ct, sel)
+    return sel, None, None
+
+
+_max_backward.defvjp(_max_backward_fwd, _max_backward_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _avg_backward(geometry, dy):
+    """dx (x's shape) of average pooling: each dy spread over its window's divisor."""
+    return _call("avg_backward", jax.ShapeDtypeStruct(geometry[4], dy.dtype), dy,
+                 geometry=geometry)
+
+
+def _avg_backward_fwd(geometry, dy):
+    return _avg_backward(geometry, dy), None
+
+
+def _avg_backward_bwd(geometry, _, c):
+    # Average pooling is linear and its backward is its transpose, so the backward's
+    # transpose is the forward itself.
+    return (_pool(geometry, c),)
+
+
+_avg_backward.defvjp(_avg_backward_fwd, _avg_backward_bwd)

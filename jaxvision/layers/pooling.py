@@ -59,9 +59,9 @@ def max_pool(
       padding: "SAME" (TF), "VALID", "SYMMETRIC", int, pair or ((lo, hi), (lo, hi)).
       ceil_mode: PyTorch ``ceil_mode=True`` (explicit/symmetric/VALID padding only).
 
-    On the CPU lowerings (``lowering.conv_impl()`` 'cpu' or 'onednn') non-overlapping unpadded
-    windows use :func:`tiled_max_pool`; with 'onednn' (the CPU default) the other float32/bf16
-    poolings use oneDNN's (``jaxvision.layers.onednn_pool``, where it applies). Both have a
+    With ``lowering.conv_impl()`` 'onednn' (the CPU default) float32/bf16 inputs use oneDNN's
+    pooling (``jaxvision.layers.onednn_pool``) where it applies; otherwise on the CPU lowerings
+    ('cpu' or 'onednn') non-overlapping unpadded windows use :func:`tiled_max_pool`. Both have a
     custom VJP: no forward-mode autodiff (use ``set_conv_impl('xla')``). Every lowering sends
     each window's gradient to its first maximum in row-major window order (as PyTorch).
     """
@@ -79,13 +79,16 @@ def max_pool(
             for n, k, s, (lo, hi) in zip(x.shape[1:3], window, strides, pad, strict=True)
         ]
     impl = conv_impl()
-    if (tuple(window) == tuple(strides) and pad in ("VALID", [(0, 0), (0, 0)])
-            and impl in ("cpu", "onednn")):
-        return tiled_max_pool(x, tuple(window))
     if impl == "onednn":
+        # Before tiled_max_pool: oneDNN's is faster on non-overlapping windows too (VGG's 2x2 of
+        # (16, 112, 112, 128), forward + backward 150-225 vs 280-370 ms in float32, 120-140
+        # vs 330-370 ms in bf16; experiments/xla_cpu_conv/onednn_pool_bench.py, loaded machine).
         pads = _explicit(pad, x.shape[1:3], window, strides)
         if onednn_pool_applies(x, window, strides, pads):
             return onednn_pool(x, window, strides, pads, "max")
+    if (tuple(window) == tuple(strides) and pad in ("VALID", [(0, 0), (0, 0)])
+            and impl in ("cpu", "onednn")):
+        return tiled_max_pool(x, tuple(window))
     return nn.max_pool(x, window, strides, padding=pad)
 
 

@@ -62,6 +62,8 @@ GEOMETRIES = [
     (2, 2, [(1, 0), (0, 1)], False, (9, 7)),  # padded non-overlapping
     (2, 1, 0, True, (6, 5)),
     (3, 2, "VALID", False, (10, 11)),  # drops the last row
+    (2, 2, "VALID", False, (9, 8)),  # VGG's / LeNet's 2x2 tiles, odd size
+    (3, 3, "VALID", False, (10, 11)),  # non-overlapping, drops the last row/column
 ]
 
 
@@ -112,6 +114,28 @@ def test_ties_go_to_the_first_maximum():
     np.testing.assert_array_equal(dx[0, :, :, 0], [[1, 0], [0, 0]])
 
 
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_nan_and_minus_inf_values_as_xla(dtype):
+    # oneDNN skips NaN and starts float32 windows at -FLT_MAX; the handler redoes such inputs
+    # with XLA's semantics: a window holding NaN gives NaN, a window of -inf gives -inf.
+    x = np.arange(2 * 7 * 6 * 3, dtype=np.float32).reshape(2, 7, 6, 3)
+    x[0, 2, 3, 1] = np.nan
+    x[1, :4, :4, :] = -np.inf
+    x = jnp.asarray(x, dtype)
+    for window, stride in [(3, 2), (2, 1)]:
+        def pool(x, window=window, stride=stride):
+            return max_pool(x, window, stride, padding=1)
+
+        with using_conv_impl("onednn"):
+            assert "ffi_call" in _ops(pool, x)
+            got = [pool(x), jax.vjp(pool, x)[0]]  # inference and training forwards
+        with using_conv_impl("xla"):
+            want = np.asarray(pool(x), np.float32)
+        assert np.isnan(want).any() and np.isneginf(want).any()
+        for y in got:
+            np.testing.assert_array_equal(np.asarray(y, np.float32), want)
+
+
 @pytest.mark.parametrize("dtype,tol", [(jnp.float32, 1e-6), (jnp.bfloat16, 1e-2)])
 @pytest.mark.parametrize("window,stride,padding,count_include_pad,hw", [
     (3, 1, 1, True, (7, 8)),  # EfficientFormer's token mixer (PyTorch padding)
@@ -155,8 +179,9 @@ def test_used_where_it_applies_only(monkeypatch):
         assert "ffi_call" not in _ops(stem, x.astype(jnp.float16))  # not a oneDNN dtype here
         # Pads as wide as the window: windows wholly in the padding (XLA: -inf) stay XLA's.
         assert "ffi_call" not in _ops(lambda x: max_pool(x, 2, 1, padding=2), x)
-        # Non-overlapping unpadded windows stay tiled_max_pool's (faster than oneDNN's there).
-        assert "ffi_call" not in _ops(lambda x: max_pool(x, 2), x)
+        # Non-overlapping unpadded windows too (faster than tiled_max_pool there).
+        assert "ffi_call" in _ops(lambda x: max_pool(x, 2), x)
+        assert "ffi_call" not in _ops(lambda x: max_pool(x, 2), x.astype(jnp.float16))
     for impl in ("xla", "cpu"):
         with using_conv_impl(impl):
             assert "ffi_call" not in _ops(stem, x)
@@ -164,6 +189,27 @@ def test_used_where_it_applies_only(monkeypatch):
     monkeypatch.setattr(op, "_single_device", _real_single_device)
     monkeypatch.setattr(op.jax, "device_count", lambda: 8)
     assert not op.onednn_pool_applies(x, (3, 3), (2, 2), ((1, 1), (1, 1)))
+
+
+@pytest.mark.parametrize("pool", [
+    lambda x: max_pool(x, 3, 2, padding=1),
+    lambda x: max_pool(x, 2, 1, padding="SAME"),
+    lambda x: avg_pool(x, 3, 1, padding=1, count_include_pad=False),
+])
+def test_second_order_reverse_mode(pool):
+    # Hessian-vector products (reverse over reverse): the backward passes have VJPs too.
+    rng = np.random.default_rng(4)
+    x = jnp.asarray(rng.normal(size=(2, 7, 8, 3)), jnp.float32)
+    v = jnp.asarray(rng.normal(size=x.shape), jnp.float32)
+
+    def hvp(impl):
+        with using_conv_impl(impl):
+            f = lambda x: jnp.sum(jnp.tanh(pool(x)) * jnp.arange(pool(x).size).reshape(  # noqa: E731
+                pool(x).shape))
+            assert ("ffi_call" in _ops(jax.grad(f), x)) == (impl == "onednn")
+            return jax.grad(lambda x: jnp.vdot(jax.grad(f)(x), v))(x)
+
+    np.testing.assert_allclose(hvp("onednn"), hvp("xla"), rtol=1e-5, atol=1e-4)
 
 
 def test_under_vmap_and_jit():

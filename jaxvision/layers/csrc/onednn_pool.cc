@@ -8,13 +8,21 @@
 // as zeros, PyTorch's count_include_pad=True), 2 = average over the real pixels only
 // (TensorFlow's "SAME", count_include_pad=False).
 //
+// NaN and -inf: oneDNN 3.2's max pooling skips NaN (XLA's max propagates it) and, in float32,
+// starts from -FLT_MAX (a window of -inf gives -FLT_MAX, XLA's -inf). The max handlers scan x
+// for either value (memory-bound, a few ms on ResNet-50's stem) and, only when one is there,
+// recompute y with XLA's semantics (FixSpecial); the workspace keeps oneDNN's choice there.
+//
 // Max pooling in training saves oneDNN's workspace (the index of each window's maximum, the
 // first one in row-major window order on ties) as a second output of JvPoolForwardTraining, an
 // opaque uint8 array whose byte size must equal the primitive's workspace size (checked);
 // JvPoolMaxBackward routes each dy to that index.
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
+#include <limits>
 #include <memory>
+#include <vector>
 #include <mutex>
 #include <string>
 #include <unordered_map>
@@ -133,6 +141,74 @@ ffi::Error CheckArgs(ffi::DataType a, ffi::DataType b, int64_t algo) {
   return ffi::Error::Success();
 }
 
+// Bits of float32 (U = uint32_t) or bfloat16 (U = uint16_t) values.
+template <typename U>
+struct Bits;
+template <>
+struct Bits<uint32_t> {
+  static constexpr uint32_t kAbs = 0x7fffffffu, kInf = 0x7f800000u, kNegInf = 0xff800000u;
+  static float Load(uint32_t b) { float f; std::memcpy(&f, &b, 4); return f; }
+  static uint32_t Store(float f) { uint32_t b; std::memcpy(&b, &f, 4); return b; }
+};
+template <>
+struct Bits<uint16_t> {
+  static constexpr uint16_t kAbs = 0x7fff, kInf = 0x7f80, kNegInf = 0xff80;
+  static float Load(uint16_t b) { return Bits<uint32_t>::Load(uint32_t(b) << 16); }
+  // Exact: every value stored is one of x's (bf16) values, -inf or the quiet NaN 0x7fc00000.
+  static uint16_t Store(float f) { return uint16_t(Bits<uint32_t>::Store(f) >> 16); }
+};
+
+// Whether any of x's n values is NaN or -inf (no early exit, so the loop vectorizes).
+template <typename U>
+bool AnySpecial(const U* x, int64_t n) {
+  bool special = false;
+  for (int64_t i = 0; i < n; ++i)
+    special |= ((x[i] & Bits<U>::kAbs) > Bits<U>::kInf) | (x[i] == Bits<U>::kNegInf);
+  return special;
+}
+
+// y = max pooling of x with XLA's semantics: NaN when the window holds one, else the maximum
+// of its real pixels (-inf when they all are). Scalar; run only when AnySpecial.
+template <typename U>
+void ReferenceMax(const U* x, U* y, const Geometry& g) {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  std::vector<float> m(g.c);
+  for (int64_t n = 0; n < g.n; ++n)
+    for (int64_t oh = 0; oh < g.oh; ++oh)
+      for (int64_t ow = 0; ow < g.ow; ++ow) {
+        std::fill(m.begin(), m.end(), -std::numeric_limits<float>::infinity());
+        for (int64_t i = 0; i < g.kh; ++i) {
+          int64_t ih = oh * g.sh - g.ph0 + i;
+          if (ih < 0 || ih >= g.h) continue;
+          for (int64_t j = 0; j < g.kw; ++j) {
+            int64_t iw = ow * g.sw - g.pw0 + j;
+            if (iw < 0 || iw >= g.w) continue;
+            const U* px = x + ((n * g.h + ih) * g.w + iw) * g.c;
+            for (int64_t c = 0; c < g.c; ++c) {
+              float v = Bits<U>::Load(px[c]);
+              if (v != v || m[c] != m[c]) m[c] = nan;
+              else if (v > m[c]) m[c] = v;
+            }
+          }
+        }
+        U* py = y + ((n * g.oh + oh) * g.ow + ow) * g.c;
+        for (int64_t c = 0; c < g.c; ++c) py[c] = Bits<U>::Store(m[c]);
+      }
+}
+
+// After oneDNN's max pooling: XLA's values where x holds NaN or -inf (see the top).
+void FixSpecial(const void* x, void* y, const Geometry& g) {
+  if (g.algo != 0) return;
+  int64_t n = g.n * g.h * g.w * g.c;
+  if (g.type == memory::data_type::bf16) {
+    auto* xb = static_cast<const uint16_t*>(x);
+    if (AnySpecial(xb, n)) ReferenceMax(xb, static_cast<uint16_t*>(y), g);
+  } else {
+    auto* xf = static_cast<const uint32_t*>(x);
+    if (AnySpecial(xf, n)) ReferenceMax(xf, static_cast<uint32_t*>(y), g);
+  }
+}
+
 #define JV_TRY(body)                                                                      \
   try {                                                                                   \
     body                                                                                  \
@@ -158,6 +234,7 @@ ffi::Error PoolForwardImpl(ffi::AnyBuffer x, ffi::Result<ffi::AnyBuffer> y, int6
     memory ym(g.Dst(), Engine(), y->untyped_data());
     f->prim.execute(s, {{DNNL_ARG_SRC, xm}, {DNNL_ARG_DST, ym}, {DNNL_ARG_SCRATCHPAD, scratch}});
     s.wait();
+    FixSpecial(x.untyped_data(), y->untyped_data(), g);
   })
 }
 
@@ -183,6 +260,7 @@ ffi::Error PoolForwardTrainingImpl(ffi::AnyBuffer x, ffi::Result<ffi::AnyBuffer>
     f->prim.execute(s, {{DNNL_ARG_SRC, xm}, {DNNL_ARG_DST, ym}, {DNNL_ARG_WORKSPACE, wm},
                         {DNNL_ARG_SCRATCHPAD, scratch}});
     s.wait();
+    FixSpecial(x.untyped_data(), y->untyped_data(), g);
   })
 }
 
