@@ -146,25 +146,34 @@ template <typename U>
 struct Bits;
 template <>
 struct Bits<uint32_t> {
-  static constexpr uint32_t kAbs = 0x7fffffffu, kInf = 0x7f800000u, kNegInf = 0xff800000u;
+  static constexpr uint32_t kAbs = 0x7fffffffu, kInf = 0x7f800000u;
   static float Load(uint32_t b) { float f; std::memcpy(&f, &b, 4); return f; }
   static uint32_t Store(float f) { uint32_t b; std::memcpy(&b, &f, 4); return b; }
 };
 template <>
 struct Bits<uint16_t> {
-  static constexpr uint16_t kAbs = 0x7fff, kInf = 0x7f80, kNegInf = 0xff80;
+  static constexpr uint16_t kAbs = 0x7fff, kInf = 0x7f80;
   static float Load(uint16_t b) { return Bits<uint32_t>::Load(uint32_t(b) << 16); }
   // Exact: every value stored is one of x's (bf16) values, -inf or the quiet NaN 0x7fc00000.
   static uint16_t Store(float f) { return uint16_t(Bits<uint32_t>::Store(f) >> 16); }
 };
 
-// Whether any of x's n values is NaN or -inf (no early exit, so the loop vectorizes).
+// Whether any of x's n values is NaN or -inf: |bits| + sign bit exceeds +inf's bits exactly for
+// those (NaN: |bits| > inf; -inf: inf + 1; the largest negative finite: at most inf). A max
+// reduction, which GCC vectorizes at -O3: ~4.5 ms for ResNet-50's stem pool input in float32
+// (12.8 M values; an |= of the two tests, not vectorized, took 40-60 ms; loaded 2-core machine).
 template <typename U>
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("O3")))
+#endif
 bool AnySpecial(const U* x, int64_t n) {
-  bool special = false;
-  for (int64_t i = 0; i < n; ++i)
-    special |= ((x[i] & Bits<U>::kAbs) > Bits<U>::kInf) | (x[i] == Bits<U>::kNegInf);
-  return special;
+  constexpr int kSignShift = 8 * sizeof(U) - 1;
+  U m = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    U t = U((x[i] & Bits<U>::kAbs) + (x[i] >> kSignShift));
+    m = t > m ? t : m;
+  }
+  return m > Bits<U>::kInf;
 }
 
 // y = max pooling of x with XLA's semantics: NaN when the window holds one, else the maximum
