@@ -1,8 +1,8 @@
 """Building and loading jaxvision's oneDNN handlers (XLA FFI custom calls written in C++).
 
 Each handler library is one C++ source in ``jaxvision/layers/csrc/`` (shipped with the package):
-``onednn_conv.cc`` (convolutions), and any other ``onednn_<op>.cc``. A source is compiled once
-per machine, on first use, with the system C++ compiler (``$CXX`` or ``g++``; a launcher such as
+``onednn_conv.cc`` (convolutions), ``onednn_pool.cc`` (pooling), and any other
+``onednn_<op>.cc``. A source is compiled once per machine, on first use, with the system C++ compiler (``$CXX`` or ``g++``; a launcher such as
 ``ccache g++`` is accepted) against JAX's FFI headers (``jax.ffi.include_dir()``) and oneDNN (the
 ``onednn-cpu-gomp`` / ``onednn-devel-cpu-gomp`` wheels, installed with jaxvision on x86-64 Linux;
 or a oneDNN installation named by ``$DNNLROOT``), into

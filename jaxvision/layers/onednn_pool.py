@@ -2,7 +2,8 @@
 
 XLA:CPU differentiates max pooling with a select-and-scatter that it lowers to reduce-windows,
 iotas, broadcasts and concatenates: ResNet-50's stem pool (3x3, stride 2, (16, 112, 112, 64))
-took ~0.35 s of a ~2.2 s bf16 training step (experiments/xla_cpu_conv/profile_step.py). This
+took ~0.35 s of a ~2.2 s bf16 training step (experiments/xla_cpu_conv/profile_step.py; the
+seventh session in experiments/xla_cpu_conv/README.md; the eighth measures this module). This
 module calls oneDNN's pooling primitives (``csrc/onednn_pool.cc``, built and loaded by
 ``jaxvision.layers.onednn_build`` like the convolutions) as XLA FFI custom calls, with a custom
 VJP: max pooling's training forward also returns oneDNN's workspace (the index of each window's
@@ -23,7 +24,7 @@ a non-empty output, windows and strides >= 1, explicit non-negative padding with
 than the window (wider pads would leave windows wholly in the padding, which oneDNN 3.2 runs with
 its slow reference kernel and XLA gives -inf), in processes with one device (see
 ``onednn_conv``); ``JAXVISION_ONEDNN=0`` switches it off. Elsewhere ``jaxvision.layers.pooling``
-keeps flax's (XLA's) pooling. No forward-mode autodiff through it (``set_conv_impl('xla')``);
+keeps its other forms (``tiled_max_pool``, flax's reduce-window). No forward-mode autodiff through it (``set_conv_impl('xla')``);
 reverse-over-reverse (``jax.hessian``) works: the backward passes have VJPs of their own.
 Average pooling in bfloat16 accumulates in float32 inside oneDNN (XLA's reduce-window sums in
 bfloat16), so it is the more accurate of the two.

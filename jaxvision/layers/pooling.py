@@ -81,8 +81,8 @@ def max_pool(
     impl = conv_impl()
     if impl == "onednn":
         # Before tiled_max_pool: oneDNN's is faster on non-overlapping windows too (VGG's 2x2 of
-        # (16, 112, 112, 128), forward + backward 150-225 vs 280-370 ms in float32, 120-140
-        # vs 330-370 ms in bf16; experiments/xla_cpu_conv/onednn_pool_bench.py, loaded machine).
+        # (16, 112, 112, 128), forward + backward 151-225 vs 211-369 ms in float32, 100-137 vs
+        # 267-369 ms in bf16; experiments/xla_cpu_conv/README.md, eighth session).
         pads = _explicit(pad, x.shape[1:3], window, strides)
         if onednn_pool_applies(x, window, strides, pads):
             return onednn_pool(x, window, strides, pads, "max")
