@@ -7,7 +7,7 @@ Each concept lives in its own module with an ``__all__``; this package re-export
 import importlib
 
 _MODULES = (
-    "lowering", "conv_cost", "tap_conv", "narrow_conv", "onednn_conv", "feature_levels", "conv", "pooling", "norm", "drop", "blocks", "dense", "attention", "transformer", "patch",
+    "lowering", "conv_cost", "tap_conv", "narrow_conv", "onednn_conv", "onednn_pool", "feature_levels", "conv", "pooling", "norm", "drop", "blocks", "dense", "attention", "transformer", "patch",
     "relative_attention", "remat",
 )
 __all__: list[str] = []

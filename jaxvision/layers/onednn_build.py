@@ -1,16 +1,16 @@
 """Building and loading jaxvision's oneDNN handlers (XLA FFI custom calls written in C++).
 
 Each handler library is one C++ source in ``jaxvision/layers/csrc/`` (shipped with the package):
-``onednn_conv.cc`` (convolutions), and any other ``onednn_<op>.cc``. A source is compiled once
-per machine, on first use, with the system C++ compiler (``$CXX`` or ``g++``; a launcher such as
-``ccache g++`` is accepted) against JAX's FFI headers (``jax.ffi.include_dir()``) and oneDNN (the
-``onednn-cpu-gomp`` / ``onednn-devel-cpu-gomp`` wheels, installed with jaxvision on x86-64 Linux;
-or a oneDNN installation named by ``$DNNLROOT``), into
+``onednn_conv.cc`` (convolutions), ``onednn_pool.cc`` (pooling), and any other ``onednn_<op>.cc``.
+A source is compiled once per machine, on first use, with the system C++ compiler (``$CXX`` or
+``g++``; a launcher such as ``ccache g++`` is accepted) against JAX's FFI headers
+(``jax.ffi.include_dir()``) and oneDNN (the ``onednn-cpu-gomp`` / ``onednn-devel-cpu-gomp`` wheels,
+installed with jaxvision on x86-64 Linux; or a oneDNN installation named by ``$DNNLROOT``), into
 ``$XDG_CACHE_HOME/jaxvision/onednn/<hash>/lib<name>.so``. The hash covers the source, the
-jax/jaxlib versions, the compiler and the oneDNN library, so an upgrade rebuilds. A SHA-256 of
-the library is recorded at build time and a copy that does not match is rebuilt (a truncated
-library crashes the process that loads it). An unwritable cache falls back to a per-user
-directory under the system's temp dir.
+jax/jaxlib versions, the compiler and the oneDNN library, so an upgrade rebuilds. A SHA-256 of the
+library is recorded at build time and a copy that does not match is rebuilt (a truncated library
+crashes the process that loads it). An unwritable cache falls back to a per-user directory under
+the system's temp dir.
 
 ``load(name, targets)`` builds, loads and registers a source's handlers and says, once per
 process, why it could not; ``JAXVISION_ONEDNN=0`` switches every handler off.

@@ -15,9 +15,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from jaxvision.layers.conv import Padding, _pair, conv_padding
 from jaxvision.layers.lowering import conv_impl
+from jaxvision.layers.onednn_pool import onednn_pool, onednn_pool_applies
 
 __all__ = [
     "adaptive_avg_pool",
@@ -57,8 +59,11 @@ def max_pool(
       padding: "SAME" (TF), "VALID", "SYMMETRIC", int, pair or ((lo, hi), (lo, hi)).
       ceil_mode: PyTorch ``ceil_mode=True`` (explicit/symmetric/VALID padding only).
 
-    On the CPU lowerings (``lowering.conv_impl()`` 'cpu' or 'onednn') non-overlapping unpadded windows use
-    :func:`tiled_max_pool` (custom VJP: no forward-mode autodiff; ``set_conv_impl('xla')``).
+    With ``lowering.conv_impl()`` 'onednn' (the CPU default) float32/bf16 inputs use oneDNN's
+    pooling (``jaxvision.layers.onednn_pool``) where it applies; otherwise on the CPU lowerings
+    ('cpu' or 'onednn') non-overlapping unpadded windows use :func:`tiled_max_pool`. Both have a
+    custom VJP: no forward-mode autodiff (use ``set_conv_impl('xla')``). Every lowering sends
+    each window's gradient to its first maximum in row-major window order (as PyTorch).
     """
     _check_nhwc(x, "max_pool")
     window = _pair(window, "window")
@@ -73,10 +78,25 @@ def max_pool(
             (lo, hi + _ceil_extra(n, k, s, lo, hi))
             for n, k, s, (lo, hi) in zip(x.shape[1:3], window, strides, pad, strict=True)
         ]
+    impl = conv_impl()
+    if impl == "onednn":
+        # Before tiled_max_pool: oneDNN's is faster on non-overlapping windows too (VGG's 2x2 of
+        # (16, 112, 112, 128), forward + backward 151-225 vs 211-369 ms in float32, 100-137 vs
+        # 267-369 ms in bf16; experiments/xla_cpu_conv/README.md, eighth session).
+        pads = _explicit(pad, x.shape[1:3], window, strides)
+        if onednn_pool_applies(x, window, strides, pads):
+            return onednn_pool(x, window, strides, pads, "max")
     if (tuple(window) == tuple(strides) and pad in ("VALID", [(0, 0), (0, 0)])
-            and conv_impl() in ("cpu", "onednn")):
+            and impl in ("cpu", "onednn")):
         return tiled_max_pool(x, tuple(window))
     return nn.max_pool(x, window, strides, padding=pad)
+
+
+def _explicit(pad, hw, window, strides) -> list[tuple[int, int]]:
+    """"SAME"/"VALID"/pairs -> explicit (lo, hi) pairs, as lax resolves them."""
+    if isinstance(pad, str):
+        return [tuple(p) for p in lax.padtype_to_pads(hw, window, strides, pad)]
+    return [tuple(p) for p in pad]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
@@ -133,7 +153,11 @@ def avg_pool(
 
     ``count_include_pad`` defaults to the convention of the padding mode: False for "SAME"
     (TensorFlow averages over the real pixels only), True for explicit/symmetric padding
-    (PyTorch's ``AvgPool2d`` default).
+    (PyTorch's ``AvgPool2d`` default). The result has x's dtype.
+
+    With ``lowering.conv_impl() == 'onednn'`` (the CPU default) float32/bf16 inputs use
+    oneDNN's average pooling where it applies (``jaxvision.layers.onednn_pool``; custom VJP,
+    no forward-mode autodiff: ``set_conv_impl('xla')``), which sums bf16 in float32.
     """
     _check_nhwc(x, "avg_pool")
     window = _pair(window, "window")
@@ -141,7 +165,14 @@ def avg_pool(
     pad = conv_padding(padding, window)
     if count_include_pad is None:
         count_include_pad = pad != "SAME"
-    return nn.avg_pool(x, window, strides, padding=pad, count_include_pad=count_include_pad)
+    if conv_impl() == "onednn":
+        pads = _explicit(pad, x.shape[1:3], window, strides)
+        if onednn_pool_applies(x, window, strides, pads):
+            kind = "avg_include_pad" if count_include_pad else "avg_exclude_pad"
+            return onednn_pool(x, window, strides, pads, kind)
+    # flax divides by a float32 count without count_include_pad (bf16 in, float32 out).
+    return nn.avg_pool(x, window, strides, padding=pad,
+                       count_include_pad=count_include_pad).astype(x.dtype)
 
 
 def global_avg_pool(x: jnp.ndarray, keepdims: bool = False) -> jnp.ndarray:
