@@ -8,10 +8,16 @@ oneDNN. ``jaxvision.layers.dense.f32_accumulating_dot_general`` (the ``dot_gener
 transformer blocks' Dense layers) routes the Dense products here when
 ``lowering.conv_impl() == 'onednn'`` (the CPU default) and ``onednn_matmul_applies``.
 
-Measured on the 2-core AMD EPYC (avx512_bf16, no AMX), ViT-S/16 training step at batch 16,
-224 px (``python experiments/xla_cpu_conv/profile_step.py --model vit_s16 --dtype ...``, best of
-3, see ``experiments/xla_cpu_conv/README.md``): see the numbers recorded there
-(``MEASURED`` below repeats them).
+Measured (2026-12-02, 2-core Intel Xeon with AMX, shared: load average 7-10) on ViT-S/16 training
+steps, batch 16, 224 px, Dense products oneDNN's vs XLA's dot in the same process, steps
+alternated (``PYTHONPATH=. python experiments/xla_cpu_conv/matmul_ab.py --model vit_s16
+--dtype float32|bfloat16 --rounds 6``), best step: float32 1.81 vs 1.61 img/s wall, 3.58 vs 3.17
+img per CPU-second (a 4-round run: 1.59 vs 1.76 wall, 3.46 vs 3.23 per CPU-s); bfloat16 3.12 vs
+2.79 img/s wall, 6.14 vs 5.64 per CPU-s (a 4-round run: 3.74 vs 3.13, 5.91 vs 5.20). Per
+product (``python experiments/xla_cpu_conv/matmul_parts.py --reps 15``; table in
+``experiments/xla_cpu_conv/README.md``, eighth session): bf16 runs on AMX (oneDNN's
+``brg:avx512_core_amx``) 1.4-9x faster than XLA:CPU's bf16 dot; float32 (``brg:avx512_core``)
+ties with XLA's within the noise of that load (0.7-1.3x per product).
 
 **How it is built**: as ``onednn_conv``'s handlers, by ``jaxvision.layers.onednn_build`` (compiled
 once per machine on first use). ``available()`` / ``why_unavailable()`` say whether it loaded;
