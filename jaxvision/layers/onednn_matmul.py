@@ -13,7 +13,8 @@ steps, batch 16, 224 px, Dense products oneDNN's vs XLA's dot in the same proces
 alternated (``PYTHONPATH=. python experiments/xla_cpu_conv/matmul_ab.py --model vit_s16
 --dtype float32|bfloat16 --rounds 6``), best step: float32 1.81 vs 1.61 img/s wall, 3.58 vs 3.17
 img per CPU-second (a 4-round run: 1.59 vs 1.76 wall, 3.46 vs 3.23 per CPU-s); bfloat16 3.12 vs
-2.79 img/s wall, 6.14 vs 5.64 per CPU-s (a 4-round run: 3.74 vs 3.13, 5.91 vs 5.20). Per
+2.79 img/s wall, 6.14 vs 5.64 per CPU-s (a 4-round run: 3.74 vs 3.13, 5.91 vs 5.20); a later
+pair of 6-round runs: float32 1.59 vs 1.45 wall, 3.25 vs 2.91; bf16 2.93 vs 2.68, 5.95 vs 5.34. Per
 product (``python experiments/xla_cpu_conv/matmul_parts.py --reps 15``; table in
 ``experiments/xla_cpu_conv/README.md``, eighth session): bf16 runs on AMX (oneDNN's
 ``brg:avx512_core_amx``) 1.4-9x faster than XLA:CPU's bf16 dot; float32 (``brg:avx512_core``)
@@ -70,11 +71,13 @@ def _single_device() -> bool:
 
 def onednn_matmul_applies(a: jnp.ndarray, b: jnp.ndarray) -> bool:
     """Whether ``onednn_matmul(a, b)`` takes a (..., K) x b (K, N): both float32 or both
-    bfloat16, b 2-D with b.shape[0] == a.shape[-1], no dimension zero, one device, and the
-    handler loaded (see the module docstring)."""
+    bfloat16, b 2-D with b.shape[0] == a.shape[-1], no dimension zero, the CPU backend (the
+    handler is registered for the CPU only, also when ``set_conv_impl('onednn')`` is forced
+    elsewhere), one device, and the handler loaded (see the module docstring)."""
     return (a.ndim >= 1 and b.ndim == 2 and a.dtype == b.dtype
             and any(a.dtype == d for d in DTYPES) and a.shape[-1] == b.shape[0]
-            and a.size > 0 and b.size > 0 and _single_device() and _load())
+            and a.size > 0 and b.size > 0 and jax.default_backend() == "cpu"
+            and _single_device() and _load())
 
 
 def onednn_matmul(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:

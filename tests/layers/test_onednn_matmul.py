@@ -202,6 +202,16 @@ def test_not_used_with_several_devices(monkeypatch):
     assert "ffi_call" not in _dense_jaxpr(x, w)
 
 
+@needs_onednn
+def test_not_used_off_the_cpu_backend(monkeypatch):
+    # The handler is registered for the CPU only: a forced 'onednn' impl on a GPU must not
+    # put a CPU custom call in a GPU program.
+    x, w = jnp.ones((2, 8)), jnp.ones((8, 4))
+    assert om.onednn_matmul_applies(x, w)
+    monkeypatch.setattr(om.jax, "default_backend", lambda: "gpu")
+    assert not om.onednn_matmul_applies(x, w)
+
+
 def test_switched_off_falls_back():
     # JAXVISION_ONEDNN=0: unavailable, says why, and Dense products are XLA's, same values.
     code = (
