@@ -38,7 +38,9 @@ accumulate in float32 anyway).
 **oneDNN** (``jaxvision.layers.onednn_conv``, impl 'onednn'): where it is built and applies
 (float32/bf16, one device), every convolution is oneDNN's, the kernels PyTorch's CPU
 convolutions use, called as XLA FFI custom calls; the forms above take the rest. Max and
-average pooling follow the same choice (``jaxvision.layers.onednn_pool``).
+average pooling follow the same choice (``jaxvision.layers.onednn_pool``), and so do the
+transformer blocks' Dense products, which go to oneDNN's matmul (``jaxvision.layers.dense``,
+``jaxvision.layers.onednn_matmul``): 'xla' and 'cpu' keep XLA's dot.
 
 The choice is made at trace time: ``conv_impl()`` is 'onednn' on the CPU backend and 'xla'
 elsewhere, unless set by ``set_conv_impl`` or the environment variable ``JAXVISION_CONV_IMPL``

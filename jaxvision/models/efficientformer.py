@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvision.layers.conv import Conv
+from jaxvision.layers.dense import f32_accumulating_dot_general
 from jaxvision.layers.drop import DropPath
 from jaxvision.layers.feature_levels import tokens_to_map
 from jaxvision.layers.norm import batch_norm_of
@@ -114,7 +115,8 @@ class MetaAttention(nn.Module):
         h, kd = self.num_heads, self.key_dim
         vd = int(self.attn_ratio * kd)
         dense = functools.partial(nn.Dense, kernel_init=_linear_init, dtype=self.dtype,
-                                  param_dtype=self.param_dtype)
+                                  param_dtype=self.param_dtype,
+                                  dot_general=f32_accumulating_dot_general)
         qkv = dense(h * (2 * kd + vd), name="qkv")(x).reshape(n, t, h, 2 * kd + vd)
         q, k, v = qkv[..., :kd], qkv[..., kd : 2 * kd], qkv[..., 2 * kd :]
         logits = jnp.einsum("nqhd,nkhd->nhqk", q, k, preferred_element_type=jnp.float32)
@@ -168,7 +170,8 @@ class Meta3D(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool = False):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        dense = functools.partial(nn.Dense, kernel_init=_linear_init, **kw)
+        dense = functools.partial(nn.Dense, kernel_init=_linear_init,
+                                  dot_general=f32_accumulating_dot_general, **kw)
         norm = functools.partial(nn.LayerNorm, epsilon=LN_EPS, **kw)
         y = MetaAttention(name="attn", **kw)(norm(name="norm1")(x))
         x = x + DropPath(self.drop_path_rate)(_layer_scale(self, "layer_scale1", y), train)

@@ -43,6 +43,7 @@ import numpy as np
 
 from jaxvision.layers.blocks import ConvNormAct, MBConv
 from jaxvision.layers.conv import Conv
+from jaxvision.layers.dense import f32_accumulating_dot_general
 from jaxvision.layers.drop import DropPath
 from jaxvision.layers.norm import GroupNorm, batch_norm_of
 from jaxvision.models.features import sow_level
@@ -134,7 +135,8 @@ class LinearSelfAttention(nn.Module):
     def __call__(self, x, train: bool = False):
         d = x.shape[-1]
         dense = functools.partial(nn.Dense, kernel_init=_token_init, dtype=self.dtype,
-                                  param_dtype=self.param_dtype)
+                                  param_dtype=self.param_dtype,
+                                  dot_general=f32_accumulating_dot_general)
         qkv = dense(1 + 2 * d, name="qkv")(x)
         query, key, value = qkv[..., :1], qkv[..., 1 : 1 + d], qkv[..., 1 + d :]
         # softmax over the patches, in float32 whatever the compute dtype
@@ -161,7 +163,8 @@ class LinearTransformerLayer(nn.Module):
         d = x.shape[-1]
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         norm = functools.partial(GroupNorm, num_groups=1, epsilon=1e-5, **kw)
-        dense = functools.partial(nn.Dense, kernel_init=_token_init, **kw)
+        dense = functools.partial(nn.Dense, kernel_init=_token_init,
+                                  dot_general=f32_accumulating_dot_general, **kw)
         y = LinearSelfAttention(self.attn_drop_rate, self.dropout_rate, name="attn", **kw)(
             norm(name="norm1")(x), train)
         x = x + DropPath(self.drop_path_rate)(y, train)

@@ -1,0 +1,121 @@
+// oneDNN matrix products C = op(A) . op(B) as an XLA FFI handler, for
+// jaxvision.layers.onednn_matmul. op(X) is X or its transpose (attributes ta, tb, int64 0/1): a
+// transposed operand is described to oneDNN by strides (no copy), which is what the backward
+// passes need (dA = dC . B^T, dB = A^T . dC). Shapes, all row-major:
+//   A (M, K), or (K, M) when ta;  B (K, N), or (N, K) when tb;  C (M, N).
+// A and B are both float32 or both bfloat16; bf16 products accumulate in float32 inside oneDNN.
+// C is float32 or bfloat16 (its buffer's dtype; the Python side asks for the input dtype).
+// Weights stay in their plain layout: oneDNN's matmul reads them as they are.
+// Primitives are created once per (shape, transposes, dtypes) and kept.
+#include <cstdint>
+#include <cstdio>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+#include "oneapi/dnnl/dnnl.hpp"
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+using dnnl::memory;
+
+namespace {
+
+dnnl::engine& Engine() {
+  static dnnl::engine e(dnnl::engine::kind::cpu, 0);
+  return e;
+}
+
+memory::data_type TypeOf(ffi::DataType d) {
+  return d == ffi::DataType::BF16 ? memory::data_type::bf16 : memory::data_type::f32;
+}
+
+bool Supported(ffi::DataType d) { return d == ffi::DataType::F32 || d == ffi::DataType::BF16; }
+
+struct Problem {
+  int64_t m, k, n;
+  bool ta, tb;
+  memory::data_type in, out;
+
+  std::string Key() const {
+    char b[160];
+    std::snprintf(b, sizeof b, "%lld,%lld,%lld|%d%d|%d,%d", (long long)m, (long long)k,
+                  (long long)n, int(ta), int(tb), static_cast<int>(in), static_cast<int>(out));
+    return b;
+  }
+  // op(A) as an (M, K) matrix: row-major (M, K), or the row-major (K, M) buffer read by strides.
+  memory::desc A() const {
+    return {{m, k}, in, ta ? memory::dims{1, m} : memory::dims{k, 1}};
+  }
+  // op(B) as a (K, N) matrix: row-major (K, N), or the row-major (N, K) buffer read by strides.
+  memory::desc B() const {
+    return {{k, n}, in, tb ? memory::dims{1, k} : memory::dims{n, 1}};
+  }
+  memory::desc C() const { return {{m, n}, out, memory::dims{n, 1}}; }
+};
+
+struct Entry {
+  dnnl::matmul::primitive_desc desc;
+  dnnl::matmul prim;
+};
+
+std::shared_ptr<Entry> Cached(const Problem& p) {
+  static std::mutex mutex;
+  static std::unordered_map<std::string, std::shared_ptr<Entry>> cache;
+  const std::string key = p.Key();
+  std::lock_guard<std::mutex> lock(mutex);
+  auto it = cache.find(key);
+  if (it != cache.end()) return it->second;
+  // Each execution gets its own scratchpad (user mode): a primitive is then safe to run from
+  // several threads at once; with the library's scratchpad concurrent executions share it.
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  dnnl::matmul::primitive_desc desc(Engine(), p.A(), p.B(), p.C(), attr);
+  auto entry = std::make_shared<Entry>(Entry{desc, dnnl::matmul(desc)});
+  cache.emplace(key, entry);
+  return entry;
+}
+
+ffi::Error Invalid(const std::string& what) {
+  return ffi::Error(ffi::ErrorCode::kInvalidArgument, "jaxvision oneDNN matmul: " + what);
+}
+
+ffi::Error MatmulImpl(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer> c,
+                      int64_t ta, int64_t tb) {
+  if (!Supported(a.element_type()) || a.element_type() != b.element_type() ||
+      !Supported(c->element_type()))
+    return Invalid("A and B must both be float32 or bfloat16, C float32 or bfloat16");
+  auto ad = a.dimensions(), bd = b.dimensions(), cd = c->dimensions();
+  if (ad.size() != 2 || bd.size() != 2 || cd.size() != 2) return Invalid("operands must be 2-D");
+  Problem p{ta ? ad[1] : ad[0], ta ? ad[0] : ad[1], tb ? bd[0] : bd[1], ta != 0, tb != 0,
+            TypeOf(a.element_type()), TypeOf(c->element_type())};
+  if ((tb ? bd[1] : bd[0]) != p.k || cd[0] != p.m || cd[1] != p.n)
+    return Invalid("shapes do not match C = op(A) . op(B)");
+  try {
+    auto e = Cached(p);
+    dnnl::stream s(Engine());
+    memory scratch(e->desc.scratchpad_desc(), Engine());
+    memory am(p.A(), Engine(), a.untyped_data());
+    memory bm(p.B(), Engine(), b.untyped_data());
+    memory cm(p.C(), Engine(), c->untyped_data());
+    e->prim.execute(s, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm},
+                        {DNNL_ARG_SCRATCHPAD, scratch}});
+    s.wait();
+  } catch (const dnnl::error& err) {
+    return ffi::Error(ffi::ErrorCode::kInternal, std::string("oneDNN: ") + err.what());
+  } catch (const std::exception& err) {
+    return ffi::Error(ffi::ErrorCode::kInternal, err.what());
+  }
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JvMatmul, MatmulImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Attr<int64_t>("ta")
+                                  .Attr<int64_t>("tb"));

@@ -1,0 +1,135 @@
+"""Matrix products on the CPU through oneDNN's matmul, the kernels behind PyTorch's CPU Linear.
+
+XLA:CPU (jaxlib 0.10) runs a ``dot`` with its own (Eigen/YNNPACK) kernels; a ViT training step is
+dominated by them. This module calls oneDNN's matmul primitive from inside XLA programs as an XLA
+FFI custom call (``csrc/onednn_matmul.cc``: ``C = op(A) . op(B)``, a transposed operand read by
+strides, not copied), with a custom VJP made of the same call, so gradients of any order stay on
+oneDNN. ``jaxvision.layers.dense.f32_accumulating_dot_general`` (the ``dot_general=`` of the
+transformer blocks' Dense layers) routes the Dense products here when
+``lowering.conv_impl() == 'onednn'`` (the CPU default) and ``onednn_matmul_applies``.
+
+Measured (2026-12-02, 2-core Intel Xeon with AMX, shared: load average 7-10) on ViT-S/16 training
+steps, batch 16, 224 px, Dense products oneDNN's vs XLA's dot in the same process, steps
+alternated (``PYTHONPATH=. python experiments/xla_cpu_conv/matmul_ab.py --model vit_s16
+--dtype float32|bfloat16 --rounds 6``), best step: float32 1.81 vs 1.61 img/s wall, 3.58 vs 3.17
+img per CPU-second (a 4-round run: 1.59 vs 1.76 wall, 3.46 vs 3.23 per CPU-s); bfloat16 3.12 vs
+2.79 img/s wall, 6.14 vs 5.64 per CPU-s (a 4-round run: 3.74 vs 3.13, 5.91 vs 5.20); a later
+pair of 6-round runs: float32 1.59 vs 1.45 wall, 3.25 vs 2.91; bf16 2.93 vs 2.68, 5.95 vs 5.34. Per
+product (``python experiments/xla_cpu_conv/matmul_parts.py --reps 15``; table in
+``experiments/xla_cpu_conv/README.md``, eighth session): bf16 runs on AMX (oneDNN's
+``brg:avx512_core_amx``) 1.4-9x faster than XLA:CPU's bf16 dot; float32 (``brg:avx512_core``)
+ties with XLA's within the noise of that load (0.7-1.3x per product).
+
+**How it is built**: as ``onednn_conv``'s handlers, by ``jaxvision.layers.onednn_build`` (compiled
+once per machine on first use). ``available()`` / ``why_unavailable()`` say whether it loaded;
+``JAXVISION_ONEDNN=0`` switches it off.
+
+**When it is used**: float32 or bfloat16 operands of the same dtype, neither empty, in a process
+with one device (XLA's SPMD partitioner would replicate a custom call over a mesh). bf16 products
+accumulate in float32 inside oneDNN and are rounded once to bf16, as XLA's bf16 x bf16 -> f32
+``dot_general`` followed by a cast. It has a custom VJP: no forward-mode autodiff through it
+(``using_conv_impl('xla')`` traces XLA's dot instead; ``jaxvision.export`` does). Under
+``jax.vmap`` the call runs once per mapped element.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxvision.layers import onednn_build
+
+__all__ = ["onednn_matmul", "onednn_matmul_applies", "available", "why_unavailable"]
+
+NAME = "onednn_matmul"
+TARGETS = {"matmul": "JvMatmul"}
+DTYPES = (jnp.float32, jnp.bfloat16)
+
+
+def _load() -> bool:
+    return onednn_build.load(NAME, TARGETS, "Dense layers use XLA's dot")
+
+
+def available() -> bool:
+    """Whether the oneDNN matmul handler is built and registered (builds it on the first call)."""
+    return _load()
+
+
+def why_unavailable() -> str | None:
+    """Why ``available()`` is False (None when it is True)."""
+    _load()
+    return onednn_build.why_not_loaded(NAME)
+
+
+def _single_device() -> bool:
+    return onednn_build.single_device()
+
+
+def onednn_matmul_applies(a: jnp.ndarray, b: jnp.ndarray) -> bool:
+    """Whether ``onednn_matmul(a, b)`` takes a (..., K) x b (K, N): both float32 or both
+    bfloat16, b 2-D with b.shape[0] == a.shape[-1], no dimension zero, the CPU backend (the
+    handler is registered for the CPU only, also when ``set_conv_impl('onednn')`` is forced
+    elsewhere), one device, and the handler loaded (see the module docstring)."""
+    return (a.ndim >= 1 and b.ndim == 2 and a.dtype == b.dtype
+            and any(a.dtype == d for d in DTYPES) and a.shape[-1] == b.shape[0]
+            and a.size > 0 and b.size > 0 and jax.default_backend() == "cpu"
+            and _single_device() and _load())
+
+
+def onednn_matmul(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
+    """a (..., K) x b (K, N) -> (..., N) through oneDNN, in a's dtype (float32 or bfloat16, b the
+    same; bf16 products accumulate in float32). The leading axes of a are flattened into the rows
+    of one product. Differentiable in both operands, to any order (reverse mode).
+
+    Raises ValueError for shapes or dtypes it does not take (``onednn_matmul_applies`` tests
+    them, along with the device count) and RuntimeError when the handler is unavailable
+    (``why_unavailable()``)."""
+    if b.ndim != 2 or a.ndim < 1 or a.shape[-1] != b.shape[0]:
+        raise ValueError(f"onednn_matmul takes a (..., K) x b (K, N), got {a.shape} x {b.shape}")
+    if a.dtype != b.dtype or not any(a.dtype == d for d in DTYPES):
+        raise ValueError(f"onednn_matmul takes two float32 or two bfloat16 operands, got "
+                         f"{a.dtype} and {b.dtype}")
+    if not _load():
+        raise RuntimeError(f"oneDNN matmul unavailable: {why_unavailable()}")
+    lead = a.shape[:-1]
+    c = _mm(False, False, a.reshape(math.prod(lead), a.shape[-1]), b)
+    return c.reshape(*lead, b.shape[1])
+
+
+def _call(ta: bool, tb: bool, a, b):
+    """op(a) . op(b) -> (M, N) in a's dtype; op transposes when the flag is set."""
+    m = a.shape[1] if ta else a.shape[0]
+    n = b.shape[0] if tb else b.shape[1]
+    return jax.ffi.ffi_call(f"jaxvision_{NAME}_matmul", jax.ShapeDtypeStruct((m, n), a.dtype),
+                            vmap_method="sequential")(a, b, ta=np.int64(ta), tb=np.int64(tb))
+
+
+# C = op(A) . op(B) is bilinear, so each cotangent is again such a product of the cotangent dC
+# with the other operand: the table below (dA, dB per (ta, tb)) keeps the backward pass, and the
+# backward pass of the backward pass, on the same handler.
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _mm(ta: bool, tb: bool, a, b):
+    return _call(ta, tb, a, b)
+
+
+def _mm_fwd(ta, tb, a, b):
+    return _mm(ta, tb, a, b), (a, b)
+
+
+def _mm_bwd(ta, tb, res, dc):
+    a, b = res
+    dc = dc.astype(a.dtype)
+    if not ta and not tb:    # C = A B:      dA = dC B^T,    dB = A^T dC
+        return _mm(False, True, dc, b), _mm(True, False, a, dc)
+    if not ta and tb:        # C = A B^T:    dA = dC B,      dB = dC^T A
+        return _mm(False, False, dc, b), _mm(True, False, dc, a)
+    if ta and not tb:        # C = A^T B:    dA = B dC^T,    dB = A dC
+        return _mm(False, True, b, dc), _mm(False, False, a, dc)
+    return _mm(True, True, b, dc), _mm(True, True, dc, a)  # C = A^T B^T: dA = B^T dC^T, dB = dC^T A^T
+
+
+_mm.defvjp(_mm_fwd, _mm_bwd)
