@@ -152,6 +152,9 @@ def test_eval_and_other_dtypes_are_flax(sums):
     assert not BatchNorm(dtype=jnp.float16)._fast_path(x, None)
     assert not ours._fast_path(x, jnp.ones(x.shape, bool))  # a mask: Flax's code
     assert not BatchNorm(axis=1)._fast_path(x, None)
+    with pytest.MonkeyPatch.context() as mp:  # GPU/TPU keep Flax's formulation
+        mp.setattr(norm.jax, "default_backend", lambda: "gpu")
+        assert not ours._fast_path(x, None)
     x16 = x.astype(jnp.float16)
     y16, _ = BatchNorm(dtype=jnp.float16).apply(v, x16, train=True, mutable=["batch_stats"])
     r16, _ = nn.BatchNorm(dtype=jnp.float16, momentum=0.9).apply(
