@@ -50,8 +50,10 @@ elsewhere, unless set by ``set_conv_impl`` or the environment variable ``JAXVISI
 Every 'cpu' and 'onednn' form has a custom VJP, so forward-mode autodiff (``jax.jvp``, ``jax.jacfwd``,
 ``jax.linearize``) fails through it with JAX's "can't apply forward-mode autodiff (jvp) to a
 custom_vjp function": choose 'xla' for that (before the function is traced: a jitted function
-keeps the lowering it was traced with, even when jitted again). Reverse mode, ``jax.hessian``
-and jvp-of-grad work with both.
+keeps the lowering it was traced with, even when jitted again). ``jax.hessian`` is forward over
+reverse, so it needs 'xla' too. Reverse mode and reverse over reverse (a gradient of a gradient,
+``jax.jacrev(jax.jacrev(f))``, Hessian-vector products as the gradient of a dot with a gradient)
+work with every lowering.
 """
 
 from __future__ import annotations

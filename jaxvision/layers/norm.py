@@ -69,11 +69,8 @@ def _like(x, outs) -> tuple:
 
 def _moment_sums(x):
     """(sum x, sum x^2) over all axes but the last, float32 (C,) each, from x (..., C)."""
-    c = x.shape[-1]
     if native_sums_used(x.dtype):
-        out = jax.ShapeDtypeStruct((c,), jnp.float32)
-        return _like(x, jax.ffi.ffi_call("jaxvision_bn_stats_moments", (out, out),
-                                         vmap_method="sequential")(x))
+        return _native_moments(x)
     xf = x.astype(jnp.float32)
     axes = tuple(range(x.ndim - 1))
     # Two plain sums: XLA:CPU runs each as a fast YNNPACK reduction (on a float32 copy of a bf16
@@ -84,15 +81,61 @@ def _moment_sums(x):
 def _grad_sums(x, dy, mean, rstd):
     """(sum dy, sum dy * x_hat) over all axes but the last, float32 (C,) each, with x_hat =
     (x - mean) * rstd in float32; x, dy (..., C), mean and rstd (C,) float32."""
-    c = x.shape[-1]
     if native_sums_used(x.dtype, dy.dtype):
-        out = jax.ShapeDtypeStruct((c,), jnp.float32)
-        return _like(x, jax.ffi.ffi_call("jaxvision_bn_stats_grad_sums", (out, out),
-                                         vmap_method="sequential")(x, dy, mean, rstd))
+        return _native_grad_sums(x, dy, mean, rstd)
     axes = tuple(range(x.ndim - 1))
     g = dy.astype(jnp.float32)
     xhat = (x.astype(jnp.float32) - mean) * rstd
     return g.sum(axes), (g * xhat).sum(axes)
+
+
+# The custom calls with their derivatives written out, so that gradients of gradients (a
+# gradient penalty, jax.hessian by reverse over reverse) pass through BatchNorm: an ffi_call has
+# no derivative of its own. Those second-order terms are plain XLA reductions.
+@jax.custom_vjp
+def _native_moments(x):
+    out = jax.ShapeDtypeStruct((x.shape[-1],), jnp.float32)
+    return _like(x, jax.ffi.ffi_call("jaxvision_bn_stats_moments", (out, out),
+                                     vmap_method="sequential")(x))
+
+
+def _native_moments_fwd(x):
+    return _native_moments(x), x
+
+
+def _native_moments_bwd(x, cts):
+    c1, c2 = cts  # d(sum x)/dx = 1, d(sum x^2)/dx = 2x
+    return ((c1 + 2.0 * c2 * x.astype(jnp.float32)).astype(x.dtype),)
+
+
+_native_moments.defvjp(_native_moments_fwd, _native_moments_bwd)
+
+
+@jax.custom_vjp
+def _native_grad_sums(x, dy, mean, rstd):
+    out = jax.ShapeDtypeStruct((x.shape[-1],), jnp.float32)
+    return _like(x, jax.ffi.ffi_call("jaxvision_bn_stats_grad_sums", (out, out),
+                                     vmap_method="sequential")(x, dy, mean, rstd))
+
+
+def _native_grad_sums_fwd(x, dy, mean, rstd):
+    return _native_grad_sums(x, dy, mean, rstd), (x, dy, mean, rstd)
+
+
+def _native_grad_sums_bwd(res, cts):
+    # (sum g, sum g * (x - mean) * rstd) with g = dy: linear in g, bilinear in g and x.
+    x, dy, mean, rstd = res
+    a, b = cts
+    axes = tuple(range(x.ndim - 1))
+    g, centered = dy.astype(jnp.float32), x.astype(jnp.float32) - mean
+    d_dy = a + b * centered * rstd
+    d_x = b * rstd * g
+    d_mean = -(b * rstd) * g.sum(axes)
+    d_rstd = b * (g * centered).sum(axes)
+    return d_x.astype(x.dtype), d_dy.astype(dy.dtype), d_mean, d_rstd
+
+
+_native_grad_sums.defvjp(_native_grad_sums_fwd, _native_grad_sums_bwd)
 
 
 def _varying(a) -> frozenset:
@@ -148,7 +191,12 @@ def batch_norm_train(x, scale, bias, epsilon, out_dtype, axis_name=None, axis_in
     devices of ``axis_name``), ``dscale = sum(g * x_hat)``, ``dbias = sum(g)`` (this device's
     sums, as Flax's autodiff gives), plus the terms for cotangents of the returned ``mean`` /
     ``var`` (zero in training, where they only feed ``batch_stats``). Reverse mode only: no
-    ``jax.jvp`` / ``jax.jacfwd`` through it (a custom VJP), unlike Flax's formulation.
+    ``jax.jvp`` / ``jax.jacfwd`` through it (a custom VJP), unlike Flax's formulation; gradients
+    of gradients (reverse over reverse) work. Where the one-pass variance cancels completely
+    (a channel whose mean is ~1e4 times its spread: E[x^2] - mean^2 rounds to <= 0 and is
+    clamped), the forward is as wrong as Flax's and this closed form is not the derivative of
+    that clamp (Flax's autodiff is, and is as wrong in another way); ``use_fast_variance=False``
+    is right there.
 
     Args:
       x: (..., C) bfloat16 or float32 activations (reduced over every axis but the last).

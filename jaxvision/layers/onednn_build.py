@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 CSRC = os.path.join(os.path.dirname(__file__), "csrc")
 # name -> (loaded?, why not): one attempt per process and source.
 _state: dict[str, tuple[bool, str | None]] = {}
+_warned: list[str] = []  # handlers whose failure was already said (one warning per process)
 
 
 def source_path(name: str) -> str:
@@ -173,9 +174,15 @@ def load(name: str, targets: dict[str, str], what: str) -> bool:
                                         platform="cpu")
     except (RuntimeError, OSError, AttributeError) as e:
         _state[name] = (False, str(e))
-        # Said once per process, so a user who expected PyTorch-class CPU speed knows why not.
-        log.warning("oneDNN handlers %s unavailable (%s); %s (JAXVISION_ONEDNN=0 silences "
-                    "this)", name, e, what)
+        # One warning line per process, so a user who expected PyTorch-class CPU speed knows why
+        # not; the other handlers (usually failing for the same reason: no compiler) and the
+        # compiler's whole message are at info level and in why_not_loaded().
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        level = logging.INFO if _warned else logging.WARNING
+        _warned.append(name)
+        log.log(level, "oneDNN handlers %s unavailable (%s); %s (JAXVISION_ONEDNN=0 silences "
+                "this)", name, first, what)
+        log.info("oneDNN handlers %s: %s", name, e)
         return False
     _state[name] = (True, None)
     return True

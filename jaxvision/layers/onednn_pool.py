@@ -25,7 +25,8 @@ than the window (wider pads would leave windows wholly in the padding, which one
 its slow reference kernel and XLA gives -inf), in processes with one device (see
 ``onednn_conv``); ``JAXVISION_ONEDNN=0`` switches it off. Elsewhere ``jaxvision.layers.pooling``
 keeps its other forms (``tiled_max_pool``, flax's reduce-window). No forward-mode autodiff through it (``set_conv_impl('xla')``);
-reverse-over-reverse (``jax.hessian``) works: the backward passes have VJPs of their own.
+reverse over reverse (``jax.jacrev(jax.jacrev(f))``, gradient penalties) works: the backward
+passes have VJPs of their own (``jax.hessian`` is forward over reverse: 'xla').
 Average pooling in bfloat16 accumulates in float32 inside oneDNN (XLA's reduce-window sums in
 bfloat16), so it is the more accurate of the two.
 """
@@ -74,6 +75,12 @@ def _out_size(size: int, k: int, s: int, lo: int, hi: int) -> int:
     return (size + lo + hi - k) // s + 1
 
 
+# Windows of at most this many positions: beyond it oneDNN 3.2 keeps int32 workspace indices,
+# and its bf16 max-pooling backward then sent half the gradient nowhere (16x16 and 1x256 windows;
+# float32 was right). Such windows (global pooling in all but name) take XLA's reduce_window.
+MAX_WINDOW_POSITIONS = 255
+
+
 def onednn_pool_applies(x: jnp.ndarray, window: Sequence[int], strides: Sequence[int],
                         pads: Sequence[tuple[int, int]]) -> bool:
     """Whether ``onednn_pool`` takes this pooling (see the module docstring): x (N, H, W, C)
@@ -83,6 +90,8 @@ def onednn_pool_applies(x: jnp.ndarray, window: Sequence[int], strides: Sequence
     if min(x.shape[0], x.shape[3]) <= 0 or min(*window, *strides) < 1:
         return False
     if not all(0 <= p < k for k, pair in zip(window, pads, strict=True) for p in pair):
+        return False
+    if window[0] * window[1] > MAX_WINDOW_POSITIONS:
         return False
     if any(_out_size(n, k, s, lo, hi) <= 0
            for n, k, s, (lo, hi) in zip(x.shape[1:3], window, strides, pads, strict=True)):
@@ -122,11 +131,11 @@ def _out_shape(geometry) -> tuple[int, ...]:
 
 
 def _workspace(y_shape, window) -> jax.ShapeDtypeStruct:
-    """oneDNN 3.2's max-pooling workspace, as opaque bytes: one index per output element, uint8
-    when the window has at most 255 positions, else int32 (measured: 15x15 windows uint8, 16x16
-    int32; the handler checks the byte count against the primitive's)."""
-    per = 1 if window[0] * window[1] <= 255 else 4
-    return jax.ShapeDtypeStruct((*y_shape, per) if per > 1 else y_shape, jnp.uint8)
+    """oneDNN 3.2's max-pooling workspace, as opaque bytes: one uint8 index per output element
+    for windows of at most ``MAX_WINDOW_POSITIONS`` positions, the only ones sent to oneDNN (the
+    handler checks the byte count against the primitive's)."""
+    del window
+    return jax.ShapeDtypeStruct(y_shape, jnp.uint8)
 
 
 def _call(name, out, *args, geometry):
@@ -185,8 +194,8 @@ def _max_training_bwd(geometry, res, cts):
 _max_training.defvjp(_max_training_fwd, _max_training_bwd)
 
 
-# The backward passes are linear in dy; their own VJPs make reverse-over-reverse (jax.hessian,
-# Hessian-vector products) work, as for the other CPU lowerings.
+# The backward passes are linear in dy; their own VJPs make reverse over reverse (jacrev of
+# jacrev, Hessian-vector products) work, as for the other CPU lowerings.
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _max_backward(geometry, dy, ws, x):
     """dx (x's shape): each dy at its window's first maximum (oneDNN's workspace ``ws``)."""

@@ -293,3 +293,29 @@ def test_unwritable_cache_builds_in_the_temp_dir(monkeypatch, tmp_path):
     path = build.build()
     assert path.startswith(str(tmp_path / "tmp" / f"jaxvision-{os.getuid()}"))
     assert build.intact(path)
+
+
+def test_no_compiler_is_said_in_one_warning_line(tmp_path):
+    # Every handler library (convolution, pooling, BatchNorm sums, matmul) fails to build for the
+    # same reason; the user is told once, in one line, and the model still runs (pure-JAX forms).
+    code = (
+        "import jax, jax.numpy as jnp\n"
+        "from jaxvision import models\n"
+        "m = models.create('resnet18', num_classes=3)\n"
+        "x = jnp.ones((2, 32, 32, 3))\n"
+        "v = m.init(jax.random.key(0), x)\n"
+        "f = lambda p: m.apply({**v, 'params': p}, x, train=True, mutable=['batch_stats'])[0].sum()\n"
+        "print('ok', float(jax.grad(f)(v['params'])['head']['bias'].sum()))\n"
+    )
+    env = dict(os.environ, CXX="/nonexistent/g++", XDG_CACHE_HOME=str(tmp_path),
+               JAX_PLATFORMS="cpu")
+    env.pop("XLA_FLAGS", None)  # one device, as a user's process
+    env.pop("JAXVISION_ONEDNN", None)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    # d(sum of logits) / d(head bias) is the batch size (2) for each of the 3 classes
+    assert out.stdout.strip() == "ok 6.0"
+    said = [line for line in out.stderr.splitlines() if "unavailable" in line]
+    assert len(said) == 1, out.stderr
+    assert "no C++ compiler" in said[0] and "/nonexistent/g++" in said[0]

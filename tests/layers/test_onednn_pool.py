@@ -273,3 +273,24 @@ def test_switched_off_falls_back():
 def test_unknown_kind_refused():
     with pytest.raises(ValueError, match="unknown pooling kind 'min'"):
         op.onednn_pool(jnp.ones((1, 4, 4, 1)), (2, 2), (1, 1), ((0, 0), (0, 0)), "min")
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize("window, hw", [((16, 16), (16, 16)), ((16, 16), (32, 32)),
+                                        ((1, 256), (1, 256)), ((2, 128), (2, 130)),
+                                        ((15, 17), (16, 18))])
+def test_windows_of_256_positions_or_more_take_xla(window, hw, dtype):
+    # oneDNN 3.2's bf16 max-pooling backward with its int32 workspace (windows of >= 256
+    # positions) lost half the gradient: such windows go to XLA's reduce_window; 255 stay oneDNN's.
+    x = jnp.asarray(np.random.default_rng(5).normal(size=(1, *hw, 4)), dtype)
+    pool = lambda x: max_pool(x, window, 1)  # noqa: E731
+    with using_conv_impl("onednn"):
+        assert ("ffi_call" in _ops(pool, x)) == (window[0] * window[1] <= 255)
+        y, vjp = jax.vjp(pool, x)
+        (dx,) = vjp(jnp.ones_like(y))
+    with using_conv_impl("xla"):
+        y_ref, vjp_ref = jax.vjp(pool, x)
+        (dx_ref,) = vjp_ref(jnp.ones_like(y_ref))
+    np.testing.assert_array_equal(np.asarray(y, np.float32), np.asarray(y_ref, np.float32))
+    np.testing.assert_array_equal(np.asarray(dx, np.float32), np.asarray(dx_ref, np.float32))
+    assert float(jnp.sum(dx.astype(jnp.float32))) == y.size  # every output's gradient lands

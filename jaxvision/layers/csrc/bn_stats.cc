@@ -19,6 +19,7 @@
 // The loops need -O3's vectorizer (the build passes -O2, whose cost model leaves them scalar).
 #pragma GCC optimize("O3")
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -135,6 +136,23 @@ JV_CLONES void GradRowsBf16(const uint16_t* x, const uint16_t* dy, int64_t rows,
   }
 }
 
+// Sums rows [r0, r1) in blocks of kBlockRows: each block is summed into zeroed block partials
+// (t, 2 x C), which are then added into the chunk's partials p. A float32 running sum over a
+// whole chunk (tens of thousands of rows) loses ~1e-3 relative; two levels keep the error near
+// XLA's tree reductions (E[x^2] - mean^2 cancels, so the variance amplifies it).
+constexpr int64_t kBlockRows = 64;
+
+template <typename Rows>
+void Blocked(int64_t r0, int64_t r1, int64_t c, float* p, Rows rows_fn) {
+  std::vector<float> t(static_cast<size_t>(2 * c));
+  for (int64_t b0 = r0; b0 < r1; b0 += kBlockRows) {
+    int64_t b1 = b0 + kBlockRows < r1 ? b0 + kBlockRows : r1;
+    std::fill(t.begin(), t.end(), 0.0f);
+    rows_fn(b0, b1 - b0, t.data(), t.data() + c);
+    for (int64_t j = 0; j < 2 * c; ++j) p[j] += t[j];
+  }
+}
+
 ffi::Error Invalid(const char* what) { return ffi::Error(ffi::ErrorCode::kInvalidArgument, what); }
 
 // Rows (product of all dims but the last) and channels (the last dim) of a buffer.
@@ -176,10 +194,12 @@ ffi::Error MomentsImpl(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::Result<ffi::
     int64_t r0 = i * rows, r1 = r0 + rows < m ? r0 + rows : m;
     if (r1 <= r0) return;
     float* p = part.data() + i * 2 * c;
-    if (t == ffi::DataType::BF16)
-      MomentsRowsBf16(static_cast<const uint16_t*>(base) + r0 * c, r1 - r0, c, p, p + c);
-    else
-      MomentsRowsF32(static_cast<const float*>(base) + r0 * c, r1 - r0, c, p, p + c);
+    Blocked(r0, r1, c, p, [&](int64_t b, int64_t k, float* s1, float* s2) {
+      if (t == ffi::DataType::BF16)
+        MomentsRowsBf16(static_cast<const uint16_t*>(base) + b * c, k, c, s1, s2);
+      else
+        MomentsRowsF32(static_cast<const float*>(base) + b * c, k, c, s1, s2);
+    });
   });
   Combine(part, n, c, s1->typed_data<float>(), s2->typed_data<float>());
   return ffi::Error::Success();
@@ -211,12 +231,14 @@ ffi::Error GradSumsImpl(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer d
     int64_t r0 = i * rows, r1 = r0 + rows < m ? r0 + rows : m;
     if (r1 <= r0) return;
     float* p = part.data() + i * 2 * c;
-    if (t == ffi::DataType::BF16)
-      GradRowsBf16(static_cast<const uint16_t*>(xb) + r0 * c,
-                   static_cast<const uint16_t*>(gb) + r0 * c, r1 - r0, c, mu, rs, p, p + c);
-    else
-      GradRowsF32(static_cast<const float*>(xb) + r0 * c, static_cast<const float*>(gb) + r0 * c,
-                  r1 - r0, c, mu, rs, p, p + c);
+    Blocked(r0, r1, c, p, [&](int64_t b, int64_t k, float* s1, float* s2) {
+      if (t == ffi::DataType::BF16)
+        GradRowsBf16(static_cast<const uint16_t*>(xb) + b * c,
+                     static_cast<const uint16_t*>(gb) + b * c, k, c, mu, rs, s1, s2);
+      else
+        GradRowsF32(static_cast<const float*>(xb) + b * c, static_cast<const float*>(gb) + b * c,
+                    k, c, mu, rs, s1, s2);
+    });
   });
   Combine(part, n, c, sg->typed_data<float>(), sgx->typed_data<float>());
   return ffi::Error::Success();
