@@ -35,7 +35,7 @@ import jax
 
 from jaxvision import user_cache
 
-__all__ = ["load", "why_not_loaded", "switched_off", "source_path"]
+__all__ = ["load", "why_not_loaded", "switched_off", "source_path", "handler_functions"]
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +191,26 @@ def load(name: str, targets: dict[str, str], what: str) -> bool:
 def why_not_loaded(name: str) -> str | None:
     """Why ``load(name, ...)`` returned False; None when it loaded or was not tried."""
     return _state.get(name, (True, None))[1]
+
+
+def handler_functions(name: str, targets: dict[str, str], what: str):
+    """``(load, available, why_unavailable)`` for ``csrc/<name>.cc``, the three functions every
+    oneDNN op module exposes: ``load()`` / ``available()`` build (once per machine) and register
+    the handlers and return whether that worked; ``why_unavailable()`` says why not (None when
+    they are available). ``what``: what falls back, for the one warning line."""
+    def _load() -> bool:
+        return load(name, targets, what)
+
+    def available() -> bool:
+        """Whether the handlers are built and registered (builds them on the first call)."""
+        return _load()
+
+    def why_unavailable() -> str | None:
+        """Why ``available()`` is False (None when it is True)."""
+        _load()
+        return why_not_loaded(name)
+
+    return _load, available, why_unavailable
 
 
 def single_device() -> bool:

@@ -51,20 +51,8 @@ TARGETS = {"forward": "JvConvForward", "input_grad": "JvConvInputGrad",
 DTYPES = (jnp.float32, jnp.bfloat16)
 
 
-def _load() -> bool:
-    return onednn_build.load(NAME, TARGETS, "convolutions use jaxvision's slower pure-JAX CPU "
-                             "lowerings")
-
-
-def available() -> bool:
-    """Whether the oneDNN handlers are built and registered (builds them on the first call)."""
-    return _load()
-
-
-def why_unavailable() -> str | None:
-    """Why ``available()`` is False (None when it is True)."""
-    _load()
-    return onednn_build.why_not_loaded(NAME)
+_load, available, why_unavailable = onednn_build.handler_functions(
+    NAME, TARGETS, "convolutions use jaxvision's slower pure-JAX CPU lowerings")
 
 
 # Under these names in ``jaxvision.layers`` (where ``onednn_conv`` is the function, not this

@@ -50,19 +50,8 @@ TARGETS = {"matmul": "JvMatmul"}
 DTYPES = (jnp.float32, jnp.bfloat16)
 
 
-def _load() -> bool:
-    return onednn_build.load(NAME, TARGETS, "Dense layers use XLA's dot")
-
-
-def available() -> bool:
-    """Whether the oneDNN matmul handler is built and registered (builds it on the first call)."""
-    return _load()
-
-
-def why_unavailable() -> str | None:
-    """Why ``available()`` is False (None when it is True)."""
-    _load()
-    return onednn_build.why_not_loaded(NAME)
+_load, available, why_unavailable = onednn_build.handler_functions(
+    NAME, TARGETS, "Dense layers use XLA's dot")
 
 
 def _single_device() -> bool:

@@ -52,19 +52,8 @@ DTYPES = (jnp.float32, jnp.bfloat16)
 ALGOS = {"max": 0, "avg_include_pad": 1, "avg_exclude_pad": 2}
 
 
-def _load() -> bool:
-    return onednn_build.load(NAME, TARGETS, "pooling uses flax's (XLA's) reduce-window")
-
-
-def available() -> bool:
-    """Whether the oneDNN pooling handlers are built and registered (builds them on first call)."""
-    return _load()
-
-
-def why_unavailable() -> str | None:
-    """Why ``available()`` is False (None when it is True)."""
-    _load()
-    return onednn_build.why_not_loaded(NAME)
+_load, available, why_unavailable = onednn_build.handler_functions(
+    NAME, TARGETS, "pooling uses flax's (XLA's) reduce-window")
 
 
 def _single_device() -> bool:
