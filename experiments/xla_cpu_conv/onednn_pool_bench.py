@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxvision.layers import onednn_build
 from jaxvision.layers.pooling import tiled_max_pool
 
 op = importlib.import_module("jaxvision.layers.onednn_pool")  # the module, not the function
@@ -59,7 +60,7 @@ def main():
     p.add_argument("--reps", type=int, default=7)
     p.add_argument("--only", default="", help="run the cases whose name contains this")
     args = p.parse_args()
-    op._single_device = lambda: True
+    onednn_build.single_device = lambda: True
     rng = np.random.default_rng(0)
     for dtype in (jnp.float32, jnp.bfloat16):
         for name, shape, k, s, pads, kind in CASES:

@@ -48,16 +48,9 @@ def native_sums_used(x_dtype, dy_dtype=None) -> bool:
 
     dtype = jnp.dtype(x_dtype)
     return (dtype in _FAST_DTYPES and (dy_dtype is None or jnp.dtype(dy_dtype) == dtype)
-            and lowering.conv_impl() == "onednn" and _single_device()
+            and lowering.conv_impl() == "onednn" and onednn_build.single_device()
             and onednn_build.load(BN_STATS, BN_STATS_TARGETS,
                                   "BatchNorm sums use XLA's reductions"))
-
-
-def _single_device() -> bool:
-    """``onednn_build.single_device()`` (a seam for tests with simulated devices)."""
-    from jaxvision.layers import onednn_build
-
-    return onednn_build.single_device()
 
 
 def _like(x, outs) -> tuple:

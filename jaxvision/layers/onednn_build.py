@@ -6,11 +6,11 @@ A source is compiled once per machine, on first use, with the system C++ compile
 ``g++``; a launcher such as ``ccache g++`` is accepted) against JAX's FFI headers
 (``jax.ffi.include_dir()``) and oneDNN (the ``onednn-cpu-gomp`` / ``onednn-devel-cpu-gomp`` wheels,
 installed with jaxvision on x86-64 Linux; or a oneDNN installation named by ``$DNNLROOT``), into
-``$XDG_CACHE_HOME/jaxvision/onednn/<hash>/lib<name>.so``. The hash covers the source, the
-jax/jaxlib versions, the compiler and the oneDNN library, so an upgrade rebuilds. A SHA-256 of the
-library is recorded at build time and a copy that does not match is rebuilt (a truncated library
-crashes the process that loads it). An unwritable cache falls back to a per-user directory under
-the system's temp dir.
+``$XDG_CACHE_HOME/jaxvision/onednn/<hash>/lib<name>.so``. The hash covers the source, the shared
+headers (``csrc/*.h``: ``onednn_common.h``), the jax/jaxlib versions, the compiler and the oneDNN
+library, so an upgrade rebuilds. A SHA-256 of the library is recorded at build time and a copy
+that does not match is rebuilt (a truncated library crashes the process that loads it). An
+unwritable cache falls back to a per-user directory under the system's temp dir.
 
 ``load(name, targets)`` builds, loads and registers a source's handlers and says, once per
 process, why it could not; ``JAXVISION_ONEDNN=0`` switches every handler off.
@@ -94,8 +94,10 @@ def build(name: str = "onednn_conv") -> str:
     inc, lib = root
     libdnnl = os.path.realpath(sorted(glob.glob(os.path.join(lib, "libdnnl.so*")))[0])
     source = source_path(name)
-    with open(source, "rb") as f:
-        digest = hashlib.sha256(f.read())
+    digest = hashlib.sha256()
+    for path in [source, *sorted(glob.glob(os.path.join(CSRC, "*.h")))]:  # and shared headers
+        with open(path, "rb") as f:
+            digest.update(f.read())
     digest.update(f"{jax.__version__}|{importlib.metadata.version('jaxlib')}|{cxx}|{libdnnl}|"
                   f"{os.path.getsize(libdnnl)}".encode())
     key = digest.hexdigest()[:16]

@@ -68,7 +68,7 @@ def onednn_conv_applies(x: jnp.ndarray, kernel: jnp.ndarray, pads: Sequence[tupl
             and any(x.dtype == d for d in DTYPES) and x.shape[-1] > 0
             and kernel.shape[2] * groups == x.shape[-1] and kernel.shape[3] % groups == 0
             and _padding_supported(kernel.shape[:2], pads, dilation) and x.shape[0] > 0
-            and _single_device() and _load())
+            and onednn_build.single_device() and _load())
 
 
 def _padding_supported(kernel_hw, pads, dilation) -> bool:
@@ -77,11 +77,6 @@ def _padding_supported(kernel_hw, pads, dilation) -> bool:
     (``lowering.pad_beyond_kernel``); negative ones (crops) go to the other lowerings."""
     return all(0 <= p < d * (k - 1) + 1
                for k, d, pair in zip(kernel_hw, dilation, pads, strict=True) for p in pair)
-
-
-def _single_device() -> bool:
-    """Whether this process's programs run on one device (see the module docstring)."""
-    return onednn_build.single_device()
 
 
 def onednn_conv(x: jnp.ndarray, kernel: jnp.ndarray, strides: tuple[int, int],

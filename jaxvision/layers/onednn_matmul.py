@@ -54,10 +54,6 @@ _load, available, why_unavailable = onednn_build.handler_functions(
     NAME, TARGETS, "Dense layers use XLA's dot")
 
 
-def _single_device() -> bool:
-    return onednn_build.single_device()
-
-
 def onednn_matmul_applies(a: jnp.ndarray, b: jnp.ndarray) -> bool:
     """Whether ``onednn_matmul(a, b)`` takes a (..., K) x b (K, N): both float32 or both
     bfloat16, b 2-D with b.shape[0] == a.shape[-1], no dimension zero, the CPU backend (the
@@ -66,7 +62,7 @@ def onednn_matmul_applies(a: jnp.ndarray, b: jnp.ndarray) -> bool:
     return (a.ndim >= 1 and b.ndim == 2 and a.dtype == b.dtype
             and any(a.dtype == d for d in DTYPES) and a.shape[-1] == b.shape[0]
             and a.size > 0 and b.size > 0 and jax.default_backend() == "cpu"
-            and _single_device() and _load())
+            and onednn_build.single_device() and _load())
 
 
 def onednn_matmul(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:

@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvision.layers import onednn_build
+from jaxvision.layers.lowering import conv_out_hw
 
 __all__ = ["onednn_pool", "onednn_pool_applies"]
 
@@ -54,14 +55,6 @@ ALGOS = {"max": 0, "avg_include_pad": 1, "avg_exclude_pad": 2}
 
 _load, available, why_unavailable = onednn_build.handler_functions(
     NAME, TARGETS, "pooling uses flax's (XLA's) reduce-window")
-
-
-def _single_device() -> bool:
-    return onednn_build.single_device()
-
-
-def _out_size(size: int, k: int, s: int, lo: int, hi: int) -> int:
-    return (size + lo + hi - k) // s + 1
 
 
 # Windows of at most this many positions: beyond it oneDNN 3.2 keeps int32 workspace indices,
@@ -82,10 +75,9 @@ def onednn_pool_applies(x: jnp.ndarray, window: Sequence[int], strides: Sequence
         return False
     if window[0] * window[1] > MAX_WINDOW_POSITIONS:
         return False
-    if any(_out_size(n, k, s, lo, hi) <= 0
-           for n, k, s, (lo, hi) in zip(x.shape[1:3], window, strides, pads, strict=True)):
+    if min(conv_out_hw(x.shape[1:3], window, strides, (1, 1), pads)) <= 0:
         return False
-    return _single_device() and _load()
+    return onednn_build.single_device() and _load()
 
 
 def onednn_pool(x: jnp.ndarray, window: tuple[int, int], strides: tuple[int, int],
@@ -115,15 +107,13 @@ def _attrs(window, strides, pads, algo, _x_shape) -> dict:
 
 def _out_shape(geometry) -> tuple[int, ...]:
     window, strides, pads, _, (n, h, w, c) = geometry
-    return (n, *(_out_size(size, k, s, lo, hi) for size, k, s, (lo, hi)
-                 in zip((h, w), window, strides, pads, strict=True)), c)
+    return (n, *conv_out_hw((h, w), window, strides, (1, 1), pads), c)
 
 
-def _workspace(y_shape, window) -> jax.ShapeDtypeStruct:
+def _workspace(y_shape) -> jax.ShapeDtypeStruct:
     """oneDNN 3.2's max-pooling workspace, as opaque bytes: one uint8 index per output element
     for windows of at most ``MAX_WINDOW_POSITIONS`` positions, the only ones sent to oneDNN (the
     handler checks the byte count against the primitive's)."""
-    del window
     return jax.ShapeDtypeStruct(y_shape, jnp.uint8)
 
 
@@ -167,7 +157,7 @@ def _max_training(geometry, x):
     """Max pooling's (y, workspace) (see ``_workspace``)."""
     y_shape = _out_shape(geometry)
     return _call("forward_training", (jax.ShapeDtypeStruct(y_shape, x.dtype),
-                                      _workspace(y_shape, geometry[0])), x, geometry=geometry)
+                                      _workspace(y_shape)), x, geometry=geometry)
 
 
 def _max_training_fwd(geometry, x):

@@ -11,7 +11,7 @@ import pytest
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
-from jaxvision.layers import norm
+from jaxvision.layers import norm, onednn_build
 from jaxvision.layers.norm import BatchNorm
 
 
@@ -20,11 +20,11 @@ def sums(request, monkeypatch):
     """Run each test with the per-channel sums as XLA reductions and as the bn_stats custom
     calls (the test session has 8 simulated devices, where the library keeps XLA's)."""
     if request.param == "native":
-        monkeypatch.setattr(norm, "_single_device", lambda: True)
+        monkeypatch.setattr(onednn_build, "single_device", lambda: True)
         if not norm.native_sums_used(jnp.bfloat16):
             pytest.skip("bn_stats handlers unavailable here")
     else:
-        monkeypatch.setattr(norm, "_single_device", lambda: False)
+        monkeypatch.setattr(onednn_build, "single_device", lambda: False)
     return request.param
 
 
@@ -221,7 +221,7 @@ def test_synchronized_statistics(sums, mapper, groups):
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 @pytest.mark.parametrize("shape", [(1, 3), (7, 1), (5, 17), (3000, 40), (20, 9, 11, 70)])
 def test_native_sums_against_numpy(dtype, shape, monkeypatch):
-    monkeypatch.setattr(norm, "_single_device", lambda: True)
+    monkeypatch.setattr(onednn_build, "single_device", lambda: True)
     if not norm.native_sums_used(dtype):
         pytest.skip("bn_stats handlers unavailable here")
     x, dy = _x(shape, dtype, seed=8), _x(shape, dtype, seed=9, loc=0.0)

@@ -14,23 +14,14 @@ import numpy as np
 import pytest
 
 from jaxvision.layers import conv2d, set_conv_impl
+from tests.layers.onednn_testing import jaxpr_text, needs_onednn, one_device, several_devices  # noqa: F401
 from tests.layers.test_lowering import _check_against_xla
+
+# Every test traces the one-device programs CPU users run (tests/layers/onednn_testing).
+pytestmark = pytest.mark.usefixtures("one_device")
 
 onednn = importlib.import_module("jaxvision.layers.onednn_conv")  # the module, not the function
 build = importlib.import_module("jaxvision.layers.onednn_build")
-_real_single_device = onednn._single_device
-
-
-@pytest.fixture(autouse=True)
-def _one_device(monkeypatch):
-    # The test session has 8 fake CPU devices (conftest), where oneDNN is not used: these tests
-    # check the one-device programs that real CPU users run.
-    monkeypatch.setattr(onednn, "_single_device", lambda: True)
-
-
-needs_onednn = pytest.mark.skipif(
-    not (sys.platform == "linux" and os.uname().machine == "x86_64"),
-    reason="the oneDNN wheels jaxvision depends on are x86-64 Linux only")
 
 
 @needs_onednn
@@ -67,8 +58,7 @@ def test_matches_xla(k, stride, dilation, padding, cin, cout, groups, size, dtyp
                        dilation=(dilation, dilation), groups=groups)
 
 
-def _ops(f, *args) -> str:
-    return str(jax.make_jaxpr(f)(*args))
+_ops = jaxpr_text
 
 
 @needs_onednn
@@ -95,8 +85,7 @@ def test_not_used_with_several_devices(monkeypatch):
     # With several devices the SPMD partitioner would replicate the custom call (gather the
     # batch): the pure-JAX lowerings, which partition, must be kept.
     x, w = jnp.ones((2, 8, 8, 4)), jnp.ones((3, 3, 4, 4))
-    monkeypatch.setattr(onednn.jax, "device_count", lambda: 8)
-    monkeypatch.setattr(onednn, "_single_device", _real_single_device)
+    several_devices(monkeypatch)
     assert not onednn.onednn_conv_applies(x, w, [(1, 1), (1, 1)], 1)
 
 

@@ -18,19 +18,10 @@ from jaxvision import models
 from jaxvision.layers import dense as dense_mod
 from jaxvision.layers import onednn_matmul as om
 from jaxvision.layers import using_conv_impl
+from tests.layers.onednn_testing import jaxpr_text, needs_onednn, one_device, several_devices  # noqa: F401
 
-_real_single_device = om._single_device
-
-needs_onednn = pytest.mark.skipif(
-    not (sys.platform == "linux" and os.uname().machine == "x86_64"),
-    reason="the oneDNN wheels jaxvision depends on are x86-64 Linux only")
-
-
-@pytest.fixture(autouse=True)
-def _one_device(monkeypatch):
-    # The test session has 8 fake CPU devices (conftest), where oneDNN is not used: these tests
-    # check the one-device programs that real CPU users run.
-    monkeypatch.setattr(om, "_single_device", lambda: True)
+# Every test traces the one-device programs CPU users run (tests/layers/onednn_testing).
+pytestmark = pytest.mark.usefixtures("one_device")
 
 
 def _xla(a, b):
@@ -195,8 +186,7 @@ def test_dense_general_multi_axis_matches_xla():
 def test_not_used_with_several_devices(monkeypatch):
     # With several devices the SPMD partitioner would replicate the custom call (gather the
     # batch): XLA's dot, which partitions, must be kept.
-    monkeypatch.setattr(om, "_single_device", _real_single_device)
-    monkeypatch.setattr(om.onednn_build.jax, "device_count", lambda: 8)
+    several_devices(monkeypatch)
     x, w = jnp.ones((2, 8)), jnp.ones((8, 4))
     assert not om.onednn_matmul_applies(x, w)
     assert "ffi_call" not in _dense_jaxpr(x, w)

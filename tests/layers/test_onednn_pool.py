@@ -16,27 +16,16 @@ import pytest
 
 from jaxvision.layers import using_conv_impl
 from jaxvision.layers.pooling import avg_pool, max_pool
+from tests.layers.onednn_testing import jaxpr_text, needs_onednn, one_device, several_devices  # noqa: F401
 
 op = importlib.import_module("jaxvision.layers.onednn_pool")  # the module, not the function
 
-_real_single_device = op._single_device
 
-pytestmark = pytest.mark.skipif(
-    not (sys.platform == "linux" and os.uname().machine == "x86_64"),
-    reason="the oneDNN wheels jaxvision depends on are x86-64 Linux only")
+# Every test traces the one-device programs CPU users run (tests/layers/onednn_testing).
+pytestmark = [needs_onednn, pytest.mark.usefixtures("one_device")]
 
 
-@pytest.fixture(autouse=True)
-def _one_device(monkeypatch):
-    # The test session has 8 fake CPU devices (conftest), where oneDNN is not used: these tests
-    # check the one-device programs that real CPU users run.
-    monkeypatch.setattr(op, "_single_device", lambda: True)
-
-
-def _ops(f, *args) -> str:
-    # A fresh function each time: make_jaxpr caches traces per function, and the lowering
-    # (a global) is not part of that cache's key.
-    return str(jax.make_jaxpr(lambda *a: f(*a))(*args))
+_ops = jaxpr_text
 
 
 def _value_and_vjp(pool, impl, x, c):
@@ -188,8 +177,7 @@ def test_used_where_it_applies_only(monkeypatch):
         with using_conv_impl(impl):
             assert "ffi_call" not in _ops(stem, x)
     assert not op.onednn_pool_applies(x[:, :2], (3, 3), (2, 2), ((0, 0), (0, 0)))  # empty out
-    monkeypatch.setattr(op, "_single_device", _real_single_device)
-    monkeypatch.setattr(op.jax, "device_count", lambda: 8)
+    several_devices(monkeypatch)
     assert not op.onednn_pool_applies(x, (3, 3), (2, 2), ((1, 1), (1, 1)))
 
 

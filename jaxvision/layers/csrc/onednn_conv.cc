@@ -6,25 +6,11 @@
 //
 // Attributes (all int64): sh, sw strides; ph0, ph1, pw0, pw1 explicit non-negative padding;
 // dh, dw dilation (1 = none, XLA's convention; oneDNN counts from 0); groups.
-#include <cstdint>
 #include <cstdio>
-#include <memory>
-#include <mutex>
-#include <string>
-#include <unordered_map>
 
-#include "oneapi/dnnl/dnnl.hpp"
-#include "xla/ffi/api/ffi.h"
-
-namespace ffi = xla::ffi;
-using dnnl::memory;
+#include "onednn_common.h"
 
 namespace {
-
-dnnl::engine& Engine() {
-  static dnnl::engine e(dnnl::engine::kind::cpu, 0);
-  return e;
-}
 
 struct Geometry {
   int64_t n, h, w, c, kh, kw, o, oh, ow, groups;
@@ -57,51 +43,17 @@ struct Geometry {
   memory::dims PadHigh() const { return {ph1, pw1}; }
 };
 
-memory::data_type TypeOf(ffi::DataType d) {
-  return d == ffi::DataType::BF16 ? memory::data_type::bf16 : memory::data_type::f32;
-}
-
-bool Supported(ffi::DataType d) { return d == ffi::DataType::F32 || d == ffi::DataType::BF16; }
-
-// Each execution gets its own scratchpad (user mode): a primitive is then safe to run from
-// several threads at once (e.g. a threaded inference server); with the library's scratchpad,
-// concurrent executions of one primitive share it and return garbage.
-dnnl::primitive_attr Attr() {
-  dnnl::primitive_attr attr;
-  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-  return attr;
-}
-
 dnnl::convolution_forward::primitive_desc ForwardDesc(const Geometry& g) {
   return {Engine(), dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
           g.Src(), g.WeightsAny(g.type), g.Dst(), g.Strides(), g.Dilation(), g.PadLow(),
           g.PadHigh(), Attr()};
 }
 
-template <typename Desc, typename Prim>
-struct Entry {
-  Desc desc;
-  Prim prim;
-};
 using Forward = Entry<dnnl::convolution_forward::primitive_desc, dnnl::convolution_forward>;
 using BackwardData =
     Entry<dnnl::convolution_backward_data::primitive_desc, dnnl::convolution_backward_data>;
 using BackwardWeights =
     Entry<dnnl::convolution_backward_weights::primitive_desc, dnnl::convolution_backward_weights>;
-
-std::mutex cache_mutex;
-
-template <typename E, typename Make>
-std::shared_ptr<E> Cached(const std::string& key, Make make) {
-  static std::unordered_map<std::string, std::shared_ptr<E>> cache;
-  std::lock_guard<std::mutex> lock(cache_mutex);
-  auto it = cache.find(key);
-  if (it != cache.end()) return it->second;
-  auto desc = make();
-  auto entry = std::make_shared<E>(E{desc, decltype(E::prim)(desc)});
-  cache.emplace(key, entry);
-  return entry;
-}
 
 // The kernel in the layout the primitive wants (a reorder when that is not plain HWIO).
 memory KernelFor(const memory::desc& wanted, memory& plain, dnnl::stream& s) {
@@ -119,16 +71,6 @@ Geometry Make(ffi::Span<const int64_t> x, ffi::Span<const int64_t> k, ffi::Span<
 }
 
 ffi::Error Invalid(const char* what) { return ffi::Error(ffi::ErrorCode::kInvalidArgument, what); }
-
-#define JV_TRY(body)                                                        \
-  try {                                                                     \
-    body                                                                    \
-  } catch (const dnnl::error& e) {                                          \
-    return ffi::Error(ffi::ErrorCode::kInternal, std::string("oneDNN: ") + e.what()); \
-  } catch (const std::exception& e) {                                       \
-    return ffi::Error(ffi::ErrorCode::kInternal, e.what());                 \
-  }                                                                         \
-  return ffi::Error::Success();
 
 ffi::Error ConvForwardImpl(ffi::AnyBuffer x, ffi::AnyBuffer k, ffi::Result<ffi::AnyBuffer> y,
                            int64_t sh, int64_t sw, int64_t ph0, int64_t ph1, int64_t pw0,

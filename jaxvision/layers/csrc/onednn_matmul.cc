@@ -7,31 +7,11 @@
 // C is float32 or bfloat16 (its buffer's dtype; the Python side asks for the input dtype).
 // Weights stay in their plain layout: oneDNN's matmul reads them as they are.
 // Primitives are created once per (shape, transposes, dtypes) and kept.
-#include <cstdint>
 #include <cstdio>
-#include <memory>
-#include <mutex>
-#include <string>
-#include <unordered_map>
 
-#include "oneapi/dnnl/dnnl.hpp"
-#include "xla/ffi/api/ffi.h"
-
-namespace ffi = xla::ffi;
-using dnnl::memory;
+#include "onednn_common.h"
 
 namespace {
-
-dnnl::engine& Engine() {
-  static dnnl::engine e(dnnl::engine::kind::cpu, 0);
-  return e;
-}
-
-memory::data_type TypeOf(ffi::DataType d) {
-  return d == ffi::DataType::BF16 ? memory::data_type::bf16 : memory::data_type::f32;
-}
-
-bool Supported(ffi::DataType d) { return d == ffi::DataType::F32 || d == ffi::DataType::BF16; }
 
 struct Problem {
   int64_t m, k, n;
@@ -55,27 +35,7 @@ struct Problem {
   memory::desc C() const { return {{m, n}, out, memory::dims{n, 1}}; }
 };
 
-struct Entry {
-  dnnl::matmul::primitive_desc desc;
-  dnnl::matmul prim;
-};
-
-std::shared_ptr<Entry> Cached(const Problem& p) {
-  static std::mutex mutex;
-  static std::unordered_map<std::string, std::shared_ptr<Entry>> cache;
-  const std::string key = p.Key();
-  std::lock_guard<std::mutex> lock(mutex);
-  auto it = cache.find(key);
-  if (it != cache.end()) return it->second;
-  // Each execution gets its own scratchpad (user mode): a primitive is then safe to run from
-  // several threads at once; with the library's scratchpad concurrent executions share it.
-  dnnl::primitive_attr attr;
-  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-  dnnl::matmul::primitive_desc desc(Engine(), p.A(), p.B(), p.C(), attr);
-  auto entry = std::make_shared<Entry>(Entry{desc, dnnl::matmul(desc)});
-  cache.emplace(key, entry);
-  return entry;
-}
+using Matmul = Entry<dnnl::matmul::primitive_desc, dnnl::matmul>;
 
 ffi::Error Invalid(const std::string& what) {
   return ffi::Error(ffi::ErrorCode::kInvalidArgument, "jaxvision oneDNN matmul: " + what);
@@ -92,8 +52,10 @@ ffi::Error MatmulImpl(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBu
             TypeOf(a.element_type()), TypeOf(c->element_type())};
   if ((tb ? bd[1] : bd[0]) != p.k || cd[0] != p.m || cd[1] != p.n)
     return Invalid("shapes do not match C = op(A) . op(B)");
-  try {
-    auto e = Cached(p);
+  JV_TRY({
+    auto e = Cached<Matmul>(p.Key(), [&] {
+      return dnnl::matmul::primitive_desc(Engine(), p.A(), p.B(), p.C(), Attr());
+    });
     dnnl::stream s(Engine());
     memory scratch(e->desc.scratchpad_desc(), Engine());
     memory am(p.A(), Engine(), a.untyped_data());
@@ -102,12 +64,7 @@ ffi::Error MatmulImpl(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBu
     e->prim.execute(s, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm},
                         {DNNL_ARG_SCRATCHPAD, scratch}});
     s.wait();
-  } catch (const dnnl::error& err) {
-    return ffi::Error(ffi::ErrorCode::kInternal, std::string("oneDNN: ") + err.what());
-  } catch (const std::exception& err) {
-    return ffi::Error(ffi::ErrorCode::kInternal, err.what());
-  }
-  return ffi::Error::Success();
+  })
 }
 
 }  // namespace

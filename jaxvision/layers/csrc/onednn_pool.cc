@@ -17,28 +17,14 @@
 // first one in row-major window order on ties) as a second output of JvPoolForwardTraining, an
 // opaque uint8 array whose byte size must equal the primitive's workspace size (checked);
 // JvPoolMaxBackward routes each dy to that index.
-#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <limits>
-#include <memory>
 #include <vector>
-#include <mutex>
-#include <string>
-#include <unordered_map>
 
-#include "oneapi/dnnl/dnnl.hpp"
-#include "xla/ffi/api/ffi.h"
-
-namespace ffi = xla::ffi;
-using dnnl::memory;
+#include "onednn_common.h"
 
 namespace {
-
-dnnl::engine& Engine() {
-  static dnnl::engine e(dnnl::engine::kind::cpu, 0);
-  return e;
-}
 
 struct Geometry {
   int64_t n, h, w, c, oh, ow;
@@ -69,46 +55,13 @@ struct Geometry {
   memory::dims PadHigh() const { return {ph1, pw1}; }
 };
 
-bool Supported(ffi::DataType d) { return d == ffi::DataType::F32 || d == ffi::DataType::BF16; }
-
-memory::data_type TypeOf(ffi::DataType d) {
-  return d == ffi::DataType::BF16 ? memory::data_type::bf16 : memory::data_type::f32;
-}
-
-// Each execution gets its own scratchpad (user mode), so one primitive may run from several
-// threads at once (see onednn_conv.cc: a shared scratchpad returned garbage there).
-dnnl::primitive_attr Attr() {
-  dnnl::primitive_attr attr;
-  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-  return attr;
-}
-
 dnnl::pooling_forward::primitive_desc ForwardDesc(const Geometry& g, dnnl::prop_kind prop) {
   return {Engine(), prop, g.Algorithm(), g.Src(), g.Dst(), g.Strides(), g.Kernel(),
           g.Dilation(), g.PadLow(), g.PadHigh(), Attr()};
 }
 
-template <typename Desc, typename Prim>
-struct Entry {
-  Desc desc;
-  Prim prim;
-};
 using Forward = Entry<dnnl::pooling_forward::primitive_desc, dnnl::pooling_forward>;
 using Backward = Entry<dnnl::pooling_backward::primitive_desc, dnnl::pooling_backward>;
-
-std::mutex cache_mutex;
-
-template <typename E, typename Make>
-std::shared_ptr<E> Cached(const std::string& key, Make make) {
-  static std::unordered_map<std::string, std::shared_ptr<E>> cache;
-  std::lock_guard<std::mutex> lock(cache_mutex);
-  auto it = cache.find(key);
-  if (it != cache.end()) return it->second;
-  auto desc = make();
-  auto entry = std::make_shared<E>(E{desc, decltype(E::prim)(desc)});
-  cache.emplace(key, entry);
-  return entry;
-}
 
 std::shared_ptr<Forward> CachedForward(const Geometry& g, dnnl::prop_kind prop) {
   int kind = prop == dnnl::prop_kind::forward_training ? 1 : 0;
@@ -217,16 +170,6 @@ void FixSpecial(const void* x, void* y, const Geometry& g) {
     if (AnySpecial(xf, n)) ReferenceMax(xf, static_cast<uint32_t*>(y), g);
   }
 }
-
-#define JV_TRY(body)                                                                      \
-  try {                                                                                   \
-    body                                                                                  \
-  } catch (const dnnl::error& e) {                                                        \
-    return ffi::Error(ffi::ErrorCode::kInternal, std::string("oneDNN: ") + e.what());     \
-  } catch (const std::exception& e) {                                                     \
-    return ffi::Error(ffi::ErrorCode::kInternal, e.what());                               \
-  }                                                                                       \
-  return ffi::Error::Success();
 
 // x (N, H, W, C) -> y (N, OH, OW, C), inference (no workspace).
 ffi::Error PoolForwardImpl(ffi::AnyBuffer x, ffi::Result<ffi::AnyBuffer> y, int64_t kh,
