@@ -74,6 +74,8 @@ def main(argv=None):
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--hlo", default=None, help="write the optimized HLO text here")
+    p.add_argument("--by-scope", action="store_true",
+                   help="also total the thread time per model scope (layer indices dropped)")
     args = p.parse_args(argv)
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                                + " --xla_cpu_enable_xprof_traceme=true")
@@ -122,6 +124,14 @@ def main(argv=None):
     print("\nby kind (ms, count):")
     for kind, ms in kinds.most_common(12):
         print(f"  {ms:8.1f}  x{counts[kind]:<4d} {kind}")
+    if args.by_scope:
+        scopes: collections.Counter = collections.Counter()
+        for name, ms in times.items():
+            op = describe(hlo, name).split(" ", 1)[-1]
+            scopes[re.sub(r"(block|stage|layer)_\d+", "#", op)[-60:]] += ms
+        print("\nby scope (ms):")
+        for scope, ms in scopes.most_common(args.top):
+            print(f"  {ms:8.1f}  {scope}")
     print(f"\ntop {args.top} ops (ms):")
     for name, ms in times.most_common(args.top):
         print(f"  {ms:8.1f}  {name:28s} {describe(hlo, name)}")

@@ -18,8 +18,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxvision.layers import onednn_attention as _onednn
 from jaxvision.layers.dense import f32_accumulating_dot_general
-from jaxvision.layers.lowering import LOW_PRECISION
+from jaxvision.layers.lowering import LOW_PRECISION, conv_impl
 
 __all__ = [
     "ATTENTION_IMPLEMENTATIONS",
@@ -138,6 +139,7 @@ def dot_product_attention(
       q: (N, Tq, H, Dh); k, v: (N, Tk, H, Dh).
       mask: optional boolean, broadcastable to (N, H, Tq, Tk); True = attend.
       implementation: ``'auto'`` (cuDNN's fused kernel where it can run; on the CPU backend
+        oneDNN's (``jaxvision.layers.onednn_attention``) where it applies, else
         ``'float32_accumulate'`` for bf16/fp16 inputs; else XLA), ``'xla'``, ``'cudnn'`` (both
         through ``jax.nn.dot_product_attention``), ``'float32_accumulate'``
         (``float32_accumulating_attention``) or ``'reference'``.
@@ -163,6 +165,8 @@ def dot_product_attention(
                 return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation="cudnn")
             except Exception:  # noqa: BLE001 - unsupported shape/GPU: fall back to XLA
                 pass
+        if conv_impl() == "onednn" and _onednn.onednn_attention_applies(q, k, v, mask):
+            return _onednn.onednn_attention(q, k, v)
         low = q.dtype in LOW_PRECISION
         implementation = "float32_accumulate" if low and jax.default_backend() == "cpu" else "xla"
     if implementation == "float32_accumulate":

@@ -215,6 +215,17 @@ def handler_functions(name: str, targets: dict[str, str], what: str):
     return _load, available, why_unavailable
 
 
+def with_reference_derivatives(fast, reference):
+    """``fast`` (a function of arrays computed by handlers, which JAX cannot differentiate) with
+    the derivatives of ``reference`` (the same function in pure JAX), of every order: the
+    handlers run for the values; a derivative, e.g. of a backward pass for a gradient penalty,
+    is ``reference``'s autodiff."""
+    f = jax.custom_vjp(fast)
+    f.defvjp(lambda *args: (fast(*args), args),
+             lambda args, ct: jax.vjp(reference, *args)[1](ct))
+    return f
+
+
 def single_device() -> bool:
     """Whether this process's programs run on one device. The oneDNN handlers are used only
     then: XLA's SPMD partitioner would replicate a custom call over a mesh (gathering the

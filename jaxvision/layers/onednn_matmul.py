@@ -10,7 +10,7 @@ transformer blocks' Dense layers) routes the Dense products here when
 
 Measured (2026-12-02, 2-core Intel Xeon with AMX, shared: load average 7-10) on ViT-S/16 training
 steps, batch 16, 224 px, Dense products oneDNN's vs XLA's dot in the same process, steps
-alternated (``PYTHONPATH=. python experiments/xla_cpu_conv/matmul_ab.py --model vit_s16
+alternated (``PYTHONPATH=. python experiments/xla_cpu_conv/op_ab.py --op matmul --model vit_s16
 --dtype float32|bfloat16 --rounds 6``), best step: float32 1.81 vs 1.61 img/s wall, 3.58 vs 3.17
 img per CPU-second (a 4-round run: 1.59 vs 1.76 wall, 3.46 vs 3.23 per CPU-s); bfloat16 3.12 vs
 2.79 img/s wall, 6.14 vs 5.64 per CPU-s (a 4-round run: 3.74 vs 3.13, 5.91 vs 5.20); a later

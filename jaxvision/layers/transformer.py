@@ -21,9 +21,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxvision.layers import onednn_gelu as _onednn_gelu
 from jaxvision.layers.attention import MultiHeadSelfAttention
 from jaxvision.layers.dense import f32_accumulating_dot_general
 from jaxvision.layers.feature_levels import collecting, sow_level, tokens_to_map
+from jaxvision.layers.lowering import conv_impl
 from jaxvision.layers.remat import remat_block
 
 __all__ = [
@@ -31,6 +33,7 @@ __all__ = [
     "EncoderBlock",
     "MlpBlock",
     "drop_path_rates",
+    "gelu",
     "gelu_exact",
     "stack_encoder_params",
     "unstack_encoder_params",
@@ -41,9 +44,19 @@ SCANNED_NAME = "blocks"
 LAYER_PREFIX = "block_"
 
 
+def gelu(x, approximate: bool = False):
+    """GELU, x Phi(x): ``approximate=False`` the exact erf form (timm, DeiT, PyTorch
+    ``nn.GELU()``), True the tanh approximation (``jax.nn.gelu``'s default, the ViT paper's JAX
+    code). On the CPU through oneDNN's kernel where it applies (``jaxvision.layers.onednn_gelu``;
+    same function, forward and backward), else ``jax.nn.gelu``. Shape and dtype: x's."""
+    if conv_impl() == "onednn" and _onednn_gelu.onednn_gelu_applies(x):
+        return _onednn_gelu.onednn_gelu(x, approximate)
+    return nn.gelu(x, approximate=approximate)
+
+
 def gelu_exact(x):
-    """GELU with the exact erf form (timm, DeiT, PyTorch ``nn.GELU()``)."""
-    return nn.gelu(x, approximate=False)
+    """GELU with the exact erf form (timm, DeiT, PyTorch ``nn.GELU()``): ``gelu(x, False)``."""
+    return gelu(x, approximate=False)
 
 
 def drop_path_rates(drop_path_rate: float, num_layers: int, schedule: str = "linear") -> np.ndarray:

@@ -44,6 +44,7 @@ from jaxvision.layers.drop import DropPath
 from jaxvision.layers.feature_levels import tokens_to_map
 from jaxvision.layers.norm import batch_norm_of
 from jaxvision.layers.pooling import avg_pool
+from jaxvision.layers.transformer import gelu_exact
 from jaxvision.models.features import sow_level
 from jaxvision.models.registry import register
 
@@ -64,7 +65,7 @@ LAYER_SCALE_INIT = 1e-5  # timm layer_scale_init_value
 
 _linear_init = nn.initializers.normal(0.02)
 _torch_conv_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
-_gelu = functools.partial(nn.gelu, approximate=False)  # torch.nn.GELU is the erf form
+_gelu = gelu_exact  # torch.nn.GELU is the erf form
 
 
 def _torch_bias_init(fan_in: int):

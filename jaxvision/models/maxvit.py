@@ -44,6 +44,7 @@ from jaxvision.layers import (
     SqueezeExcite,
     avg_pool,
     f32_accumulating_dot_general,
+    gelu,
     grid_merge,
     grid_partition,
     window_merge,
@@ -80,7 +81,7 @@ class MaxVitLayout:
     init: str
 
     def act(self, x):
-        return nn.gelu(x, approximate=self.approximate_gelu)
+        return gelu(x, approximate=self.approximate_gelu)
 
     def norm(self, bn_axis_name=None):
         return functools.partial(BatchNorm, momentum=self.bn_momentum, epsilon=self.bn_epsilon,

@@ -1,12 +1,12 @@
-"""A/B of the Dense products in a train step: oneDNN's matmul vs XLA's dot (everything else equal).
+"""A/B of one oneDNN op in a train step: oneDNN's form vs XLA's (everything else equal).
 
-    python experiments/xla_cpu_conv/matmul_ab.py --model vit_s16 --dtype float32 [--batch 16]
-        [--res 224] [--rounds 4]
+    python experiments/xla_cpu_conv/op_ab.py --op matmul|attention|gelu --model vit_s16
+        --dtype float32 [--batch 16] [--res 224] [--rounds 4]
 
 Compiles the library's train step (``benchmarks.throughput.build_train_step``) twice in one
-process: 'xla' traced with ``onednn_matmul_applies`` patched to False (Dense products are XLA's
-dot, as before jaxvision.layers.onednn_matmul; convolutions stay oneDNN's), 'onednn' as the
-library builds it. Then alternates one timed step of each for ``--rounds`` rounds (after one
+process: 'xla' traced with the op's ``onednn_<op>_applies`` patched to False (e.g. Dense
+products are XLA's dot, as before jaxvision.layers.onednn_matmul; every other op stays as the
+library builds it), 'onednn' as the library builds it. Then alternates one timed step of each for ``--rounds`` rounds (after one
 untimed step each), so both see the same load on a shared machine, and prints per variant the
 best wall-clock img/s and the best img per CPU-second of this process (less sensitive to other
 processes taking the cores), with the load average.
@@ -24,6 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--op", default="matmul", choices=["matmul", "attention", "gelu"])
     p.add_argument("--model", default="vit_s16")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--res", type=int, default=224)
@@ -31,12 +32,13 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=4)
     args = p.parse_args(argv)
     sys.path.insert(0, ROOT)
+    import importlib
+
     import jax
     import numpy as np
 
     from benchmarks.throughput import build_train_step
     from jaxvision import models
-    from jaxvision.layers import onednn_matmul
     from jaxvision.training.parallel import DataParallel
 
     dp = DataParallel("jit", devices=jax.devices()[:1])
@@ -47,20 +49,21 @@ def main(argv=None):
                           "label": rng.integers(0, 1000, args.batch).astype(np.int32)})
     variables = jax.jit(lambda k, x: model.init(k, x, train=False))(
         jax.random.key(0), batch["image"][:1])
-    applies = onednn_matmul.onednn_matmul_applies
+    module = importlib.import_module(f"jaxvision.layers.onednn_{args.op}")
+    name = f"onednn_{args.op}_applies"
+    applies = getattr(module, name)
     runs = {}
     for variant in ("xla", "onednn"):
-        onednn_matmul.onednn_matmul_applies = applies if variant == "onednn" else (
-            lambda a, b: False)
+        setattr(module, name, applies if variant == "onednn" else (lambda *a, **k: False))
         # A copy each: the compiled step donates its state, which would delete shared arrays.
         step, state = build_train_step(model, jax.tree.map(np.array, variables), 1000, dp)
         state = dp.put_state(state)
         compiled = dp.compile_train_step(step).lower(state, batch).compile()
-        n_calls = compiled.as_text().count("jaxvision_onednn_matmul")
+        n_calls = compiled.as_text().count(f"jaxvision_onednn_{args.op}")
         state, _ = compiled(state, batch)
         jax.block_until_ready(state)
         runs[variant] = [compiled, state, [], [], n_calls]
-    onednn_matmul.onednn_matmul_applies = applies
+    setattr(module, name, applies)
     for _ in range(args.rounds):
         for run in runs.values():
             t, c = time.perf_counter(), time.process_time()
@@ -70,8 +73,8 @@ def main(argv=None):
             run[3].append(time.process_time() - c)
     load = os.getloadavg()
     for variant, (_, _, wall, cpu, n_calls) in runs.items():
-        print(f"{args.model} b{args.batch} {args.res}px {args.dtype} dense={variant:6s} "
-              f"({n_calls} oneDNN matmul calls in HLO): best {args.batch / min(wall):.2f} img/s "
+        print(f"{args.model} b{args.batch} {args.res}px {args.dtype} {args.op}={variant:6s} "
+              f"({n_calls} oneDNN {args.op} calls in HLO): best {args.batch / min(wall):.2f} img/s "
               f"wall, {args.batch / min(cpu):.2f} img/CPU-s; steps "
               + " ".join(f"{w:.2f}" for w in wall) + " s")
     print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} ({os.cpu_count()} CPUs)")
