@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxvision.layers import onednn_attention as _onednn
-from jaxvision.layers.dense import f32_accumulating_dot_general
+from jaxvision.layers.dense import Dense
 from jaxvision.layers.lowering import LOW_PRECISION, conv_impl
 
 __all__ = [
@@ -208,14 +208,13 @@ class MultiHeadSelfAttention(nn.Module):
         head_dim = width // self.num_heads
 
         def project(name):
-            return nn.DenseGeneral(
+            return Dense(
                 features=(self.num_heads, head_dim),
                 use_bias=self.qkv_bias,
                 dtype=self.dtype,
                 param_dtype=self.param_dtype,
                 kernel_init=self.kernel_init,
                 bias_init=self.bias_init,
-                dot_general=f32_accumulating_dot_general,
                 name=name,
             )(x)
 
@@ -230,13 +229,12 @@ class MultiHeadSelfAttention(nn.Module):
             dropout_rate=self.attn_drop_rate if use_dropout else 0.0,
             dropout_rng=self.make_rng("dropout") if use_dropout else None,
         )
-        return nn.DenseGeneral(
+        return Dense(
             features=width,
-            axis=(-2, -1),
+            in_axes=2,
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             kernel_init=self.kernel_init,
             bias_init=self.bias_init,
-            dot_general=f32_accumulating_dot_general,
             name="out",
         )(y)

@@ -43,10 +43,11 @@ import numpy as np
 
 from jaxvision.layers import onednn_build
 
-__all__ = ["onednn_matmul", "onednn_matmul_applies", "available", "why_unavailable"]
+__all__ = ["onednn_linear", "onednn_matmul", "onednn_matmul_applies", "available",
+           "why_unavailable"]
 
 NAME = "onednn_matmul"
-TARGETS = {"matmul": "JvMatmul"}
+TARGETS = {"matmul": "JvMatmul", "matmul_bias": "JvMatmulBias"}
 DTYPES = (jnp.float32, jnp.bfloat16)
 
 
@@ -73,16 +74,58 @@ def onednn_matmul(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
     Raises ValueError for shapes or dtypes it does not take (``onednn_matmul_applies`` tests
     them, along with the device count) and RuntimeError when the handler is unavailable
     (``why_unavailable()``)."""
-    if b.ndim != 2 or a.ndim < 1 or a.shape[-1] != b.shape[0]:
-        raise ValueError(f"onednn_matmul takes a (..., K) x b (K, N), got {a.shape} x {b.shape}")
-    if a.dtype != b.dtype or not any(a.dtype == d for d in DTYPES):
-        raise ValueError(f"onednn_matmul takes two float32 or two bfloat16 operands, got "
-                         f"{a.dtype} and {b.dtype}")
-    if not _load():
-        raise RuntimeError(f"oneDNN matmul unavailable: {why_unavailable()}")
+    _check("onednn_matmul", a, b)
     lead = a.shape[:-1]
     c = _mm(False, False, a.reshape(math.prod(lead), a.shape[-1]), b)
     return c.reshape(*lead, b.shape[1])
+
+
+def _check(what: str, a, b):
+    if b.ndim != 2 or a.ndim < 1 or a.shape[-1] != b.shape[0]:
+        raise ValueError(f"{what} takes a (..., K) x b (K, N), got {a.shape} x {b.shape}")
+    if a.dtype != b.dtype or not any(a.dtype == d for d in DTYPES):
+        raise ValueError(f"{what} takes two float32 or two bfloat16 operands, got "
+                         f"{a.dtype} and {b.dtype}")
+    if not _load():
+        raise RuntimeError(f"oneDNN matmul unavailable: {why_unavailable()}")
+
+
+def onednn_linear(a: jnp.ndarray, b: jnp.ndarray, bias: jnp.ndarray) -> jnp.ndarray:
+    """a (..., K) x b (K, N) + bias (N,) -> (..., N) through oneDNN, the bias added to the float32
+    accumulator inside the product (a Dense layer's forward pass in one pass); all three of one
+    dtype, float32 or bfloat16. The backward pass is three ``onednn_matmul`` products (dA, dB and
+    the bias gradient as ones (1, M) . dC, accumulated in float32), so gradients of any order
+    stay on oneDNN. Raises as ``onednn_matmul``, and ValueError for a bias that is not (N,) in
+    a's dtype."""
+    if bias.shape != (b.shape[-1],) or bias.dtype != a.dtype:
+        raise ValueError(f"onednn_linear takes a bias ({b.shape[-1]},) in {a.dtype}, got "
+                         f"{bias.shape} {bias.dtype}")
+    _check("onednn_linear", a, b)
+    lead = a.shape[:-1]
+    c = _linear(a.reshape(math.prod(lead), a.shape[-1]), b, bias)
+    return c.reshape(*lead, b.shape[1])
+
+
+@jax.custom_vjp
+def _linear(a, b, bias):
+    return jax.ffi.ffi_call(f"jaxvision_{NAME}_matmul_bias",
+                            jax.ShapeDtypeStruct((a.shape[0], b.shape[1]), a.dtype),
+                            vmap_method="sequential")(a, b, bias)
+
+
+def _linear_fwd(a, b, bias):
+    return _linear(a, b, bias), (a, b)
+
+
+def _linear_bwd(res, dc):
+    a, b = res
+    dc = dc.astype(a.dtype)
+    da, db = _mm_bwd(False, False, res, dc)
+    dbias = _mm(False, False, jnp.ones((1, a.shape[0]), a.dtype), dc).reshape(-1)
+    return da, db, dbias
+
+
+_linear.defvjp(_linear_fwd, _linear_bwd)
 
 
 def _call(ta: bool, tb: bool, a, b):

@@ -23,7 +23,7 @@ import numpy as np
 
 from jaxvision.layers import onednn_gelu as _onednn_gelu
 from jaxvision.layers.attention import MultiHeadSelfAttention
-from jaxvision.layers.dense import f32_accumulating_dot_general
+from jaxvision.layers.dense import Dense
 from jaxvision.layers.feature_levels import collecting, sow_level, tokens_to_map
 from jaxvision.layers.lowering import conv_impl
 from jaxvision.layers.remat import remat_block
@@ -105,13 +105,12 @@ class MlpBlock(nn.Module):
             param_dtype=self.param_dtype,
             kernel_init=self.kernel_init,
             bias_init=self.bias_init,
-            dot_general=f32_accumulating_dot_general,
         )
         out_dim = self.out_dim or x.shape[-1]
-        x = nn.Dense(self.mlp_dim, name="fc1", **dense)(x)
+        x = Dense(self.mlp_dim, name="fc1", **dense)(x)
         x = self.act(x)
         x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
-        x = nn.Dense(out_dim, name="fc2", **dense)(x)
+        x = Dense(out_dim, name="fc2", **dense)(x)
         return nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
 
 

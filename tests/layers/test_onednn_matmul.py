@@ -136,6 +136,60 @@ def test_concurrent_calls_from_threads():
     assert not errors
 
 
+@needs_onednn
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_linear_with_bias_matches_numpy_and_xla(dtype):
+    # C = A B + bias in one call; its gradients (dA, dB and the bias gradient as ones . dC)
+    # against XLA's autodiff of the same expression, and the second order against XLA's.
+    rng = np.random.default_rng(8)
+    a, b, bias, ct = (_rand(rng, s, dtype) for s in ((2, 7, 13), (13, 5), (5,), (2, 7, 5)))
+    got, vjp = jax.vjp(om.onednn_linear, a, b, bias)
+    tol = TOLS[dtype]
+    want = (np.asarray(a, np.float64) @ np.asarray(b, np.float64)) + np.asarray(bias, np.float64)
+    assert got.dtype == dtype
+    np.testing.assert_allclose(np.asarray(got, np.float32), want, **tol)
+    ref = lambda a, b, bias: (_xla(a, b).astype(jnp.float32) + bias).astype(a.dtype)  # noqa: E731
+    for g, w in zip(vjp(ct), jax.vjp(ref, a, b, bias)[1](ct), strict=True):
+        assert g.dtype == dtype
+        np.testing.assert_allclose(np.asarray(g, np.float32), np.asarray(w, np.float32), **tol)
+
+    def penalty(f, a, b, bias):
+        g = jax.grad(lambda *p: jnp.sum(jnp.tanh(f(*p)) ** 2), (0, 1, 2))(a, b, bias)
+        return sum(jnp.sum(jnp.sin(x)) for x in g)
+
+    a32, b32, bias32 = (x.astype(jnp.float32) for x in (a, b, bias))
+    for g, w in zip(jax.grad(penalty, (1, 2, 3))(om.onednn_linear, a32, b32, bias32),
+                    jax.grad(penalty, (1, 2, 3))(ref, a32, b32, bias32), strict=True):
+        # Second derivatives of tanh^2 at |x| up to ~10 cancel: float32 noise ~1e-5 of max |w|.
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5 * float(jnp.max(jnp.abs(w))))
+    with pytest.raises(ValueError, match="bias"):
+        om.onednn_linear(a, b, bias[:3])
+
+
+@pytest.mark.parametrize("features,in_axes,x_shape", [(6, 1, (2, 3, 8)), ((3, 4), 1, (2, 8)),
+                                                      (5, 2, (2, 3, 4, 6))])
+def test_dense_is_flax_dense_general(features, in_axes, x_shape):
+    # Same parameters from the same RNG (flax initializes the flattened kernel), same outputs and
+    # gradients as flax's own DenseGeneral, with and without oneDNN.
+    from flax import linen as nn
+
+    x = jnp.asarray(np.random.default_rng(9).normal(size=x_shape), jnp.float32)
+    init = dict(kernel_init=nn.initializers.xavier_uniform(), bias_init=nn.initializers.normal(1.0))
+    ours = dense_mod.Dense(features, in_axes=in_axes, **init)
+    theirs = nn.DenseGeneral(features, axis=tuple(range(-in_axes, 0)), **init)
+    p_ours, p_theirs = ours.init(jax.random.key(3), x), theirs.init(jax.random.key(3), x)
+    for a, b in zip(jax.tree.leaves(p_ours), jax.tree.leaves(p_theirs), strict=True):
+        assert a.shape == b.shape
+        np.testing.assert_array_equal(a, b)
+    loss = lambda m, p: jnp.sum(jnp.sin(m.apply(p, x)))  # noqa: E731
+    want = jax.value_and_grad(loss, 1)(theirs, p_theirs)
+    for impl in ("onednn", "xla"):
+        with using_conv_impl(impl):
+            got = jax.value_and_grad(loss, 1)(ours, p_ours)
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
 def _dense_jaxpr(x, kernel) -> str:
     dims = (((x.ndim - 1,), (0,)), ((), ()))
     f = lambda x, w: dense_mod.f32_accumulating_dot_general(x, w, dims)  # noqa: E731
@@ -244,8 +298,10 @@ def test_tiny_vit_matches_xla(dtype, rtol):
     for impl in ("onednn", "xla"):
         with using_conv_impl(impl):
             jaxpr = str(jax.make_jaxpr(jax.grad(loss, has_aux=True))(params))
-            # 2 blocks x 6 Dense (q, k, v, out, fc1, fc2) + head, 3 products each.
-            assert jaxpr.count("jaxvision_onednn_matmul") == (39 if impl == "onednn" else 0)
+            # 2 blocks x 6 Dense (q, k, v, out, fc1, fc2), 4 calls each (the forward product with
+            # its bias, dA, dB, the bias gradient), + the head's 3 (nn.Dense: bias added by XLA).
+            assert jaxpr.count("jaxvision_onednn_matmul") == (51 if impl == "onednn" else 0)
+            assert jaxpr.count("jaxvision_onednn_matmul_matmul_bias") == (12 if impl == "onednn" else 0)
             results[impl] = jax.jit(jax.grad(loss, has_aux=True))(params)
     (g1, l1), (g2, l2) = results["onednn"], results["xla"]
     np.testing.assert_allclose(np.asarray(l1, np.float32), np.asarray(l2, np.float32),

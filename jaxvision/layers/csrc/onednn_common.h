@@ -60,10 +60,11 @@ std::shared_ptr<E> Cached(const std::string& key, Make make) {
 
 }  // namespace
 
-// A handler body whose oneDNN or C++ exceptions become FFI errors (never an abort).
-#define JV_TRY(body)                                                                      \
+// A handler body whose oneDNN or C++ exceptions become FFI errors (never an abort). Variadic: a
+// body's unparenthesized commas (brace initializers) would otherwise split it into arguments.
+#define JV_TRY(...)                                                                       \
   try {                                                                                   \
-    body                                                                                  \
+    __VA_ARGS__                                                                           \
   } catch (const dnnl::error& e) {                                                        \
     return ffi::Error(ffi::ErrorCode::kInternal, std::string("oneDNN: ") + e.what());     \
   } catch (const std::exception& e) {                                                     \
