@@ -27,6 +27,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax.core import meta
 from jax import lax
 
@@ -114,7 +115,7 @@ class Dense(nn.Module):
     ``nn.Dense(dot_general=f32_accumulating_dot_general)``.
 
     Input (B..., K...) -> (B..., N...) in ``dtype`` (None: the promoted dtype of the input and
-    parameters, as flax).
+    parameters, as flax). Raises ValueError when ``in_axes`` is not in [1, input rank].
     """
 
     features: int | tuple[int, ...]
@@ -127,7 +128,12 @@ class Dense(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        features = (self.features,) if isinstance(self.features, int) else tuple(self.features)
+        x = jnp.asarray(x)
+        features = (tuple(int(f) for f in self.features) if np.ndim(self.features)
+                    else (int(self.features),))
+        if not 1 <= self.in_axes <= x.ndim:
+            raise ValueError(f"Dense(in_axes={self.in_axes}) contracts the last in_axes axes of "
+                             f"its input, which has {x.ndim}: use 1 <= in_axes <= {x.ndim}")
         contracted = x.shape[x.ndim - self.in_axes:]
         k, n = math.prod(contracted), math.prod(features)
 

@@ -91,8 +91,12 @@ def set_conv_impl(impl: str | None) -> None:
 
 @contextlib.contextmanager
 def using_conv_impl(impl: str):
-    """``with using_conv_impl('xla'): ...`` traces the convolutions in its body with ``impl``
-    (see ``set_conv_impl``) and then restores whatever was chosen before."""
+    """``with using_conv_impl('xla'): ...`` traces the convolutions (and the other oneDNN ops:
+    Dense, attention, GELU, pooling) in its body with ``impl`` (see ``set_conv_impl``) and then
+    restores whatever was chosen before. The choice is read when a function is *traced*: a
+    ``jax.jit`` function already traced outside the block keeps that trace inside it (jit's
+    cache does not know the choice), so jit a fresh function (e.g. a new lambda) in the block,
+    as ``jaxvision.export`` does."""
     saved = list(_override)
     set_conv_impl(impl)
     try:

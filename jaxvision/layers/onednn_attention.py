@@ -19,8 +19,10 @@ autodiff of the reference form.
 and no attention dropout, q/k/v float32 or bfloat16 of one shape (N, T, H, D) (self-attention:
 as many keys as queries), one device, handlers loaded. It has a custom VJP: first derivatives
 run on the handlers; higher ones (a gradient penalty differentiating the backward pass) are the
-autodiff of the same computation written in JAX (``onednn_build.with_reference_derivatives``);
-no forward-mode autodiff. Built by ``jaxvision.layers.onednn_build`` like the other oneDNN
+autodiff of the same computation written in JAX (``onednn_build.with_reference_derivatives``).
+No forward-mode autodiff (``jax.jvp``/``jacfwd``/``hessian`` stop with JAX's "can't apply
+forward-mode autodiff (jvp) to a custom_vjp function"): trace under
+``jaxvision.layers.using_conv_impl('xla')`` for those, as ``jaxvision.export`` does. Built by ``jaxvision.layers.onednn_build`` like the other oneDNN
 ops; ``JAXVISION_ONEDNN=0`` switches it off.
 """
 
@@ -57,7 +59,9 @@ def onednn_attention(q, k, v):
     any order).
 
     Raises ValueError for operands it does not take and RuntimeError when the handlers are
-    unavailable (``why_unavailable()``); ``onednn_attention_applies`` tests both."""
+    unavailable (``why_unavailable()``); ``onednn_attention_applies`` tests both, and the device
+    count, which this function does not: called with several devices it runs on one (inputs
+    gathered), as a custom call does."""
     if not (q.ndim == 4 and q.shape == k.shape == v.shape and q.dtype == k.dtype == v.dtype
             and any(q.dtype == d for d in DTYPES)):
         raise ValueError(f"onednn_attention takes q, k, v of one shape (N, T, H, D) and one "

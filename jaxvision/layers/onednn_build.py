@@ -27,6 +27,7 @@ import os
 import shlex
 import shutil
 import site
+import stat
 import subprocess
 import sys
 import tempfile
@@ -40,6 +41,8 @@ __all__ = ["load", "why_not_loaded", "switched_off", "source_path", "handler_fun
 log = logging.getLogger(__name__)
 
 CSRC = os.path.join(os.path.dirname(__file__), "csrc")
+# A compile takes 5-30 s; a compiler still running after this is stuck (e.g. a ccache lock).
+COMPILE_TIMEOUT_S = 600
 # name -> (loaded?, why not): one attempt per process and source.
 _state: dict[str, tuple[bool, str | None]] = {}
 _warned: list[str] = []  # handlers whose failure was already said (one warning per process)
@@ -51,7 +54,8 @@ def source_path(name: str) -> str:
 
 
 def switched_off() -> bool:
-    """Whether ``JAXVISION_ONEDNN`` is set to 0/false/no/off."""
+    """Whether ``JAXVISION_ONEDNN`` is set to 0/false/no/off. Read when a handler library is
+    first needed: set it before the first model is traced (a library once loaded stays)."""
     return os.environ.get("JAXVISION_ONEDNN", "1").lower() in ("0", "false", "no", "off")
 
 
@@ -72,7 +76,11 @@ def _onednn_root() -> tuple[str, str] | None:
 def _compiler() -> str:
     """The C++ compiler command line ($CXX or g++) with its first word resolved. Raises
     RuntimeError naming what is missing."""
-    cxx_cmd = shlex.split(os.environ.get("CXX") or "g++")
+    try:
+        cxx_cmd = shlex.split(os.environ.get("CXX") or "g++")
+    except ValueError as e:  # an unbalanced quote
+        raise RuntimeError(f"$CXX={os.environ['CXX']!r} cannot be parsed as a command line ({e}); "
+                           "fix its quoting") from None
     if not cxx_cmd or shutil.which(cxx_cmd[0]) is None:
         raise RuntimeError(
             f"no C++ compiler: {cxx_cmd[0] if cxx_cmd else ''!r} (from $CXX="
@@ -103,15 +111,35 @@ def build(name: str = "onednn_conv") -> str:
     key = digest.hexdigest()[:16]
     cmd = [*cxx.split(" "), "-O2", "-std=c++17", "-shared", "-fPIC", "-w", "-I",
            jax.ffi.include_dir(), "-I", inc, source, "-L", lib, "-ldnnl", f"-Wl,-rpath,{lib}"]
-    # The user's cache, else (unwritable) a per-user directory under the system's temp dir.
+    # The user's cache, else (unwritable) a private per-user directory under the system's temp dir.
     tmp_base = os.path.join(tempfile.gettempdir(), f"jaxvision-{os.getuid()}")
     errors = []
     for out_dir in (user_cache.directory("onednn", key), os.path.join(tmp_base, "onednn", key)):
         try:
+            if out_dir.startswith(tmp_base + os.sep):
+                _private_dir(tmp_base)
             return cached_or_compiled(out_dir, cmd, f"libjaxvision_{name}.so")
         except OSError as e:
             errors.append(f"{out_dir}: {e}")
     raise RuntimeError("cannot write the compiled library: " + "; ".join(errors))
+
+
+def _private_dir(path: str) -> None:
+    """Creates ``path`` (mode 0700) or checks the existing one is this user's own: a real
+    directory, not a symlink, owned by this user and writable by no one else. The temp dir is
+    shared by every user, and its name is predictable: a library another user planted there (with
+    a matching hash file) would otherwise be loaded and run as this user. Raises OSError
+    (``PermissionError``) naming what is wrong."""
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
+        raise PermissionError(f"{path} is not a private directory of this user (a symlink, owned "
+                              f"by uid {st.st_uid}, or writable by others); refusing to load "
+                              f"compiled code from it: remove it, or make the user cache "
+                              f"writable (see jaxvision.user_cache)")
 
 
 def cached_or_compiled(out_dir: str, cmd: list[str], filename: str) -> str:
@@ -126,9 +154,15 @@ def cached_or_compiled(out_dir: str, cmd: list[str], filename: str) -> str:
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
     os.close(fd)
     try:
-        done = subprocess.run([*cmd, "-o", tmp], capture_output=True, text=True)
+        try:
+            done = subprocess.run([*cmd, "-o", tmp], capture_output=True, text=True,
+                                  timeout=COMPILE_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"the C++ compiler ({cmd[0]}) did not finish in "
+                               f"{COMPILE_TIMEOUT_S} s; check it (a stuck ccache lock?) or set "
+                               f"JAXVISION_ONEDNN=0") from None
         if done.returncode != 0:
-            why = (done.stderr.strip() or done.stdout.strip())[-800:]
+            why = _first_error(done.stderr.strip() or done.stdout.strip())
             source = next((c for c in cmd if c.endswith(".cc")), "the handlers")
             raise RuntimeError(f"compiling {source} failed (exit status {done.returncode})"
                                + (f": {why}" if why else ""))
@@ -141,6 +175,14 @@ def cached_or_compiled(out_dir: str, cmd: list[str], filename: str) -> str:
             if os.path.exists(leftover):
                 os.unlink(leftover)
     return out
+
+
+def _first_error(output: str, limit: int = 800) -> str:
+    """The compiler's output from its first error on (the root cause; later ones follow from
+    it), at most ``limit`` characters."""
+    lines = output.splitlines()
+    first = next((i for i, line in enumerate(lines) if "error" in line.lower()), 0)
+    return "\n".join(lines[max(first - 1, 0):])[:limit]
 
 
 def _sha256(path: str) -> str:
@@ -168,13 +210,17 @@ def load(name: str, targets: dict[str, str], what: str) -> bool:
     if switched_off():
         _state[name] = (False, "switched off by JAXVISION_ONEDNN")
         return False
+    path = None
     try:
-        library = ctypes.cdll.LoadLibrary(build(name))
+        path = build(name)
+        library = ctypes.cdll.LoadLibrary(path)
         for suffix, symbol in targets.items():
             jax.ffi.register_ffi_target(f"jaxvision_{name}_{suffix}",
                                         jax.ffi.pycapsule(getattr(library, symbol)),
                                         platform="cpu")
     except (RuntimeError, OSError, AttributeError) as e:
+        if path is not None:  # built (or found cached) but unusable: say how to rebuild it
+            e = type(e)(f"{e} (delete {path} to rebuild it)")
         _state[name] = (False, str(e))
         # One warning line per process, so a user who expected PyTorch-class CPU speed knows why
         # not; the other handlers (usually failing for the same reason: no compiler) and the

@@ -10,9 +10,14 @@ forward and backward.
 **When it is used** (``onednn_gelu_applies``): by ``jaxvision.layers.transformer.gelu_exact`` /
 ``gelu_tanh`` (the transformer MLPs' activations) when ``lowering.conv_impl() == 'onednn'`` (the
 CPU default), x float32 or bfloat16 with no zero dimension, one device, handlers loaded. bf16 is
-computed in float32 inside oneDNN and rounded once. First derivatives run on the handlers; higher
-ones are JAX's autodiff of ``jax.nn.gelu`` (``onednn_build.with_reference_derivatives``); no
-forward-mode autodiff. Built by ``jaxvision.layers.onednn_build`` like the other oneDNN ops;
+computed in float32 inside oneDNN and rounded once. Where it differs from ``jax.nn.gelu``: the
+exact form of +inf is NaN, and of x >= ~1.7e38 (float32's top 1%) inf instead of x, as oneDNN
+computes x (1 + erf) / 2 (activations that large mean training has already diverged). First
+derivatives run on the handlers; higher
+ones are JAX's autodiff of ``jax.nn.gelu`` (``onednn_build.with_reference_derivatives``). No
+forward-mode autodiff (``jax.jvp``/``jacfwd``/``hessian`` stop with JAX's "can't apply
+forward-mode autodiff (jvp) to a custom_vjp function"): trace under
+``jaxvision.layers.using_conv_impl('xla')`` for those, as ``jaxvision.export`` does. Built by ``jaxvision.layers.onednn_build`` like the other oneDNN ops;
 ``JAXVISION_ONEDNN=0`` switches it off.
 """
 
@@ -49,7 +54,9 @@ def onednn_gelu(x, approximate: bool = False):
     bfloat16 -> x's shape and dtype. Differentiable (reverse mode, any order).
 
     Raises ValueError for other dtypes and RuntimeError when the handlers are unavailable
-    (``why_unavailable()``); ``onednn_gelu_applies`` tests both."""
+    (``why_unavailable()``); ``onednn_gelu_applies`` tests both, and the device count, which this
+    function does not: called with several devices it runs on one (inputs gathered), as a
+    custom call does."""
     if not any(x.dtype == d for d in DTYPES):
         raise ValueError(f"onednn_gelu takes float32 or bfloat16, got {x.dtype}")
     if not _load():

@@ -40,6 +40,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.ad_checkpoint import checkpoint_name
 
 from jaxvision.layers import onednn_build
 
@@ -49,6 +50,10 @@ __all__ = ["onednn_linear", "onednn_matmul", "onednn_matmul_applies", "available
 NAME = "onednn_matmul"
 TARGETS = {"matmul": "JvMatmul", "matmul_bias": "JvMatmulBias"}
 DTYPES = (jnp.float32, jnp.bfloat16)
+# The checkpoint name of every product's output (``jax.ad_checkpoint.checkpoint_name``): remat
+# policies that keep matmul outputs (``layers.remat``'s 'dots_saveable') name it, since JAX's
+# dot policies do not recognise a custom call as a dot.
+DENSE_PRODUCT = "jaxvision_dense_product"
 
 
 _load, available, why_unavailable = onednn_build.handler_functions(
@@ -77,7 +82,7 @@ def onednn_matmul(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
     _check("onednn_matmul", a, b)
     lead = a.shape[:-1]
     c = _mm(False, False, a.reshape(math.prod(lead), a.shape[-1]), b)
-    return c.reshape(*lead, b.shape[1])
+    return checkpoint_name(c.reshape(*lead, b.shape[1]), DENSE_PRODUCT)
 
 
 def _check(what: str, a, b):
@@ -97,13 +102,13 @@ def onednn_linear(a: jnp.ndarray, b: jnp.ndarray, bias: jnp.ndarray) -> jnp.ndar
     the bias gradient as ones (1, M) . dC, accumulated in float32), so gradients of any order
     stay on oneDNN. Raises as ``onednn_matmul``, and ValueError for a bias that is not (N,) in
     a's dtype."""
+    _check("onednn_linear", a, b)
     if bias.shape != (b.shape[-1],) or bias.dtype != a.dtype:
         raise ValueError(f"onednn_linear takes a bias ({b.shape[-1]},) in {a.dtype}, got "
                          f"{bias.shape} {bias.dtype}")
-    _check("onednn_linear", a, b)
     lead = a.shape[:-1]
     c = _linear(a.reshape(math.prod(lead), a.shape[-1]), b, bias)
-    return c.reshape(*lead, b.shape[1])
+    return checkpoint_name(c.reshape(*lead, b.shape[1]), DENSE_PRODUCT)
 
 
 @jax.custom_vjp

@@ -10,7 +10,9 @@ Policies (``jax.checkpoint_policies``, as big_vision and MaxText name them):
 * ``'full'``: ``nothing_saveable``; only the block's input is kept, everything else recomputed.
 * ``'dots_saveable'``: ``dots_with_no_batch_dims_saveable``; the outputs of matmuls and
   convolutions without batch dimensions are kept (the costly ops are not redone), the cheap
-  element-wise ones (norms, activations, residual sums) are recomputed.
+  element-wise ones (norms, activations, residual sums) are recomputed. The Dense products that
+  run as oneDNN custom calls on the CPU (``onednn_matmul``), which this JAX policy cannot see as
+  dots, are kept too: their outputs carry the checkpoint name ``DENSE_PRODUCT``.
 
 ``remat_block`` wraps a Linen module class with ``flax.linen.remat``; the wrapped class creates the
 same submodules under the same names, so parameter trees (and checkpoints, converters) do not
@@ -22,13 +24,17 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 
+from jaxvision.layers.onednn_matmul import DENSE_PRODUCT
+
 __all__ = ["REMAT_POLICIES", "remat_block", "remat_policy_name"]
 
 REMAT_POLICIES = ("none", "full", "dots_saveable")
 
 _POLICIES = {
     "full": jax.checkpoint_policies.nothing_saveable,
-    "dots_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "dots_saveable": jax.checkpoint_policies.save_from_both_policies(
+        jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+        jax.checkpoint_policies.save_only_these_names(DENSE_PRODUCT)),
 }
 
 

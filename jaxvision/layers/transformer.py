@@ -49,6 +49,7 @@ def gelu(x, approximate: bool = False):
     ``nn.GELU()``), True the tanh approximation (``jax.nn.gelu``'s default, the ViT paper's JAX
     code). On the CPU through oneDNN's kernel where it applies (``jaxvision.layers.onednn_gelu``;
     same function, forward and backward), else ``jax.nn.gelu``. Shape and dtype: x's."""
+    x = jnp.asarray(x)
     if conv_impl() == "onednn" and _onednn_gelu.onednn_gelu_applies(x):
         return _onednn_gelu.onednn_gelu(x, approximate)
     return nn.gelu(x, approximate=approximate)

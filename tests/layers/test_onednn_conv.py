@@ -272,6 +272,47 @@ def test_bad_cxx_is_named(monkeypatch):
         build.build()
 
 
+def test_compile_that_never_ends_is_stopped(monkeypatch, tmp_path):
+    # A stuck compiler (a ccache lock) must not hang the first model call forever.
+    monkeypatch.setattr(build, "COMPILE_TIMEOUT_S", 1)
+    cmd = _fake_compiler(tmp_path, "import time; time.sleep(30)")
+    with pytest.raises(RuntimeError, match="did not finish in 1 s"):
+        build.cached_or_compiled(str(tmp_path / "c"), cmd, LIB)
+    assert os.listdir(tmp_path / "c") == []
+
+
+def test_failed_compile_names_its_first_error(tmp_path):
+    # The root cause is the first error, not the tail of a long cascade.
+    cascade = "\n".join(["x.cc: In function 'f':", "x.cc:3:1: error: 'foo' was not declared"]
+                        + [f"x.cc:{i}:1: note: candidate {i} " + "w" * 60 for i in range(40)])
+    cmd = _fake_compiler(tmp_path, f"sys.exit({cascade!r})")
+    with pytest.raises(RuntimeError, match="error: 'foo' was not declared"):
+        build.cached_or_compiled(str(tmp_path / "c"), cmd, LIB)
+
+
+def test_unparsable_cxx_is_named(monkeypatch):
+    monkeypatch.setenv("CXX", "ccache 'g++")  # unbalanced quote: not a ValueError from shlex
+    with pytest.raises(RuntimeError, match="cannot be parsed"):
+        build.build()
+
+
+def test_temp_fallback_must_be_private(tmp_path):
+    # The temp dir is shared and the fallback's name predictable: a directory another user could
+    # have planted a library in (not ours, group/other-writable, or a symlink) is refused.
+    mine = tmp_path / "jaxvision-me"
+    build._private_dir(str(mine))
+    assert (os.stat(mine).st_mode & 0o777) == 0o700
+    build._private_dir(str(mine))  # ours and private: accepted again
+    os.chmod(mine, 0o777)
+    with pytest.raises(PermissionError, match="not a private directory"):
+        build._private_dir(str(mine))
+    os.chmod(mine, 0o700)
+    link = tmp_path / "link"
+    os.symlink(mine, link)
+    with pytest.raises(PermissionError, match="not a private directory"):
+        build._private_dir(str(link))
+
+
 @needs_onednn
 def test_unwritable_cache_builds_in_the_temp_dir(monkeypatch, tmp_path):
     not_a_dir = tmp_path / "file"
@@ -282,6 +323,10 @@ def test_unwritable_cache_builds_in_the_temp_dir(monkeypatch, tmp_path):
     path = build.build()
     assert path.startswith(str(tmp_path / "tmp" / f"jaxvision-{os.getuid()}"))
     assert build.intact(path)
+    # Someone else's (here: a world-writable) fallback is refused, with the reason.
+    os.chmod(tmp_path / "tmp" / f"jaxvision-{os.getuid()}", 0o777)
+    with pytest.raises(RuntimeError, match="not a private directory"):
+        build.build()
 
 
 def test_no_compiler_is_said_in_one_warning_line(tmp_path):

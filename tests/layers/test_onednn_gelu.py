@@ -80,5 +80,8 @@ def test_gelu_uses_it_where_it_applies_only(monkeypatch):
         jax.jvp(gelu, (x,), (x,))  # forward mode works on the XLA form
     with pytest.raises(ValueError, match="float32 or bfloat16"):
         og.onednn_gelu(x.astype(jnp.int32))
+    # Python scalars and lists, as jax.nn.gelu takes them.
+    np.testing.assert_allclose(gelu(1.0), jax.nn.gelu(1.0, approximate=False), rtol=1e-6)
+    np.testing.assert_allclose(gelu([0.5, -2.0]), _numpy_gelu([0.5, -2.0], False), rtol=1e-6)
     several_devices(monkeypatch)
     assert "ffi_call" not in jaxpr_text(gelu, x)

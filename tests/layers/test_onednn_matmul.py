@@ -310,3 +310,13 @@ def test_tiny_vit_matches_xla(dtype, rtol):
     for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2), strict=True):
         np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32),
                                    rtol=rtol, atol=rtol * scale)
+
+
+def test_dense_arguments_checked_as_flax_does():
+    x = jnp.ones((4, 5))
+    # A NumPy integer is a feature count (flax takes it); features from any int-like.
+    p = dense_mod.Dense(np.int64(6)).init(jax.random.key(0), x)
+    assert p["params"]["kernel"].shape == (5, 6)
+    for bad in (0, 3, -1):  # contracting no axis, or more axes than the input has
+        with pytest.raises(ValueError, match="1 <= in_axes <= 2"):
+            dense_mod.Dense(6, in_axes=bad).init(jax.random.key(0), x)

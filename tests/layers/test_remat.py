@@ -8,11 +8,13 @@ the parameter tree (names, shapes) must not change (checkpoints and converters r
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from jaxvision import config as config_lib
 from jaxvision import models
 from jaxvision.layers import REMAT_POLICIES, remat_policy_name
+from tests.layers.onednn_testing import needs_onednn, one_device  # noqa: F401
 
 TINY = {
     "vit_ti16": dict(num_layers=2, hidden_size=16, num_heads=2, mlp_dim=32, patch_size=8,
@@ -107,3 +109,25 @@ def test_config_refuses_bad_remat(model, remat, message):
                                                                 f"--config.remat={remat}"])
     with pytest.raises(ValueError, match=message):
         config_lib.check(config)
+
+
+@needs_onednn
+@pytest.mark.usefixtures("one_device")
+def test_dots_saveable_keeps_onednn_dense_products():
+    # On the CPU the Dense products are oneDNN custom calls, which JAX's dot policies do not
+    # see: 'dots_saveable' must still keep them (recompute none, where 'full' recomputes).
+    x, y = jnp.zeros((2, 16, 16, 3)), jnp.asarray([0, 1])
+    counts = {}
+    for remat in ("none", "dots_saveable", "full"):
+        model = models.create("vit_s16", remat=remat, hidden_size=16, num_layers=2, num_heads=2,
+                              mlp_dim=24, patch_size=8, num_classes=3)
+        params = model.init(jax.random.key(0), x)["params"]
+
+        def loss(p, model=model):
+            logits = model.apply({"params": p}, x)
+            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+        counts[remat] = jax.jit(jax.grad(loss)).lower(params).as_text().count(
+            "jaxvision_onednn_matmul")
+    assert counts["none"] < counts["full"]
+    assert counts["dots_saveable"] == counts["none"], counts
