@@ -28,6 +28,22 @@ if _OWN_CACHE:
     os.environ["JAXVISION_COMPILATION_CACHE"] = tempfile.mkdtemp(prefix="jaxvision-test-cache-")
 
 
+def _checkpoints_written_by_one_replica():
+    """Orbax writes a replicated array "replica-parallel" by default: each replica writes a slice,
+    cut on its device by a small XLA program compiled per array shape and device. On the 8
+    simulated CPU devices of these tests that is 8 compilations per distinct shape at a run's first
+    save (408, ~20 s, for the EfficientNet recipe test), for the same bytes on disk. Here one
+    replica writes each replicated array, as on a single device; sharded arrays are unaffected."""
+    import jax
+    import orbax.checkpoint as ocp
+
+    ocp.type_handlers.register_type_handler(
+        jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True)
+
+
+_checkpoints_written_by_one_replica()
+
+
 def pytest_sessionfinish(session, exitstatus):
     if _OWN_CACHE and "PYTEST_XDIST_WORKER" not in os.environ:
         shutil.rmtree(os.environ["JAXVISION_COMPILATION_CACHE"], ignore_errors=True)

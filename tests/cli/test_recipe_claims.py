@@ -8,6 +8,8 @@ docstring and the test cannot drift apart. The tolerance covers what changes bet
 
 import ast
 import glob
+import json
+import math
 import os
 import re
 
@@ -50,5 +52,13 @@ def test_default_job_reaches_its_stated_test_top1(default_job):
 def test_hybrid_reaches_its_stated_test_top1(tmp_path):
     path = os.path.join(REPO, "configs", "mnist5k_hybrid.py")
     top1, tolerance = claim_of(path)
-    done = train_recipe(path, str(tmp_path / "hybrid"))["done"]
+    workdir = str(tmp_path / "hybrid")
+    done = train_recipe(path, workdir)["done"]
     assert done["test/top1"] == pytest.approx(top1, abs=tolerance)
+    # This run is also the tiny hybrid's learning test (tests/models/test_hybrid.py trains only
+    # the tiny ViT): its training loss falls from the first logged value.
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    losses = [r["train/loss"] for r in rows if "train/loss" in r]
+    assert len(losses) >= 5 and all(math.isfinite(x) for x in losses), losses
+    assert losses[-1] < losses[0] - 0.25, losses

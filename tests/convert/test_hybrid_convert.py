@@ -127,7 +127,8 @@ def test_hybrid_npz_forward(npz_and_converted):
     _, _, conv = npz_and_converted
     model = conv.create_model()
     x = conv.normalize(np.random.default_rng(1).uniform(size=(2, RES, RES, 3)))
-    logits = model.apply(conv.variables, x, train=False)
+    # One compiled program (op by op, each convolution and matmul would be compiled on its own).
+    logits = jax.jit(lambda v, im: model.apply(v, im, train=False))(conv.variables, x)
     chex.assert_shape(logits, (2, NUM_CLASSES))
     chex.assert_tree_all_finite(logits)
     # Different images give different logits (the weights reach the output).

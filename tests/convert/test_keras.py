@@ -1,5 +1,8 @@
 """Keras applications -> jaxvision: the same random weights give the same logits (1e-4)."""
 
+import functools
+
+import jax
 import numpy as np
 import pytest
 
@@ -25,13 +28,19 @@ def _randomize_batchnorm(model, seed=0):
             layer.beta.assign(rng.normal(0, 0.1, n).astype("float32"))
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _apply(model, variables, x):
+    """``model.apply(variables, x, train=False)`` compiled as one program: op by op, every
+    convolution of these networks is compiled on its own (about 1000 small XLA compilations for
+    EfficientNet-B0, most of the test's time). The same model (Flax modules compare by their
+    fields) reuses the compiled program."""
+    return model.apply(variables, x, train=False)
+
+
 def _logits_equal(converted, keras_model, keras_input, pixels):
     ref = np.asarray(keras_model(keras_input, training=False))
-    got = np.asarray(
-        converted.create_model().apply(
-            converted.variables, converted.normalize(pixels), train=False
-        )
-    )
+    got = np.asarray(_apply(converted.create_model(), converted.variables,
+                            converted.normalize(pixels)))
     assert got.shape == ref.shape
     np.testing.assert_allclose(got, ref, atol=1e-4, rtol=1e-4)
     assert np.abs(ref).max() > 1e-2  # the comparison is not between two near-zero vectors
@@ -64,7 +73,7 @@ def test_efficientnet_b0_parity_with_in_model_normalization(tmp_path):
     run = load_run(out)
     assert run.config.model.bn_epsilon == pytest.approx(1e-3)
     np.testing.assert_allclose(run.config.data.std, c.std, atol=1e-7)
-    again = np.asarray(run.model.apply(run.variables, c.normalize(pixels), train=False))
+    again = np.asarray(_apply(run.model, run.variables, c.normalize(pixels)))
     np.testing.assert_allclose(again, got, atol=1e-6)
     pre, meta = load_pretrained(out)
     assert meta["model"] == "efficientnet_b0" and "head" in pre["params"]
@@ -108,9 +117,8 @@ def test_mobilenet_v2_parity_and_cli(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "finetune.py" in proc.stdout
     run = load_run(out)
-    np.testing.assert_allclose(
-        run.model.apply(run.variables, c.normalize(pixels), train=False), got, atol=1e-5
-    )
+    np.testing.assert_allclose(_apply(run.model, run.variables, c.normalize(pixels)), got,
+                               atol=1e-5)
     proc = run_command("jaxvision.convert", *args)  # the run directory exists: refused
     assert proc.returncode == 2 and proc.stderr.strip().startswith("error: ")
 

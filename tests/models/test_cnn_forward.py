@@ -45,7 +45,33 @@ def filled_variables(model, shape):
     return jax.tree_util.tree_map_with_path(fill, models.abstract_variables(model, shape))
 
 
-@pytest.mark.parametrize("name", CNN_MODELS)
+# One real forward pass per distinct code path. The other sizes of a family run the same code
+# with other depths and widths: efficientnet_b1-b7 are b0's blocks under other width/depth
+# coefficients, vgg13/16/19 (and their _bn) more of vgg11's (vgg11_bn's) convolutions, resnet34
+# more of resnet18's basic blocks, resnet101/152 more of resnet50's bottlenecks. Each of those is
+# traced through its whole forward pass (abstract init, exact tree and parameter count) in
+# test_cnn_param_counts.py and takes the standard overrides below; a forward pass of each would
+# compile the same code again at a larger size.
+FORWARD_MODELS = ["alexnet", "densenet121", "efficientnet_b0", "googlenet", "lenet5",
+                  "mobilenet_v2", "resnet18", "resnet50", "vgg11", "vgg11_bn"]
+_SAME_CODE_AS = {**{f"efficientnet_b{i}": "efficientnet_b0" for i in range(1, 8)},
+                 **{f"vgg{d}": "vgg11" for d in (13, 16, 19)},
+                 **{f"vgg{d}_bn": "vgg11_bn" for d in (13, 16, 19)},
+                 "resnet34": "resnet18", "resnet101": "resnet50", "resnet152": "resnet50"}
+
+
+def test_forward_models_cover_every_cnn():
+    # Every registered CNN has its forward pass here or shares its builder with one that does.
+    assert set(FORWARD_MODELS) <= set(CNN_MODELS)
+    for name in CNN_MODELS:
+        kept = name if name in FORWARD_MODELS else _SAME_CODE_AS[name]
+        assert kept in FORWARD_MODELS, name
+        assert models.get_spec(name).family == models.get_spec(kept).family, name
+        if name != kept:  # one registration function's closures: the same code, other numbers
+            assert models.get_spec(name).builder.__code__ is models.get_spec(kept).builder.__code__
+
+
+@pytest.mark.parametrize("name", FORWARD_MODELS)
 def test_forward_small_resolution(name):
     model = models.create(name, num_classes=7)
     shape = _small_shape(name)

@@ -1,5 +1,6 @@
 """ResNet + ViT hybrids: exact counts, the zoo's ResNet stages inside, weight standardization,
-resolution changes, and a tiny ViT and a tiny hybrid that learn on the bundled mnist5k."""
+resolution changes, and a tiny ViT that learns on the bundled mnist5k (the tiny hybrid learns
+in tests/cli/test_recipe_claims.py)."""
 
 import chex
 import jax
@@ -75,8 +76,11 @@ def test_tiny_hybrid_shapes_and_weight_standardization():
     assert models.get_spec("hybrid_tiny_mnist").in_channels == 1
     x = _digits()
     variables = jax.jit(model.init)(jax.random.key(0), x)
-    variables = jax.tree.map(lambda a: a + 0.01, variables)  # non-zero head
     apply = jax.jit(model.apply)
+    # Zero-initialized head: every logit is 0 at initialization, a uniform start at ln(10) (the
+    # hybrid's learning itself is checked by tests/cli/test_recipe_claims.py).
+    np.testing.assert_array_equal(np.asarray(apply(variables, x)), 0.0)
+    variables = jax.tree.map(lambda a: a + 0.01, variables)  # non-zero head
     logits = apply(variables, x)
     chex.assert_shape(logits, (4, 10))
     # Weight standardization + GroupNorm: scaling every backbone kernel by a positive constant
@@ -123,14 +127,17 @@ def _tiny_vit(num_classes):
 
 
 @pytest.mark.slow
-def test_tiny_vit_and_tiny_hybrid_learn_on_mnist5k(mnist5k):
-    # One test (one data build per worker) for both models.
-    for name in ("tiny_vit", "hybrid_tiny_mnist"):
-        _learns(mnist5k, name)
+def test_tiny_vit_learns_on_mnist5k(mnist5k):
+    # The tiny hybrid is not trained here: tests/cli/test_recipe_claims.py trains the same model
+    # (hybrid_tiny_mnist) on the same data through configs/mnist5k_hybrid.py and asserts its
+    # stated test top-1 (95.6%) and a falling training loss, which is more than a 40-step loss
+    # drop shows. Its zero-initialized head is checked without training in
+    # test_tiny_hybrid_shapes_and_weight_standardization.
+    _learns(mnist5k, "tiny_vit")
 
 
 def _learns(mnist5k, name):
-    model = _tiny_vit(10) if name == "tiny_vit" else models.create("hybrid_tiny_mnist")
+    model = _tiny_vit(10)
     variables = model.init(jax.random.key(0), mnist5k[0]["image"][:1])
     tx = optax.adamw(3e-3, weight_decay=1e-4)
     params, opt_state = variables["params"], tx.init(variables["params"])

@@ -230,7 +230,8 @@ RUN = {
 NARROW = {
     "cifar10_resnet18": dict(width=8),
     "imagenet_resnet50": dict(width=8),
-    "imagenet_efficientnet_b0": dict(width_coefficient=0.25, depth_coefficient=0.5),
+    # depth 0.1: one block per stage (the seven stage configurations, each once).
+    "imagenet_efficientnet_b0": dict(width_coefficient=0.25, depth_coefficient=0.1),
     "imagenet_vit_s16": dict(hidden_size=32, num_layers=2, num_heads=2, mlp_dim=64),
     "imagenet_r50_vit_b16": dict(width=32, stage_sizes=(1, 1, 1), hidden_size=32, num_layers=2,
                                  num_heads=2, mlp_dim=64),
