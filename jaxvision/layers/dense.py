@@ -1,7 +1,9 @@
 """The matrix products of Dense layers: oneDNN's on the CPU, float32 accumulation for bf16.
 
-``f32_accumulating_dot_general`` is passed as ``dot_general=`` to the Dense layers of the
-transformer blocks (and the heads of the models built from them).
+``Dense`` (flax's Dense/DenseGeneral parameters and function, the bias inside oneDNN's product on
+the CPU) is the transformer blocks' MLP and attention projection layer;
+``f32_accumulating_dot_general`` is passed as ``dot_general=`` to the other Dense layers (heads,
+hybrid models' layers).
 
 **oneDNN** (``jaxvision.layers.onednn_matmul``): when ``lowering.conv_impl() == 'onednn'`` (the
 default on the CPU backend; ``set_conv_impl('xla')`` / ``using_conv_impl('xla')`` switch it off,
