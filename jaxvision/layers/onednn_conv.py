@@ -25,7 +25,9 @@ so with several devices (``--xla_force_host_platform_device_count``, multi-host)
 lowerings, which partition, are kept. Set ``JAXVISION_ONEDNN=0`` to switch it off.
 
 oneDNN runs its own OpenMP threads (``OMP_NUM_THREADS``, all cores when unset), one call at a
-time. Products of bf16 accumulate in float32 inside oneDNN, as XLA's do. Under ``jax.vmap`` the
+time. Products of bf16 accumulate in float32 inside oneDNN, as XLA's do; on CPUs where oneDNN
+multiplies float32 faster than bf16 (no AMX) they are computed on float32 copies, the same
+products (``jaxvision.layers.onednn_bf16``). Under ``jax.vmap`` the
 custom calls run once per mapped element. Like every CPU lowering here it has a custom VJP:
 no forward-mode autodiff (``jax.jvp``, ``jax.jacfwd``) through it; use ``set_conv_impl('xla')``
 for that. Exported programs (``jaxvision.export``) always use XLA's convolution.
@@ -40,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxvision.layers import onednn_build
+from jaxvision.layers import onednn_bf16, onednn_build
 from jaxvision.layers.lowering import conv_out_hw, pad_beyond_kernel
 
 __all__ = ["onednn_conv", "onednn_conv_applies", "onednn_available", "onednn_why_unavailable"]
@@ -102,8 +104,11 @@ def _attrs(strides, pads, dilation, groups) -> dict:
 
 
 def _call(name: str, out: jax.ShapeDtypeStruct, a, b, attrs):
-    return jax.ffi.ffi_call(f"jaxvision_onednn_conv_{name}", out,
-                            vmap_method="sequential")(a, b, **attrs)
+    """One pass in ``out``'s dtype, computed in ``onednn_bf16.compute_dtype`` of it."""
+    wide = onednn_bf16.compute_dtype(out.dtype)
+    y = jax.ffi.ffi_call(f"jaxvision_onednn_conv_{name}", jax.ShapeDtypeStruct(out.shape, wide),
+                         vmap_method="sequential")(a.astype(wide), b.astype(wide), **attrs)
+    return y.astype(out.dtype)
 
 
 # The three passes are each other's derivatives (the convolution is bilinear in x and kernel),

@@ -27,7 +27,8 @@ once per machine on first use). ``available()`` / ``why_unavailable()`` say whet
 **When it is used**: float32 or bfloat16 operands of the same dtype, neither empty, in a process
 with one device (XLA's SPMD partitioner would replicate a custom call over a mesh). bf16 products
 accumulate in float32 inside oneDNN and are rounded once to bf16, as XLA's bf16 x bf16 -> f32
-``dot_general`` followed by a cast. It has a custom VJP: no forward-mode autodiff through it
+``dot_general`` followed by a cast; on CPUs where oneDNN multiplies float32 faster than bf16 (no
+AMX) they are computed on float32 copies, the same products (``jaxvision.layers.onednn_bf16``). It has a custom VJP: no forward-mode autodiff through it
 (``using_conv_impl('xla')`` traces XLA's dot instead; ``jaxvision.export`` does). Under
 ``jax.vmap`` the call runs once per mapped element.
 """
@@ -42,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.ad_checkpoint import checkpoint_name
 
-from jaxvision.layers import onednn_build
+from jaxvision.layers import onednn_bf16, onednn_build
 
 __all__ = ["onednn_linear", "onednn_matmul", "onednn_matmul_applies", "available",
            "why_unavailable"]
@@ -113,9 +114,12 @@ def onednn_linear(a: jnp.ndarray, b: jnp.ndarray, bias: jnp.ndarray) -> jnp.ndar
 
 @jax.custom_vjp
 def _linear(a, b, bias):
-    return jax.ffi.ffi_call(f"jaxvision_{NAME}_matmul_bias",
-                            jax.ShapeDtypeStruct((a.shape[0], b.shape[1]), a.dtype),
-                            vmap_method="sequential")(a, b, bias)
+    wide = onednn_bf16.compute_dtype(a.dtype)
+    c = jax.ffi.ffi_call(f"jaxvision_{NAME}_matmul_bias",
+                         jax.ShapeDtypeStruct((a.shape[0], b.shape[1]), wide),
+                         vmap_method="sequential")(a.astype(wide), b.astype(wide),
+                                                   bias.astype(wide))
+    return c.astype(a.dtype)
 
 
 def _linear_fwd(a, b, bias):
@@ -134,7 +138,14 @@ _linear.defvjp(_linear_fwd, _linear_bwd)
 
 
 def _call(ta: bool, tb: bool, a, b):
-    """op(a) . op(b) -> (M, N) in a's dtype; op transposes when the flag is set."""
+    """op(a) . op(b) -> (M, N) in a's dtype, computed in ``onednn_bf16.compute_dtype``."""
+    wide = onednn_bf16.compute_dtype(a.dtype)
+    return raw_matmul(ta, tb, a.astype(wide), b.astype(wide)).astype(a.dtype)
+
+
+def raw_matmul(ta: bool, tb: bool, a, b):
+    """op(a) . op(b) -> (M, N) in a's dtype, one handler call in that dtype (no derivatives);
+    op transposes when the flag is set."""
     m = a.shape[1] if ta else a.shape[0]
     n = b.shape[0] if tb else b.shape[1]
     return jax.ffi.ffi_call(f"jaxvision_{NAME}_matmul", jax.ShapeDtypeStruct((m, n), a.dtype),

@@ -66,6 +66,30 @@ def test_values_and_gradients_match_reference(shape, dtype):
 
 
 @needs_onednn
+@pytest.mark.parametrize("setting", ["native", "float32"])
+def test_bf16_in_either_form(monkeypatch, setting):
+    """Natively (AMX CPUs) bf16 attention rounds as the float32-accumulating form; on float32
+    copies (``onednn_bf16``, CPUs without AMX) it is float32 attention of the bf16 inputs,
+    rounded once: values and gradients within one bf16 rounding of that."""
+    monkeypatch.setenv("JAXVISION_ONEDNN_BF16", setting)
+    rng = np.random.default_rng(7)
+    q, k, v, ct = _qkv(rng, (2, 33, 3, 16), jnp.bfloat16, 4)
+    got, vjp = jax.vjp(oa.onednn_attention, q, k, v)
+    if setting == "native":
+        def ref(*a):
+            return dot_product_attention(*a, implementation="float32_accumulate")
+    else:
+        def ref(*a):
+            return reference_attention(*(x.astype(jnp.float32) for x in a))
+    want, want_vjp = jax.vjp(ref, q, k, v)
+    tol = dict(rtol=2 ** -7, atol=2 ** -9) if setting == "float32" else TOLS[jnp.bfloat16]
+    pairs = [(got, want)] + list(zip(vjp(ct), want_vjp(ct.astype(want.dtype)), strict=True))
+    for g, w in pairs:
+        assert g.dtype == jnp.bfloat16
+        np.testing.assert_allclose(np.asarray(g, np.float32), np.asarray(w, np.float32), **tol)
+
+
+@needs_onednn
 def test_second_order_matches_reference():
     # A gradient penalty differentiates the backward pass: its derivative must be right too.
     rng = np.random.default_rng(1)
