@@ -60,12 +60,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from jaxvision import env_settings
 
 __all__ = [
     "conv_impl", "set_conv_impl", "using_conv_impl", "resolve_conv_impl", "pointwise_conv", "depthwise_conv", "patchify_conv",
@@ -109,11 +110,8 @@ def conv_impl() -> str:
     """'xla', 'cpu' or 'onednn': the lowering used for convolutions traced now (see the module
     docstring). 'auto' is 'onednn' on the CPU backend (which falls back to the 'cpu' forms where
     oneDNN is unavailable or does not apply) and 'xla' elsewhere."""
-    impl = _override[0] if _override else os.environ.get("JAXVISION_CONV_IMPL", "auto")
-    if impl not in IMPLS:
-        raise ValueError(
-            f"JAXVISION_CONV_IMPL={impl!r} is not one of {IMPLS}; unset it or pick one of these"
-        )
+    impl = _override[0] if _override else env_settings.choice("JAXVISION_CONV_IMPL", IMPLS,
+                                                               "auto")
     return resolve_conv_impl(impl)
 
 

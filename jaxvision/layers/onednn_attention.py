@@ -41,7 +41,7 @@ __all__ = ["onednn_attention", "onednn_attention_applies", "available", "why_una
 
 NAME = "onednn_attention"
 TARGETS = {"forward": "JvAttentionForward", "backward": "JvAttentionBackward"}
-DTYPES = (jnp.float32, jnp.bfloat16)
+DTYPES = onednn_build.DTYPES
 
 _load, available, why_unavailable = onednn_build.handler_functions(
     NAME, TARGETS, "attention uses XLA's dots and softmax")
@@ -52,9 +52,8 @@ def onednn_attention_applies(q, k, v, mask=None) -> bool:
     (N, T, H, D) with no zero dimension and one dtype, float32 or bfloat16, the CPU backend, one
     device and the handlers loaded."""
     return (mask is None and q.ndim == 4 and q.shape == k.shape == v.shape
-            and q.dtype == k.dtype == v.dtype and any(q.dtype == d for d in DTYPES)
-            and q.size > 0 and jax.default_backend() == "cpu"
-            and onednn_build.single_device() and _load())
+            and onednn_build.takes_dtype(q, k, v) and q.size > 0
+            and onednn_build.usable_here(_load))
 
 
 def onednn_attention(q, k, v):
@@ -66,8 +65,8 @@ def onednn_attention(q, k, v):
     unavailable (``why_unavailable()``); ``onednn_attention_applies`` tests both, and the device
     count, which this function does not: called with several devices it runs on one (inputs
     gathered), as a custom call does."""
-    if not (q.ndim == 4 and q.shape == k.shape == v.shape and q.dtype == k.dtype == v.dtype
-            and any(q.dtype == d for d in DTYPES)):
+    if not (q.ndim == 4 and q.shape == k.shape == v.shape
+            and onednn_build.takes_dtype(q, k, v)):
         raise ValueError(f"onednn_attention takes q, k, v of one shape (N, T, H, D) and one "
                          f"dtype (float32 or bfloat16), got {q.shape} {q.dtype}, {k.shape} "
                          f"{k.dtype}, {v.shape} {v.dtype}")

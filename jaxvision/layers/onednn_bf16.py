@@ -10,7 +10,10 @@ ResNet-50 3.87 -> 4.64, EfficientNet-B0 8.24 -> 10.21, MobileNetV2 14.49 -> 16.9
 
 **Same numbers.** The widening changes no product: a bf16 x bf16 product is exact in float32,
 both forms accumulate in float32 and the result is rounded once to bf16, as before. Only the
-order of the float32 sums may differ (kernel choice), as between two CPUs. Activations and
+order of the float32 sums may differ (kernel choice), as between two CPUs. The one exception is
+the attention core, whose float32 form skips the bf16 roundings of the probabilities and their
+cotangent: its outputs and gradients differ between the forms by a few bf16 ulps (both are within
+bf16 precision of float32 attention). Activations and
 gradients stay bf16 in memory (saved residuals included); the float32 copies live only for the
 duration of one call.
 
@@ -40,9 +43,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxvision import user_cache
+from jaxvision import env_settings, user_cache
 
-__all__ = ["ENV_VAR", "CHOICES", "choice", "compute_dtype", "cpu_key", "measure"]
+__all__ = ["ENV_VAR", "CHOICES", "choice", "compute_dtype", "cpu_key", "measure", "record"]
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +69,15 @@ def compute_dtype(dtype) -> jnp.dtype:
 def choice() -> str:
     """'native' or 'float32': ``$JAXVISION_ONEDNN_BF16`` when it names one, else this machine's
     measured choice (``_measured_choice``). Raises ValueError for any other setting."""
-    setting = os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
-    if setting not in CHOICES:
-        raise ValueError(f"{ENV_VAR}={os.environ[ENV_VAR]!r} is not one of {CHOICES}; unset it "
-                         "or pick one")
+    setting = env_settings.choice(ENV_VAR, CHOICES, "auto")
     return _measured_choice() if setting == "auto" else setting
+
+
+def record() -> dict:
+    """What a run record (``env.json``) keeps of this choice, without measuring: the setting of
+    ``$JAXVISION_ONEDNN_BF16`` (None when unset) and this CPU's stored entry (None when none)."""
+    entry = _read(user_cache.directory(FILE_NAME)).get(cpu_key())
+    return {"setting": os.environ.get(ENV_VAR), "stored": entry if _valid(entry) else None}
 
 
 def cpu_key() -> str:
@@ -89,18 +96,34 @@ def cpu_key() -> str:
 @functools.cache
 def _measured_choice() -> str:
     """This machine's stored choice, measured (``measure``) and stored when there is none. A
-    damaged or unreadable file counts as none; an unwritable one keeps the choice in process."""
+    damaged or unreadable file counts as none; an unwritable one keeps the choice in process.
+    Never raises: where the probe cannot run (oneDNN's matmul unavailable while its convolution
+    loads, say) the choice is 'native', bf16 computed as bf16 as before this choice existed,
+    for this process only, with a warning saying why."""
     path, key = user_cache.directory(FILE_NAME), cpu_key()
     table = _read(path)
     entry = table.get(key)
-    if not (isinstance(entry, dict) and entry.get("choice") in ("native", "float32")):
-        entry = measure()
+    if not _valid(entry):
+        try:
+            entry = measure()
+        except Exception as e:  # noqa: BLE001 -- a failed probe must not fail the user's program
+            log.warning("could not time oneDNN's bf16 matmul (%s: %s); bf16 products stay bf16 "
+                        "in this process (set %s=native|float32 to choose)", type(e).__name__,
+                        e, ENV_VAR)
+            return "native"
         table[key] = entry
         _write(path, table)
     log.info("oneDNN bf16 products on this CPU: %s (bf16 %.1f ms vs float32 %.1f ms per %s "
-             "matmul; %s)", entry["choice"], entry.get("bf16_ms", float("nan")),
-             entry.get("float32_ms", float("nan")), "x".join(map(str, PROBE_SHAPE)), path)
+             "matmul; %s)", entry["choice"], entry["bf16_ms"], entry["float32_ms"],
+             "x".join(map(str, PROBE_SHAPE)), path)
     return entry["choice"]
+
+
+def _valid(entry) -> bool:
+    """Whether a stored entry is one ``measure`` could have written (else it is measured anew)."""
+    return (isinstance(entry, dict) and entry.get("choice") in ("native", "float32")
+            and all(isinstance(entry.get(t), (int, float)) and not isinstance(entry.get(t), bool)
+                    for t in ("bf16_ms", "float32_ms")))
 
 
 def measure() -> dict:
@@ -116,10 +139,13 @@ def measure() -> dict:
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((m, k)), rng.standard_normal((k, n))
     best = {}
-    with jax.ensure_compile_time_eval():
+    # Eager also inside a trace; the probe's own copies are allowed under a user's
+    # ``jax.transfer_guard('disallow')``.
+    with jax.ensure_compile_time_eval(), jax.transfer_guard("allow"):
         run = {dt: jax.jit(functools.partial(onednn_matmul.raw_matmul, False, False))
                for dt in ("bfloat16", "float32")}
-        ops = {dt: (jnp.asarray(a, dt), jnp.asarray(b, dt)) for dt in run}
+        ops = {dt: (jax.device_put(a.astype(jnp.dtype(dt))), jax.device_put(b.astype(jnp.dtype(dt))))
+               for dt in run}
         for dt in run:  # compile and warm up
             run[dt](*ops[dt]).block_until_ready()
         for _ in range(PROBE_REPEATS):
@@ -133,11 +159,13 @@ def measure() -> dict:
 
 
 def _read(path: str) -> dict:
+    """The stored table; {} for a missing, unreadable or damaged file (whatever its damage:
+    bad JSON, wrong type, nesting too deep to parse)."""
     try:
         with open(path) as f:
             table = json.load(f)
         return table if isinstance(table, dict) else {}
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError, MemoryError):
         return {}
 
 
@@ -150,8 +178,12 @@ def _write(path: str, table: dict) -> None:
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".onednn_bf16-")
         with os.fdopen(fd, "w") as f:
             json.dump(table, f, indent=1, sort_keys=True)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # as a plain open() would: readable where the cache is shared
         os.replace(tmp, path)
     except OSError as e:
-        log.debug("could not store the oneDNN bf16 choice in %s: %s", path, e)
+        log.info("could not store the oneDNN bf16 choice in %s (%s): each process measures "
+                 "anew; set %s=native|float32 to skip that", path, e, ENV_VAR)
         if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)

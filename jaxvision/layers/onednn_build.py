@@ -33,8 +33,9 @@ import sys
 import tempfile
 
 import jax
+import jax.numpy as jnp
 
-from jaxvision import user_cache
+from jaxvision import env_settings, user_cache
 
 __all__ = ["load", "why_not_loaded", "switched_off", "source_path", "handler_functions"]
 
@@ -54,9 +55,10 @@ def source_path(name: str) -> str:
 
 
 def switched_off() -> bool:
-    """Whether ``JAXVISION_ONEDNN`` is set to 0/false/no/off. Read when a handler library is
+    """Whether ``JAXVISION_ONEDNN`` is set to 0/false/no/off (1/true/yes/on or unset: on; any
+    other value raises ValueError, ``env_settings.switch``). Read when a handler library is
     first needed: set it before the first model is traced (a library once loaded stays)."""
-    return os.environ.get("JAXVISION_ONEDNN", "1").lower() in ("0", "false", "no", "off")
+    return not env_settings.switch("JAXVISION_ONEDNN", default=True)
 
 
 def _onednn_root() -> tuple[str, str] | None:
@@ -277,3 +279,21 @@ def single_device() -> bool:
     then: XLA's SPMD partitioner would replicate a custom call over a mesh (gathering the
     batch), so with several devices the pure-JAX forms, which partition, are kept."""
     return jax.device_count() == 1
+
+
+# The dtypes every oneDNN handler here is built for (one instantiation each).
+DTYPES = (jnp.float32, jnp.bfloat16)
+
+
+def takes_dtype(*arrays) -> bool:
+    """Whether the arrays share one dtype the handlers are built for (``DTYPES``)."""
+    return (len({a.dtype for a in arrays}) == 1
+            and any(arrays[0].dtype == d for d in DTYPES))
+
+
+def usable_here(load) -> bool:
+    """Whether a handler family can be traced into this process's programs: the CPU backend
+    (the handlers are registered for the CPU only, also when ``set_conv_impl('onednn')`` is
+    forced on another backend), one device (``single_device``) and ``load()``, the family's
+    loader, True."""
+    return jax.default_backend() == "cpu" and single_device() and load()

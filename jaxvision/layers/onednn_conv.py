@@ -50,7 +50,7 @@ __all__ = ["onednn_conv", "onednn_conv_applies", "onednn_available", "onednn_why
 NAME = "onednn_conv"
 TARGETS = {"forward": "JvConvForward", "input_grad": "JvConvInputGrad",
            "weight_grad": "JvConvWeightGrad"}
-DTYPES = (jnp.float32, jnp.bfloat16)
+DTYPES = onednn_build.DTYPES
 
 
 _load, available, why_unavailable = onednn_build.handler_functions(
@@ -66,11 +66,11 @@ onednn_why_unavailable = why_unavailable
 def onednn_conv_applies(x: jnp.ndarray, kernel: jnp.ndarray, pads: Sequence[tuple[int, int]],
                         groups: int, dilation: Sequence[int] = (1, 1)) -> bool:
     """Whether ``onednn_conv`` takes this convolution (see the module docstring)."""
-    return (x.ndim == 4 and kernel.ndim == 4 and x.dtype == kernel.dtype
-            and any(x.dtype == d for d in DTYPES) and x.shape[-1] > 0
+    return (x.ndim == 4 and kernel.ndim == 4 and onednn_build.takes_dtype(x, kernel)
+            and x.shape[-1] > 0
             and kernel.shape[2] * groups == x.shape[-1] and kernel.shape[3] % groups == 0
             and _padding_supported(kernel.shape[:2], pads, dilation) and x.shape[0] > 0
-            and onednn_build.single_device() and _load())
+            and onednn_build.usable_here(_load))
 
 
 def _padding_supported(kernel_hw, pads, dilation) -> bool:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import functools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jaxvision.layers import onednn_build
@@ -35,7 +34,7 @@ __all__ = ["onednn_gelu", "onednn_gelu_applies", "available", "why_unavailable"]
 
 NAME = "onednn_gelu"
 TARGETS = {"forward": "JvGeluForward", "backward": "JvGeluBackward"}
-DTYPES = (jnp.float32, jnp.bfloat16)
+DTYPES = onednn_build.DTYPES
 
 _load, available, why_unavailable = onednn_build.handler_functions(
     NAME, TARGETS, "GELU uses XLA's elementwise code")
@@ -44,8 +43,7 @@ _load, available, why_unavailable = onednn_build.handler_functions(
 def onednn_gelu_applies(x) -> bool:
     """Whether ``onednn_gelu(x)`` takes x: float32 or bfloat16 with no zero dimension, the CPU
     backend, one device and the handlers loaded."""
-    return (any(x.dtype == d for d in DTYPES) and x.size > 0 and jax.default_backend() == "cpu"
-            and onednn_build.single_device() and _load())
+    return onednn_build.takes_dtype(x) and x.size > 0 and onednn_build.usable_here(_load)
 
 
 def onednn_gelu(x, approximate: bool = False):
@@ -57,7 +55,7 @@ def onednn_gelu(x, approximate: bool = False):
     (``why_unavailable()``); ``onednn_gelu_applies`` tests both, and the device count, which this
     function does not: called with several devices it runs on one (inputs gathered), as a
     custom call does."""
-    if not any(x.dtype == d for d in DTYPES):
+    if not onednn_build.takes_dtype(x):
         raise ValueError(f"onednn_gelu takes float32 or bfloat16, got {x.dtype}")
     if not _load():
         raise RuntimeError(f"oneDNN GELU unavailable: {why_unavailable()}")

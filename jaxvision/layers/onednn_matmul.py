@@ -50,7 +50,7 @@ __all__ = ["onednn_linear", "onednn_matmul", "onednn_matmul_applies", "available
 
 NAME = "onednn_matmul"
 TARGETS = {"matmul": "JvMatmul", "matmul_bias": "JvMatmulBias"}
-DTYPES = (jnp.float32, jnp.bfloat16)
+DTYPES = onednn_build.DTYPES
 # The checkpoint name of every product's output (``jax.ad_checkpoint.checkpoint_name``): remat
 # policies that keep matmul outputs (``layers.remat``'s 'dots_saveable') name it, since JAX's
 # dot policies do not recognise a custom call as a dot.
@@ -66,10 +66,9 @@ def onednn_matmul_applies(a: jnp.ndarray, b: jnp.ndarray) -> bool:
     bfloat16, b 2-D with b.shape[0] == a.shape[-1], no dimension zero, the CPU backend (the
     handler is registered for the CPU only, also when ``set_conv_impl('onednn')`` is forced
     elsewhere), one device, and the handler loaded (see the module docstring)."""
-    return (a.ndim >= 1 and b.ndim == 2 and a.dtype == b.dtype
-            and any(a.dtype == d for d in DTYPES) and a.shape[-1] == b.shape[0]
-            and a.size > 0 and b.size > 0 and jax.default_backend() == "cpu"
-            and onednn_build.single_device() and _load())
+    return (a.ndim >= 1 and b.ndim == 2 and onednn_build.takes_dtype(a, b)
+            and a.shape[-1] == b.shape[0] and a.size > 0 and b.size > 0
+            and onednn_build.usable_here(_load))
 
 
 def onednn_matmul(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
@@ -89,7 +88,7 @@ def onednn_matmul(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
 def _check(what: str, a, b):
     if b.ndim != 2 or a.ndim < 1 or a.shape[-1] != b.shape[0]:
         raise ValueError(f"{what} takes a (..., K) x b (K, N), got {a.shape} x {b.shape}")
-    if a.dtype != b.dtype or not any(a.dtype == d for d in DTYPES):
+    if not onednn_build.takes_dtype(a, b):
         raise ValueError(f"{what} takes two float32 or two bfloat16 operands, got "
                          f"{a.dtype} and {b.dtype}")
     if not _load():

@@ -48,7 +48,7 @@ __all__ = ["onednn_pool", "onednn_pool_applies"]
 NAME = "onednn_pool"
 TARGETS = {"forward": "JvPoolForward", "forward_training": "JvPoolForwardTraining",
            "max_backward": "JvPoolMaxBackward", "avg_backward": "JvPoolAvgBackward"}
-DTYPES = (jnp.float32, jnp.bfloat16)
+DTYPES = onednn_build.DTYPES
 # The ``algo`` attribute of csrc/onednn_pool.cc.
 ALGOS = {"max": 0, "avg_include_pad": 1, "avg_exclude_pad": 2}
 
@@ -67,7 +67,7 @@ def onednn_pool_applies(x: jnp.ndarray, window: Sequence[int], strides: Sequence
                         pads: Sequence[tuple[int, int]]) -> bool:
     """Whether ``onednn_pool`` takes this pooling (see the module docstring): x (N, H, W, C)
     float32/bfloat16, explicit ``pads`` ((top, bottom), (left, right)) each in [0, window)."""
-    if x.ndim != 4 or not any(x.dtype == d for d in DTYPES) or len(pads) != 2:
+    if x.ndim != 4 or not onednn_build.takes_dtype(x) or len(pads) != 2:
         return False
     if min(x.shape[0], x.shape[3]) <= 0 or min(*window, *strides) < 1:
         return False
@@ -77,7 +77,7 @@ def onednn_pool_applies(x: jnp.ndarray, window: Sequence[int], strides: Sequence
         return False
     if min(conv_out_hw(x.shape[1:3], window, strides, (1, 1), pads)) <= 0:
         return False
-    return onednn_build.single_device() and _load()
+    return onednn_build.usable_here(_load)
 
 
 def onednn_pool(x: jnp.ndarray, window: tuple[int, int], strides: tuple[int, int],

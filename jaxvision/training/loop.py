@@ -85,6 +85,8 @@ def is_chief() -> bool:
 
 
 def environment() -> dict:
+    from jaxvision.layers import onednn_bf16
+
     pkgs = {}
     for name in ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "chex", "ml-collections",
                  "tensorflow-cpu", "tensorflow", "tensorflow-datasets", "numpy", "jaxvision"):
@@ -104,6 +106,11 @@ def environment() -> dict:
         "local_device_count": jax.local_device_count(),
         "devices": [str(d) for d in jax.devices()],
         "argv": sys.argv,
+        # Settings that change how programs are lowered, and the oneDNN bf16 choice
+        # (jaxvision.layers.onednn_bf16) stored for this CPU.
+        "jaxvision_env": {k: v for k, v in sorted(os.environ.items())
+                          if k.startswith("JAXVISION_")},
+        "onednn_bf16": onednn_bf16.record(),
     }
 
 

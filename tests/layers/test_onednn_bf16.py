@@ -4,6 +4,7 @@ the float32 products of the bf16 operands rounded once to bf16 (numpy's float32 
 convolution are the references), with the same gradients."""
 
 import json
+import os
 
 import jax
 import jax.numpy as jnp
@@ -55,24 +56,56 @@ def test_measured_once_per_machine_and_stored(monkeypatch, fresh_choice):
     ob._measured_choice.cache_clear()  # a later process reads the file
     assert ob.choice() == "float32" and len(calls) == 1
     # A damaged file, or an entry from a different CPU only, is measured again and repaired.
-    for text in ("{not json", json.dumps({"0123456789abcdef": {"choice": "native"}}), "[1]",
-                 json.dumps({ob.cpu_key(): {"choice": "fast"}})):
+    # So is an entry whose timings are not numbers (it used to break the log line), and a file
+    # nested too deep to parse (RecursionError, not ValueError).
+    damaged = ["{not json", json.dumps({"0123456789abcdef": {"choice": "native"}}), "[1]",
+               json.dumps({ob.cpu_key(): {"choice": "fast"}}),
+               json.dumps({ob.cpu_key(): {"choice": "native", "bf16_ms": "31", "float32_ms": 1}}),
+               json.dumps({ob.cpu_key(): {"choice": "native", "bf16_ms": None}}),
+               "[" * 100_000 + "]" * 100_000]
+    for text in damaged:
         path.write_text(text)
         ob._measured_choice.cache_clear()
         assert ob.choice() == "float32"
         assert json.loads(path.read_text())[ob.cpu_key()]["choice"] == "float32"
-    assert len(calls) == 5
+    assert len(calls) == 1 + len(damaged)
+    # Stored as a plain open() would store it: readable by the other users of a shared cache.
+    assert path.stat().st_mode & 0o777 == 0o666 & ~_umask()
+    assert ob.record() == {"setting": None, "stored": fake_measure()}
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_failed_probe_keeps_bf16_for_this_process_only(monkeypatch, fresh_choice, caplog):
+    # E.g. the matmul library failed to build while the convolution's loaded: a bf16 program
+    # must still trace (as before the choice existed), say why, and store nothing.
+    def broken():
+        raise RuntimeError("oneDNN matmul unavailable: simulated")
+
+    monkeypatch.setattr(ob, "measure", broken)
+    with caplog.at_level("WARNING", logger=ob.__name__):
+        assert ob.compute_dtype(jnp.bfloat16) == jnp.bfloat16
+    assert "could not time oneDNN's bf16 matmul (RuntimeError: oneDNN matmul unavailable" \
+        in caplog.text
+    assert not (fresh_choice / "jaxvision" / ob.FILE_NAME).exists()
 
 
 def test_unwritable_cache_keeps_the_choice_in_process(monkeypatch, fresh_choice):
     (fresh_choice / "jaxvision").write_text("a file where the directory should be")
-    monkeypatch.setattr(ob, "measure", lambda: {"choice": "native"})
+    monkeypatch.setattr(ob, "measure",
+                        lambda: {"choice": "native", "bf16_ms": 1.0, "float32_ms": 2.0})
     assert ob.choice() == "native"
 
 
 @needs_onednn
 def test_measurement_times_both_forms(fresh_choice):
-    m = ob.measure()
+    # Under a user's transfer guard too: the probe's own copies are explicit.
+    with jax.transfer_guard("disallow"):
+        m = ob.measure()
     assert m["bf16_ms"] > 0 and m["float32_ms"] > 0
     assert m["choice"] == ("native" if m["bf16_ms"] <= m["float32_ms"] else "float32")
 

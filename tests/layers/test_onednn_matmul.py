@@ -3,6 +3,7 @@ gives: values, gradients w.r.t. both operands and second-order gradients, over o
 both dtypes; it is safe from several threads; the Dense layers use it where it applies and only
 there; a ViT's logits and gradients match XLA's."""
 
+import importlib
 import os
 import subprocess
 import sys
@@ -16,8 +17,8 @@ from jax import lax
 
 from jaxvision import models
 from jaxvision.layers import dense as dense_mod
+from jaxvision.layers import onednn_build, using_conv_impl
 from jaxvision.layers import onednn_matmul as om
-from jaxvision.layers import using_conv_impl
 from tests.layers.onednn_testing import jaxpr_text, needs_onednn, one_device, several_devices  # noqa: F401
 
 # Every test traces the one-device programs CPU users run (tests/layers/onednn_testing).
@@ -320,3 +321,35 @@ def test_dense_arguments_checked_as_flax_does():
     for bad in (0, 3, -1):  # contracting no axis, or more axes than the input has
         with pytest.raises(ValueError, match="1 <= in_axes <= 2"):
             dense_mod.Dense(6, in_axes=bad).init(jax.random.key(0), x)
+
+
+@needs_onednn
+def test_no_handler_family_is_used_off_the_cpu_backend(monkeypatch):
+    # Every oneDNN family is registered for the CPU only: with 'onednn' forced on a GPU, none
+    # of the five may put a CPU custom call in a GPU program (conv and pool once missed this).
+    # importlib: the package re-exports functions of the same names as these modules.
+    onednn_attention, onednn_conv, onednn_gelu, onednn_pool = (
+        importlib.import_module(f"jaxvision.layers.onednn_{n}")
+        for n in ("attention", "conv", "gelu", "pool"))
+    x, w, q = jnp.ones((2, 8, 8, 4)), jnp.ones((3, 3, 4, 4)), jnp.ones((2, 5, 2, 4))
+    checks = {
+        "matmul": lambda: om.onednn_matmul_applies(x, w[0, 0]),
+        "conv": lambda: onednn_conv.onednn_conv_applies(x, w, [(1, 1), (1, 1)], 1),
+        "pool": lambda: onednn_pool.onednn_pool_applies(x, (3, 3), (2, 2), [(1, 1), (1, 1)]),
+        "gelu": lambda: onednn_gelu.onednn_gelu_applies(x),
+        "attention": lambda: onednn_attention.onednn_attention_applies(q, q, q),
+    }
+    assert {name: check() for name, check in checks.items()} == dict.fromkeys(checks, True)
+    monkeypatch.setattr(om.jax, "default_backend", lambda: "gpu")
+    assert {name: check() for name, check in checks.items()} == dict.fromkeys(checks, False)
+    # A dtype the handlers are not built for is refused by every family alike.
+    monkeypatch.undo()
+    monkeypatch.setattr(onednn_build, "single_device", lambda: True)
+    x16, w16 = x.astype(jnp.float16), w.astype(jnp.float16)
+    assert not om.onednn_matmul_applies(x16, w16[0, 0])
+    assert not om.onednn_matmul_applies(x, w16[0, 0])
+    assert not onednn_conv.onednn_conv_applies(x16, w16, [(1, 1), (1, 1)], 1)
+    assert not onednn_pool.onednn_pool_applies(x16, (3, 3), (2, 2), [(1, 1), (1, 1)])
+    assert not onednn_gelu.onednn_gelu_applies(x16)
+    assert not onednn_attention.onednn_attention_applies(q, q, q.astype(jnp.bfloat16))
+

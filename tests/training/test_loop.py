@@ -44,6 +44,9 @@ def test_loss_falls_and_workdir_layout(trained_run):
     assert cfg["total_steps"] == 20 and cfg["model"]["num_classes"] == fakes.NUM_CLASSES
     env = json.load(open(os.path.join(wd, "env.json")))
     assert env["device_count"] == 8 and "jax" in env["packages"]
+    # The lowering settings a run was traced under are on record with it.
+    assert env["jaxvision_env"] == {k: v for k, v in os.environ.items() if k.startswith("JAXVISION_")}
+    assert env["onednn_bf16"]["setting"] == os.environ.get("JAXVISION_ONEDNN_BF16")
     assert any(f.startswith("events") for f in os.listdir(os.path.join(wd, "tensorboard")))
 
     run = checkpoints.load_run(wd)
