@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator, Sequence
 from absl import app, flags
 from absl import logging as absl_logging
 
+from jaxvision import env_settings
 from jaxvision.quiet_stderr import filtered_stderr, verbosity_requested
 
 USAGE_EXIT = 2
@@ -430,6 +431,10 @@ def run(main: Callable[..., int | None], argv: Sequence[str] | None = None, *,
 def run_absl(main: Callable, argv: Sequence[str], flags_parser: Callable) -> None:
     """``absl.app.run`` with ``--help`` ending in status 0 (absl ends it with 1; asking for help
     is not a failure)."""
+    try:
+        env_settings.check_all()
+    except ValueError as e:
+        fail(str(e))
     try:
         app.run(main, argv=list(argv), flags_parser=flags_parser)
     except SystemExit as e:

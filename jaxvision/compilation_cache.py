@@ -25,12 +25,12 @@ import os
 import jax
 from jax import monitoring
 
-from jaxvision import user_cache
+from jaxvision import env_settings, user_cache
 
 log = logging.getLogger("jaxvision.compilation_cache")
 
 ENV_VAR = "JAXVISION_COMPILATION_CACHE"
-DISABLED = ("none", "off", "")
+DISABLED = env_settings.OFF + ("none", "")
 # Bounded by JAX's own LRU eviction; a ResNet-50 train step is ~100 MiB, a LeNet one ~1 MiB.
 MAX_SIZE_BYTES = 4 << 30
 
@@ -54,10 +54,10 @@ def resolve_directory(setting: str | None = "auto") -> str | None:
     disabled. 'auto' defers to ``$JAXVISION_COMPILATION_CACHE``, then :func:`default_directory`."""
     value = "auto" if setting is None else str(setting).strip()
     if value.lower() == "auto":
-        env = os.environ.get(ENV_VAR)
+        env = env_settings.folder_or_off(ENV_VAR)  # ValueError for a relative path / typo
         if env is None:
             return default_directory()
-        value = env.strip()
+        return env or None
     if value.lower() in DISABLED:
         return None
     return os.path.abspath(os.path.expanduser(value))

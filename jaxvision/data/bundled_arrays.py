@@ -97,7 +97,8 @@ def load(name: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def cache_path(name: str) -> str:
-    base = os.environ.get("JAXVISION_DATASET_CACHE") or user_cache.directory("datasets")
+    base = (os.environ.get("JAXVISION_DATASET_CACHE", "").strip()
+            or user_cache.directory("datasets"))
     return os.path.join(base, f"{name}-{VERSION}.npz")
 
 

@@ -42,6 +42,8 @@ import re
 import numpy as np
 from PIL import Image, ImageCms, ImageColor, ImageOps
 
+from jaxvision import env_settings
+
 DEFAULT_BACKGROUND = "white"
 # Environment variable that sets PIL.Image.MAX_IMAGE_PIXELS (Pillow's decompression-bomb guard,
 # default 89,478,485 pixels: it refuses twice that) for every command; 0 or 'none' turns it off.
@@ -52,11 +54,17 @@ _TRANSPARENT = ("RGBA", "LA", "PA", "RGBa", "La")
 _DISPLAY_GAMMA = 2.2  # the sRGB display's approximate gamma (PNG spec 1.2, section 10.5)
 
 
+def _apply_pixel_limit() -> None:
+    """Pillow's limit as MAX_PIXELS_ENV sets it (unset: Pillow's own). Read at each decode, not
+    at import: a bad value is a ValueError naming the variable where an image is read (and at
+    the start of every command, ``env_settings.check_all``), never an import error."""
+    limit = env_settings.pixel_limit(MAX_PIXELS_ENV)
+    if limit is not False:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
 def _configure_pillow() -> None:
-    """The limit of MAX_PIXELS_ENV, and HEIC/HEIF through pillow-heif when it is installed."""
-    limit = os.environ.get(MAX_PIXELS_ENV)
-    if limit:
-        Image.MAX_IMAGE_PIXELS = None if limit.lower() in ("0", "none") else int(limit)
+    """HEIC/HEIF through pillow-heif when it is installed."""
     try:
         from pillow_heif import register_heif_opener
     except ImportError:
@@ -96,6 +104,7 @@ def decode(encoded: bytes, *, channels: int = 3, background=DEFAULT_BACKGROUND) 
 
     Raises ImageFileError when the bytes are not a readable image.
     """
+    _apply_pixel_limit()
     fill = background_rgb(background)
     try:
         with Image.open(io.BytesIO(bytes(encoded))) as im:

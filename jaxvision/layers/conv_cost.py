@@ -30,7 +30,7 @@ import json
 import os
 from typing import NamedTuple
 
-from jaxvision import user_cache
+from jaxvision import env_settings, user_cache
 
 __all__ = ["ConvShape", "PASSES", "choose", "features", "fit", "forced_choice", "load_table",
            "predict_ms"]
@@ -38,7 +38,7 @@ __all__ = ["ConvShape", "PASSES", "choose", "features", "fit", "forced_choice", 
 PASSES = ("forward", "input_grad", "weight_grad")
 LOWERINGS = ("xla", "taps")
 ENV_VAR = "JAXVISION_TAP_CONV"
-CHOICES = ("auto", "taps", "xla")
+CHOICES = env_settings.CHOICES[ENV_VAR][0]
 TABLE_NAME = "conv_cost_table.json"
 _forced: list[str] = []
 
@@ -127,9 +127,7 @@ def forced_choice(lowering: str):
 def choose(part: str, shape: ConvShape) -> str:
     """'taps' or 'xla' for one pass of a bf16 convolution of ``shape``: the forced choice or
     ``$JAXVISION_TAP_CONV`` if set, else the lowering with the lower predicted time."""
-    setting = _forced[-1] if _forced else os.environ.get(ENV_VAR, "auto")
-    if setting not in CHOICES:
-        raise ValueError(f"{ENV_VAR}={setting!r} is not one of {CHOICES}; unset it or pick one")
+    setting = _forced[-1] if _forced else env_settings.choice(ENV_VAR)
     if setting != "auto":
         return setting
     taps, xla = (predict_ms(part, low, shape) for low in ("taps", "xla"))

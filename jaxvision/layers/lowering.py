@@ -73,7 +73,7 @@ __all__ = [
     "weight_grad", "matmul", "pad_beyond_kernel",
 ]
 
-IMPLS = ("auto", "xla", "cpu", "onednn")
+IMPLS = env_settings.CHOICES["JAXVISION_CONV_IMPL"][0]
 LOW_PRECISION = (jnp.bfloat16, jnp.float16)  # dtypes whose products accumulate in float32
 _override: list[str] = []
 
@@ -110,8 +110,7 @@ def conv_impl() -> str:
     """'xla', 'cpu' or 'onednn': the lowering used for convolutions traced now (see the module
     docstring). 'auto' is 'onednn' on the CPU backend (which falls back to the 'cpu' forms where
     oneDNN is unavailable or does not apply) and 'xla' elsewhere."""
-    impl = _override[0] if _override else env_settings.choice("JAXVISION_CONV_IMPL", IMPLS,
-                                                               "auto")
+    impl = _override[0] if _override else env_settings.choice("JAXVISION_CONV_IMPL")
     return resolve_conv_impl(impl)
 
 

@@ -34,6 +34,7 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import os
 import platform
 import tempfile
@@ -50,12 +51,13 @@ __all__ = ["ENV_VAR", "CHOICES", "choice", "compute_dtype", "cpu_key", "measure"
 log = logging.getLogger(__name__)
 
 ENV_VAR = "JAXVISION_ONEDNN_BF16"
-CHOICES = ("auto", "native", "float32")
+CHOICES = env_settings.CHOICES[ENV_VAR][0]
 FILE_NAME = "onednn_bf16.json"
 # (M, K, N) of the timed product: about a ViT-S/16 MLP product's size per image row block, large
 # enough (2.1 GFLOP) that a 2-core machine takes ~10 ms and timer noise is small.
 PROBE_SHAPE = (1024, 1024, 1024)
 PROBE_REPEATS = 5
+_made: list[str] = []  # the measured choice, once this process has made it
 
 
 def compute_dtype(dtype) -> jnp.dtype:
@@ -69,15 +71,22 @@ def compute_dtype(dtype) -> jnp.dtype:
 def choice() -> str:
     """'native' or 'float32': ``$JAXVISION_ONEDNN_BF16`` when it names one, else this machine's
     measured choice (``_measured_choice``). Raises ValueError for any other setting."""
-    setting = env_settings.choice(ENV_VAR, CHOICES, "auto")
+    setting = env_settings.choice(ENV_VAR)
     return _measured_choice() if setting == "auto" else setting
 
 
 def record() -> dict:
-    """What a run record (``env.json``) keeps of this choice, without measuring: the setting of
-    ``$JAXVISION_ONEDNN_BF16`` (None when unset) and this CPU's stored entry (None when none)."""
+    """What a run record (``env.json``) keeps of this choice, without measuring: ``setting``
+    (``$JAXVISION_ONEDNN_BF16`` normalized, 'auto' when unset), ``stored`` (this CPU's stored
+    entry or None) and ``effective``: 'native' or 'float32' where that is known now (a forced
+    setting, a choice made in this process, a stored entry), else None (measured at the first
+    bf16 oneDNN product; the log says). Raises ValueError for a bad setting."""
+    setting = env_settings.choice(ENV_VAR)
     entry = _read(user_cache.directory(FILE_NAME)).get(cpu_key())
-    return {"setting": os.environ.get(ENV_VAR), "stored": entry if _valid(entry) else None}
+    stored = entry if _valid(entry) else None
+    effective = (setting if setting != "auto"
+                 else _made[-1] if _made else stored["choice"] if stored else None)
+    return {"setting": setting, "stored": stored, "effective": effective}
 
 
 def cpu_key() -> str:
@@ -103,6 +112,7 @@ def _measured_choice() -> str:
     path, key = user_cache.directory(FILE_NAME), cpu_key()
     table = _read(path)
     entry = table.get(key)
+    source = f"stored in {path}"
     if not _valid(entry):
         try:
             entry = measure()
@@ -112,18 +122,29 @@ def _measured_choice() -> str:
                         e, ENV_VAR)
             return "native"
         table[key] = entry
-        _write(path, table)
+        source = (f"measured now, stored in {path}" if _write(path, table)
+                  else "measured now, not stored")
     log.info("oneDNN bf16 products on this CPU: %s (bf16 %.1f ms vs float32 %.1f ms per %s "
              "matmul; %s)", entry["choice"], entry["bf16_ms"], entry["float32_ms"],
-             "x".join(map(str, PROBE_SHAPE)), path)
+             "x".join(map(str, PROBE_SHAPE)), source)
+    _made.append(entry["choice"])
     return entry["choice"]
 
 
 def _valid(entry) -> bool:
-    """Whether a stored entry is one ``measure`` could have written (else it is measured anew)."""
+    """Whether a stored entry is one ``measure`` could have written (else it is measured anew):
+    a known choice and two finite, positive times."""
     return (isinstance(entry, dict) and entry.get("choice") in ("native", "float32")
-            and all(isinstance(entry.get(t), (int, float)) and not isinstance(entry.get(t), bool)
-                    for t in ("bf16_ms", "float32_ms")))
+            and all(_time(entry.get(t)) for t in ("bf16_ms", "float32_ms")))
+
+
+def _time(value) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(value)) and value > 0
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 def measure() -> dict:
@@ -169,9 +190,9 @@ def _read(path: str) -> dict:
         return {}
 
 
-def _write(path: str, table: dict) -> None:
-    """Atomically (a reader never sees half a file); silently skipped where the cache is not
-    writable (the choice then holds for this process only)."""
+def _write(path: str, table: dict) -> bool:
+    """Atomically (a reader never sees half a file); whether it was stored. Where the cache is
+    not writable the choice holds for this process only."""
     tmp = None
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -182,8 +203,10 @@ def _write(path: str, table: dict) -> None:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # as a plain open() would: readable where the cache is shared
         os.replace(tmp, path)
+        return True
     except OSError as e:
         log.info("could not store the oneDNN bf16 choice in %s (%s): each process measures "
                  "anew; set %s=native|float32 to skip that", path, e, ENV_VAR)
         if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
+        return False

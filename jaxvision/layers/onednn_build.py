@@ -58,7 +58,7 @@ def switched_off() -> bool:
     """Whether ``JAXVISION_ONEDNN`` is set to 0/false/no/off (1/true/yes/on or unset: on; any
     other value raises ValueError, ``env_settings.switch``). Read when a handler library is
     first needed: set it before the first model is traced (a library once loaded stays)."""
-    return not env_settings.switch("JAXVISION_ONEDNN", default=True)
+    return not env_settings.switch("JAXVISION_ONEDNN")
 
 
 def _onednn_root() -> tuple[str, str] | None:

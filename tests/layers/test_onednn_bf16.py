@@ -26,8 +26,10 @@ def fresh_choice(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.delenv(ob.ENV_VAR, raising=False)
     ob._measured_choice.cache_clear()
+    ob._made.clear()
     yield tmp_path
     ob._measured_choice.cache_clear()
+    ob._made.clear()
 
 
 def test_setting_overrides_the_measurement(monkeypatch, fresh_choice):
@@ -63,6 +65,10 @@ def test_measured_once_per_machine_and_stored(monkeypatch, fresh_choice):
                json.dumps({ob.cpu_key(): {"choice": "native", "bf16_ms": "31", "float32_ms": 1}}),
                json.dumps({ob.cpu_key(): {"choice": "native", "bf16_ms": None}}),
                "[" * 100_000 + "]" * 100_000]
+    # Times that are not finite positive numbers (NaN also made env.json invalid JSON; an int
+    # too large for a float broke the log line).
+    damaged += [f'{{"{ob.cpu_key()}": {{"choice": "native", "bf16_ms": {bad}, "float32_ms": 1}}}}'
+                for bad in ("NaN", "-1", "0", "9" * 400, "true", "Infinity")]
     for text in damaged:
         path.write_text(text)
         ob._measured_choice.cache_clear()
@@ -71,7 +77,9 @@ def test_measured_once_per_machine_and_stored(monkeypatch, fresh_choice):
     assert len(calls) == 1 + len(damaged)
     # Stored as a plain open() would store it: readable by the other users of a shared cache.
     assert path.stat().st_mode & 0o777 == 0o666 & ~_umask()
-    assert ob.record() == {"setting": None, "stored": fake_measure()}
+    assert ob.record() == {"setting": "auto", "stored": fake_measure(), "effective": "float32"}
+    monkeypatch.setenv(ob.ENV_VAR, " Native")  # the record says what the run used
+    assert ob.record()["setting"] == ob.record()["effective"] == "native"
 
 
 def _umask() -> int:
