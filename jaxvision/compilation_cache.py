@@ -30,7 +30,7 @@ from jaxvision import env_settings, user_cache
 log = logging.getLogger("jaxvision.compilation_cache")
 
 ENV_VAR = "JAXVISION_COMPILATION_CACHE"
-DISABLED = env_settings.OFF + ("none", "")
+DISABLED = env_settings.NO_FOLDER
 # Bounded by JAX's own LRU eviction; a ResNet-50 train step is ~100 MiB, a LeNet one ~1 MiB.
 MAX_SIZE_BYTES = 4 << 30
 

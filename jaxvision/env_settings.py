@@ -40,7 +40,7 @@ CHOICES = {
     "JAXVISION_TAP_CONV": (("auto", "taps", "xla"), "auto"),
 }
 SWITCHES = {"JAXVISION_ONEDNN": True}  # name -> default
-FOLDERS = ("JAXVISION_DATASET_CACHE",)
+NO_FOLDER = OFF + ("none", "")  # a cache-folder setting that turns the cache off
 # Read by this repository's benchmarks and tests, not by the library.
 OTHER_KNOWN = ("JAXVISION_TORCH_PYTHON", "JAXVISION_TEST_TIMEOUT_S")
 SHOWN_CHARS = 60  # of a refused value, in the message
@@ -79,7 +79,7 @@ def folder_or_off(name: str) -> str | None | bool:
     if raw is None:
         return None
     value = raw.strip()
-    if value.lower() in OFF + ("none", ""):
+    if value.lower() in NO_FOLDER:
         return False
     if not (os.path.isabs(value) or value.startswith("~")):
         _refuse(name, raw, f"an absolute folder (or ~/...) or one of {OFF + ('none',)}")
@@ -100,21 +100,21 @@ def pixel_limit(name: str) -> int | None | bool:
     _refuse(name, raw, "a positive number of pixels, or 0 / none for no limit")
 
 
+# Every setting -> its reader (each raises ValueError for a bad value).
+READERS = {**dict.fromkeys(CHOICES, choice), **dict.fromkeys(SWITCHES, switch),
+           "JAXVISION_COMPILATION_CACHE": folder_or_off,
+           "JAXVISION_MAX_IMAGE_PIXELS": pixel_limit,
+           "JAXVISION_DATASET_CACHE": lambda name: None}  # any folder
+
+
 def check_all() -> None:
     """Reads every ``JAXVISION_*`` setting present in the environment, raising ValueError for
     the first bad one; warns of ``JAXVISION_*`` names that are no setting."""
-    known = {**CHOICES, **SWITCHES}.keys() | set(FOLDERS) | set(OTHER_KNOWN) | {
-        "JAXVISION_COMPILATION_CACHE", "JAXVISION_MAX_IMAGE_PIXELS"}
+    known = sorted(READERS.keys() | set(OTHER_KNOWN))
     for name in sorted(k for k in os.environ if k.startswith("JAXVISION_")):
-        if name in CHOICES:
-            choice(name)
-        elif name in SWITCHES:
-            switch(name)
-        elif name == "JAXVISION_COMPILATION_CACHE":
-            folder_or_off(name)
-        elif name == "JAXVISION_MAX_IMAGE_PIXELS":
-            pixel_limit(name)
-        elif name not in known:
-            close = difflib.get_close_matches(name, sorted(known), n=1)
+        if name in READERS:
+            READERS[name](name)
+        elif name not in OTHER_KNOWN:
+            close = difflib.get_close_matches(name, known, n=1)
             log.warning("%s is not a jaxvision setting and is ignored%s", name,
                         f" (did you mean {close[0]}?)" if close else "")

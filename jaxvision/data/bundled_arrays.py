@@ -21,10 +21,8 @@ their shapes is stored with them and checked) is rebuilt from the package, never
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
-import tempfile
 import zipfile
 
 import numpy as np
@@ -138,32 +136,11 @@ def _read_cache(path: str, name: str):
     return arrays
 
 
-def _umask() -> int:
-    """The process's file-creation mask, read without changing it (``os.umask`` can only be read
-    by setting it, which races with other threads creating files)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    return 0o022
-
-
 def _write_cache(path: str, name: str, arrays: dict) -> None:
-    tmp = None
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".npz.tmp")
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, digest=np.asarray(_digest(name, arrays)), **arrays)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide a shared cache from others
-        os.replace(tmp, path)  # atomic: a concurrent reader sees the old file or the whole new one
-    except OSError:  # a read-only or full cache folder costs time on the next run, nothing else
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.remove(tmp)
+    # A read-only or full cache folder costs time on the next run, nothing else.
+    user_cache.write_atomically(
+        path, lambda f: np.savez(f, digest=np.asarray(_digest(name, arrays)), **arrays),
+        binary=True)
 
 
 def split_arrays(name: str, split: str) -> tuple[np.ndarray, np.ndarray]:

@@ -35,9 +35,7 @@ import hashlib
 import json
 import logging
 import math
-import os
 import platform
-import tempfile
 import time
 
 import jax
@@ -191,22 +189,10 @@ def _read(path: str) -> dict:
 
 
 def _write(path: str, table: dict) -> bool:
-    """Atomically (a reader never sees half a file); whether it was stored. Where the cache is
-    not writable the choice holds for this process only."""
-    tmp = None
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".onednn_bf16-")
-        with os.fdopen(fd, "w") as f:
-            json.dump(table, f, indent=1, sort_keys=True)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # as a plain open() would: readable where the cache is shared
-        os.replace(tmp, path)
+    """Stores the table (``user_cache.write_atomically``); whether it was stored. Where the
+    cache is not writable the choice holds for this process only."""
+    if user_cache.write_atomically(path, lambda f: json.dump(table, f, indent=1, sort_keys=True)):
         return True
-    except OSError as e:
-        log.info("could not store the oneDNN bf16 choice in %s (%s): each process measures "
-                 "anew; set %s=native|float32 to skip that", path, e, ENV_VAR)
-        if tmp is not None and os.path.exists(tmp):
-            os.remove(tmp)
-        return False
+    log.info("could not store the oneDNN bf16 choice in %s: each process measures anew; set "
+             "%s=native|float32 to skip that", path, ENV_VAR)
+    return False

@@ -4,7 +4,6 @@ the float32 products of the bf16 operands rounded once to bf16 (numpy's float32 
 convolution are the references), with the same gradients."""
 
 import json
-import os
 
 import jax
 import jax.numpy as jnp
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 from jax import lax
 
+from jaxvision import user_cache
 from jaxvision.layers import onednn_bf16 as ob
 from jaxvision.layers import onednn_matmul
 from jaxvision.layers.onednn_conv import onednn_conv
@@ -76,16 +76,10 @@ def test_measured_once_per_machine_and_stored(monkeypatch, fresh_choice):
         assert json.loads(path.read_text())[ob.cpu_key()]["choice"] == "float32"
     assert len(calls) == 1 + len(damaged)
     # Stored as a plain open() would store it: readable by the other users of a shared cache.
-    assert path.stat().st_mode & 0o777 == 0o666 & ~_umask()
+    assert path.stat().st_mode & 0o777 == 0o666 & ~user_cache.umask()
     assert ob.record() == {"setting": "auto", "stored": fake_measure(), "effective": "float32"}
     monkeypatch.setenv(ob.ENV_VAR, " Native")  # the record says what the run used
     assert ob.record()["setting"] == ob.record()["effective"] == "native"
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def test_failed_probe_keeps_bf16_for_this_process_only(monkeypatch, fresh_choice, caplog):
