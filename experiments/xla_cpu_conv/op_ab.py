@@ -1,6 +1,6 @@
 """A/B of one oneDNN op in a train step: oneDNN's form vs XLA's (everything else equal).
 
-    python experiments/xla_cpu_conv/op_ab.py --op matmul|attention|gelu --model vit_s16
+    python experiments/xla_cpu_conv/op_ab.py --op matmul|attention|gelu|layer_norm --model vit_s16
         --dtype float32 [--batch 16] [--res 224] [--rounds 4]
 
 Compiles the library's train step (``benchmarks.throughput.build_train_step``) twice in one
@@ -24,7 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--op", default="matmul", choices=["matmul", "attention", "gelu"])
+    p.add_argument("--op", default="matmul", choices=["matmul", "attention", "gelu", "layer_norm"])
     p.add_argument("--model", default="vit_s16")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--res", type=int, default=224)

@@ -357,13 +357,41 @@ class GroupNorm(nn.GroupNorm):
 
 class LayerNorm(nn.LayerNorm):
     """Layer normalization over the last axis. ``train`` is accepted and ignored.
-    Default epsilon 1e-6 (ViT / big_vision). Params ``scale``, ``bias`` (C,)."""
+    Default epsilon 1e-6 (ViT / big_vision). Params ``scale``, ``bias`` (C,), as Flax's.
+
+    On the CPU, float32 activations with float32 parameters (the defaults) go through oneDNN's
+    layer normalization, one pass each way (``jaxvision.layers.onednn_layer_norm``, where it
+    applies: one device, handlers loaded, ``lowering.conv_impl() == 'onednn'``); everything else
+    is Flax's ``nn.LayerNorm``. The two agree to float32 rounding."""
 
     epsilon: float = 1e-6
 
+    @nn.compact
     def __call__(self, x, train: bool = False):  # type: ignore[override]
         del train
+        if self._onednn_form(x):
+            from jaxvision.layers import onednn_layer_norm as oln
+
+            # Decided before the parameters exist: Flax's code below creates them otherwise.
+            features = jax.ShapeDtypeStruct(x.shape[-1:], jnp.float32)
+            if oln.onednn_layer_norm_applies(x, features, features):
+                scale = self.param("scale", self.scale_init, features.shape, self.param_dtype)
+                bias = self.param("bias", self.bias_init, features.shape, self.param_dtype)
+                return oln.onednn_layer_norm(x, scale, bias, self.epsilon)
         return super().__call__(x)
+
+    def _onednn_form(self, x) -> bool:
+        """Whether this configuration is the one the oneDNN handler computes (over the last axis
+        only, scale and bias, no cross-device statistics, float32 in and out) on a backend
+        that uses oneDNN; the handler's own check (devices, loaded) follows."""
+        from jaxvision.layers import lowering
+
+        last = (-1, x.ndim - 1)
+        return (x.ndim >= 1 and x.dtype == jnp.float32 and self.use_scale and self.use_bias
+                and self.axis_name is None and self.reduction_axes in last
+                and self.feature_axes in last and self.dtype in (None, jnp.float32)
+                and jnp.dtype(self.param_dtype) == jnp.float32
+                and lowering.conv_impl() == "onednn")
 
 
 def batch_norm_of(model) -> functools.partial:

@@ -26,6 +26,7 @@ from jaxvision.layers.attention import MultiHeadSelfAttention
 from jaxvision.layers.dense import Dense
 from jaxvision.layers.feature_levels import collecting, sow_level, tokens_to_map
 from jaxvision.layers.lowering import conv_impl
+from jaxvision.layers.norm import LayerNorm
 from jaxvision.layers.remat import remat_block
 
 __all__ = [
@@ -146,7 +147,7 @@ class EncoderBlock(nn.Module):
             return x + (_drop_path(self, y, drop_path_rate) if use_drop_path else y)
 
         norm = dict(epsilon=self.layer_norm_epsilon, dtype=self.dtype, param_dtype=self.param_dtype)
-        y = nn.LayerNorm(name="norm1", **norm)(x)
+        y = LayerNorm(name="norm1", **norm)(x)
         y = MultiHeadSelfAttention(
             num_heads=self.num_heads,
             attn_drop_rate=self.attn_drop_rate,
@@ -157,7 +158,7 @@ class EncoderBlock(nn.Module):
         )(y, deterministic=deterministic)
         y = nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
         x = residual(x, y)
-        y = nn.LayerNorm(name="norm2", **norm)(x)
+        y = LayerNorm(name="norm2", **norm)(x)
         y = MlpBlock(
             mlp_dim=self.mlp_dim,
             dropout_rate=self.dropout_rate,
@@ -254,7 +255,7 @@ class Encoder(nn.Module):
                 )
                 if keep:
                     sow(x)
-        return nn.LayerNorm(
+        return LayerNorm(
             epsilon=self.layer_norm_epsilon,
             dtype=self.dtype,
             param_dtype=self.param_dtype,

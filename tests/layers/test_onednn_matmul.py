@@ -326,11 +326,11 @@ def test_dense_arguments_checked_as_flax_does():
 @needs_onednn
 def test_no_handler_family_is_used_off_the_cpu_backend(monkeypatch):
     # Every oneDNN family is registered for the CPU only: with 'onednn' forced on a GPU, none
-    # of the five may put a CPU custom call in a GPU program (conv and pool once missed this).
+    # of the six may put a CPU custom call in a GPU program (conv and pool once missed this).
     # importlib: the package re-exports functions of the same names as these modules.
-    onednn_attention, onednn_conv, onednn_gelu, onednn_pool = (
+    onednn_attention, onednn_conv, onednn_gelu, onednn_layer_norm, onednn_pool = (
         importlib.import_module(f"jaxvision.layers.onednn_{n}")
-        for n in ("attention", "conv", "gelu", "pool"))
+        for n in ("attention", "conv", "gelu", "layer_norm", "pool"))
     x, w, q = jnp.ones((2, 8, 8, 4)), jnp.ones((3, 3, 4, 4)), jnp.ones((2, 5, 2, 4))
     checks = {
         "matmul": lambda: om.onednn_matmul_applies(x, w[0, 0]),
@@ -338,6 +338,7 @@ def test_no_handler_family_is_used_off_the_cpu_backend(monkeypatch):
         "pool": lambda: onednn_pool.onednn_pool_applies(x, (3, 3), (2, 2), [(1, 1), (1, 1)]),
         "gelu": lambda: onednn_gelu.onednn_gelu_applies(x),
         "attention": lambda: onednn_attention.onednn_attention_applies(q, q, q),
+        "layer_norm": lambda: onednn_layer_norm.onednn_layer_norm_applies(x, w[0, 0, 0], w[0, 0, 0]),
     }
     assert {name: check() for name, check in checks.items()} == dict.fromkeys(checks, True)
     monkeypatch.setattr(om.jax, "default_backend", lambda: "gpu")
@@ -352,4 +353,5 @@ def test_no_handler_family_is_used_off_the_cpu_backend(monkeypatch):
     assert not onednn_pool.onednn_pool_applies(x16, (3, 3), (2, 2), [(1, 1), (1, 1)])
     assert not onednn_gelu.onednn_gelu_applies(x16)
     assert not onednn_attention.onednn_attention_applies(q, q, q.astype(jnp.bfloat16))
+    assert not onednn_layer_norm.onednn_layer_norm_applies(x16, w16[0, 0, 0], w16[0, 0, 0])
 
