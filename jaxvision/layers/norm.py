@@ -359,12 +359,18 @@ class LayerNorm(nn.LayerNorm):
     """Layer normalization over the last axis. ``train`` is accepted and ignored.
     Default epsilon 1e-6 (ViT / big_vision). Params ``scale``, ``bias`` (C,), as Flax's.
 
-    On the CPU, float32 activations with float32 parameters (the defaults) go through oneDNN's
-    layer normalization, one pass each way (``jaxvision.layers.onednn_layer_norm``, where it
-    applies: one device, handlers loaded, ``lowering.conv_impl() == 'onednn'``); everything else
-    is Flax's ``nn.LayerNorm``. The two agree to float32 rounding."""
+    The variance is the mean of squared deviations (``use_fast_variance=False``, as PyTorch and
+    oneDNN compute it): Flax's default E[x^2] - E[x]^2 loses digits, to a variance of 0, on rows
+    whose mean is large against their spread. On the CPU, float32 activations with float32
+    parameters (the defaults) go through oneDNN's layer normalization, one pass each way
+    (``jaxvision.layers.onednn_layer_norm``, where it applies: one device, handlers loaded,
+    ``lowering.conv_impl() == 'onednn'``); everything else is Flax's ``nn.LayerNorm`` with the
+    same formula, and the two agree to float32 rounding. The oneDNN form has no forward-mode
+    autodiff (``jax.jvp``/``jacfwd``/``hessian``): trace those under
+    ``jaxvision.layers.using_conv_impl('xla')``."""
 
     epsilon: float = 1e-6
+    use_fast_variance: bool = False
 
     @nn.compact
     def __call__(self, x, train: bool = False):  # type: ignore[override]
@@ -386,10 +392,14 @@ class LayerNorm(nn.LayerNorm):
         that uses oneDNN; the handler's own check (devices, loaded) follows."""
         from jaxvision.layers import lowering
 
-        last = (-1, x.ndim - 1)
+        def last_only(axes) -> bool:
+            axes = tuple(axes) if isinstance(axes, (tuple, list)) else (axes,)
+            return len(axes) == 1 and axes[0] in (-1, x.ndim - 1)
+
         return (x.ndim >= 1 and x.dtype == jnp.float32 and self.use_scale and self.use_bias
-                and self.axis_name is None and self.reduction_axes in last
-                and self.feature_axes in last and self.dtype in (None, jnp.float32)
+                and not self.use_fast_variance and self.axis_name is None
+                and last_only(self.reduction_axes) and last_only(self.feature_axes)
+                and self.dtype in (None, jnp.float32)
                 and jnp.dtype(self.param_dtype) == jnp.float32
                 and lowering.conv_impl() == "onednn")
 

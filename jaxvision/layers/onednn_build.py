@@ -269,7 +269,10 @@ def with_reference_derivatives(fast, reference):
     handlers run for the values; a derivative, e.g. of a backward pass for a gradient penalty,
     is ``reference``'s autodiff."""
     f = jax.custom_vjp(fast)
-    f.defvjp(lambda *args: (fast(*args), args),
+    # The forward rule calls ``f``, not ``fast``: under a third (or higher) derivative the rule
+    # itself is differentiated by the outer transforms, which must meet this rule again, not the
+    # bare custom call (which has no derivative).
+    f.defvjp(lambda *args: (f(*args), args),
              lambda args, ct: jax.vjp(reference, *args)[1](ct))
     return f
 

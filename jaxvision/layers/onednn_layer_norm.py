@@ -11,9 +11,9 @@ its backward pass as XLA FFI custom calls (``csrc/onednn_layer_norm.cc``), one p
 transformer blocks' norms) when ``lowering.conv_impl() == 'onednn'`` (the CPU default), for float32
 x (..., C) with float32 scale and shift (C,), no zero dimension, one device, handlers loaded.
 bf16 and the other cases keep Flax's code. The variance is the mean of squared deviations, as
-oneDNN and PyTorch compute it; Flax's default (``use_fast_variance``) is E[x^2] - E[x]^2: the
-two differ by float32 rounding (more for rows whose mean is large against their spread, where
-the fast form loses digits). First derivatives run on the handlers; higher ones are JAX's
+oneDNN and PyTorch compute it, and as ``norm.LayerNorm`` has Flax compute it
+(``use_fast_variance=False``); Flax's own default, E[x^2] - E[x]^2, loses digits on rows whose
+mean is large against their spread, so a LayerNorm asking for it keeps Flax's code. First derivatives run on the handlers; higher ones are JAX's
 autodiff of the same formulas (``onednn_build.with_reference_derivatives``). No forward-mode
 autodiff: trace under ``jaxvision.layers.using_conv_impl('xla')`` for that, as
 ``jaxvision.export`` does. Built by ``jaxvision.layers.onednn_build`` like the other oneDNN ops;
@@ -57,11 +57,14 @@ def onednn_layer_norm(x, scale, shift, epsilon: float):
     Raises ValueError for other shapes or dtypes and RuntimeError when the handlers are
     unavailable (``why_unavailable()``); ``onednn_layer_norm_applies`` tests both, and the device
     count, which this function does not."""
-    if not (x.ndim >= 1 and x.size > 0 and x.dtype == jnp.float32
+    def spec(a):
+        return f"{getattr(a, 'shape', a)} {getattr(a, 'dtype', '')}".rstrip()
+
+    if not all(hasattr(a, "shape") and hasattr(a, "dtype") for a in (x, scale, shift)) or not (
+            x.ndim >= 1 and x.size > 0 and x.dtype == jnp.float32
             and all(p.shape == x.shape[-1:] and p.dtype == jnp.float32 for p in (scale, shift))):
         raise ValueError(f"onednn_layer_norm takes float32 x (..., C) and float32 scale and shift "
-                         f"(C,), got x {x.shape} {x.dtype}, scale {scale.shape} {scale.dtype}, "
-                         f"shift {shift.shape} {shift.dtype}")
+                         f"(C,), got x {spec(x)}, scale {spec(scale)}, shift {spec(shift)}")
     if not _load():
         raise RuntimeError(f"oneDNN LayerNorm unavailable: {why_unavailable()}")
     return _layer_norm(x, scale, shift, float(epsilon))

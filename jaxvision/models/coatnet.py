@@ -34,6 +34,7 @@ from jaxvision.layers import (
     RelativePositionSelfAttention,
     avg_pool,
 )
+from jaxvision.layers.norm import LayerNorm
 from jaxvision.models.features import sow_level
 from jaxvision.models.input_size import check_input_size
 from jaxvision.models.maxvit import (
@@ -91,14 +92,14 @@ class RelativeTransformerBlock(nn.Module):
         if x.shape[-1] != self.features:
             shortcut = Conv(self.features, 1, padding="VALID", kernel_init=lay.dense_init,
                             name="shortcut", **kw)(shortcut)
-        y = self._pool(nn.LayerNorm(lay.layer_norm_epsilon, name="norm1", **kw)(x))
+        y = self._pool(LayerNorm(lay.layer_norm_epsilon, name="norm1", **kw)(x))
         n, h, w, c = y.shape
         y = RelativePositionSelfAttention(self.features // self.head_dim, (h, w), head_dim=self.head_dim,
                                           out_features=self.features, kernel_init=lay.dense_init,
                                           name="attn", **kw)(y.reshape(n, h * w, c))
         y = Dropout(self.dropout_rate)(y.reshape(n, h, w, self.features), train)
         x = shortcut + DropPath(self.drop_path_rate)(y, train)
-        y = nn.LayerNorm(lay.layer_norm_epsilon, name="norm2", **kw)(x)
+        y = LayerNorm(lay.layer_norm_epsilon, name="norm2", **kw)(x)
         y = MlpBlock(int(self.features * self.mlp_ratio), dropout_rate=self.dropout_rate, act=lay.act,
                      kernel_init=lay.dense_init, bias_init=lay.mlp_bias_init, name="mlp", **kw)(
             y, deterministic=not train)

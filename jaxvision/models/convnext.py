@@ -22,6 +22,7 @@ import jax.numpy as jnp
 
 from jaxvision.layers import Conv, DropPath, global_avg_pool, remat_block
 from jaxvision.layers.dense import f32_accumulating_dot_general
+from jaxvision.layers.norm import LayerNorm
 from jaxvision.layers.transformer import gelu_exact
 from jaxvision.models.features import sow_level
 from jaxvision.models.registry import register
@@ -54,7 +55,7 @@ class ConvNeXtBlock(nn.Module):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         dense = dict(kernel_init=_INIT, dot_general=f32_accumulating_dot_general, **kw)
         y = Conv(c, 7, padding=3, groups=c, use_bias=True, kernel_init=_INIT, name="dwconv", **kw)(x)
-        y = nn.LayerNorm(epsilon=_LN_EPS, name="norm", **kw)(y)
+        y = LayerNorm(epsilon=_LN_EPS, name="norm", **kw)(y)
         y = gelu_exact(nn.Dense(4 * c, name="fc1", **dense)(y))
         y = nn.Dense(c, name="fc2", **dense)(y)
         gamma = self.param("layer_scale", nn.initializers.constant(self.layer_scale_init), (c,),
@@ -94,12 +95,12 @@ class ConvNeXt(nn.Module):
         x = jnp.asarray(x, self.dtype)
         x = Conv(self.dims[0], 4, 4, padding="VALID", use_bias=True, kernel_init=_INIT,
                  name="stem_conv", **kw)(x)
-        x = nn.LayerNorm(epsilon=_LN_EPS, name="stem_norm", **kw)(x)
+        x = LayerNorm(epsilon=_LN_EPS, name="stem_norm", **kw)(x)
         total, k = sum(self.depths), 0
         block = remat_block(ConvNeXtBlock, self.remat, static_argnums=(2,))  # train stays static
         for i, (dim, depth) in enumerate(zip(self.dims, self.depths, strict=True)):
             if i > 0:
-                x = nn.LayerNorm(epsilon=_LN_EPS, name=f"stage{i + 1}_downsample_norm", **kw)(x)
+                x = LayerNorm(epsilon=_LN_EPS, name=f"stage{i + 1}_downsample_norm", **kw)(x)
                 x = Conv(dim, 2, 2, padding="VALID", use_bias=True, kernel_init=_INIT,
                          name=f"stage{i + 1}_downsample_conv", **kw)(x)
             for j in range(depth):
@@ -108,7 +109,7 @@ class ConvNeXt(nn.Module):
                                   **kw)(x, train)
                 k += 1
             sow_level(x)
-        x = nn.LayerNorm(epsilon=_LN_EPS, name="head_norm", **kw)(global_avg_pool(x))
+        x = LayerNorm(epsilon=_LN_EPS, name="head_norm", **kw)(global_avg_pool(x))
         if self.num_classes == 0:
             return x
         x = nn.Dropout(self.drop_rate)(x, deterministic=not train)

@@ -42,7 +42,7 @@ from jaxvision.layers.conv import Conv
 from jaxvision.layers.dense import f32_accumulating_dot_general
 from jaxvision.layers.drop import DropPath
 from jaxvision.layers.feature_levels import tokens_to_map
-from jaxvision.layers.norm import batch_norm_of
+from jaxvision.layers.norm import LayerNorm, batch_norm_of
 from jaxvision.layers.pooling import avg_pool
 from jaxvision.layers.transformer import gelu_exact
 from jaxvision.models.features import sow_level
@@ -173,7 +173,7 @@ class Meta3D(nn.Module):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         dense = functools.partial(nn.Dense, kernel_init=_linear_init,
                                   dot_general=f32_accumulating_dot_general, **kw)
-        norm = functools.partial(nn.LayerNorm, epsilon=LN_EPS, **kw)
+        norm = functools.partial(LayerNorm, epsilon=LN_EPS, **kw)
         y = MetaAttention(name="attn", **kw)(norm(name="norm1")(x))
         x = x + DropPath(self.drop_path_rate)(_layer_scale(self, "layer_scale1", y), train)
         y = _gelu(dense(int(x.shape[-1] * self.mlp_ratio), name="fc1")(norm(name="norm2")(x)))
@@ -258,7 +258,7 @@ class EfficientFormer(nn.Module):
             # feature levels: every stage's output (the last one's tokens as a map, before the
             # final norm, as timm's features); strides 4, 8, 16, 32
             sow_level(x if x.ndim == 4 else tokens_to_map(x, grid))
-        x = nn.LayerNorm(epsilon=LN_EPS, name="norm", **kw)(x)
+        x = LayerNorm(epsilon=LN_EPS, name="norm", **kw)(x)
         x = jnp.mean(x, axis=1, dtype=jnp.float32).astype(self.dtype)
         if self.num_classes == 0:
             return x

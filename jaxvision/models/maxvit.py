@@ -50,6 +50,7 @@ from jaxvision.layers import (
     window_merge,
     window_partition,
 )
+from jaxvision.layers.norm import LayerNorm
 from jaxvision.models.features import sow_level
 from jaxvision.models.input_size import check_input_size
 from jaxvision.models.registry import register
@@ -218,14 +219,14 @@ class PartitionAttention(nn.Module):
                              f"got {h}x{w}")
         split, merge = (window_partition, window_merge) if self.partition == "window" else (grid_partition, grid_merge)
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        y = nn.LayerNorm(lay.layer_norm_epsilon, name="norm1", **kw)(x)
+        y = LayerNorm(lay.layer_norm_epsilon, name="norm1", **kw)(x)
         y = RelativePositionSelfAttention(
             c // self.head_dim, p, head_dim=self.head_dim,
             scale=c**-0.5 if lay.attention_scale == "width" else None,
             kernel_init=lay.dense_init, name="attn", **kw)(split(y, p))
         y = Dropout(self.dropout_rate)(merge(y, p, h, w), train)
         x = x + DropPath(self.drop_path_rate)(y, train)
-        y = nn.LayerNorm(lay.layer_norm_epsilon, name="norm2", **kw)(x)
+        y = LayerNorm(lay.layer_norm_epsilon, name="norm2", **kw)(x)
         y = MlpBlock(int(c * self.mlp_ratio), dropout_rate=self.dropout_rate, act=lay.act,
                      kernel_init=lay.dense_init, bias_init=lay.mlp_bias_init, name="mlp", **kw)(
             y, deterministic=not train)
@@ -250,7 +251,7 @@ class NormMlpHead(nn.Module):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype,
                   dot_general=f32_accumulating_dot_general)
         x = jnp.mean(x, axis=(1, 2), dtype=jnp.float32).astype(x.dtype)
-        x = nn.LayerNorm(lay.layer_norm_epsilon, dtype=self.dtype, param_dtype=self.param_dtype,
+        x = LayerNorm(lay.layer_norm_epsilon, dtype=self.dtype, param_dtype=self.param_dtype,
                          name="norm")(x)
         x = jnp.tanh(nn.Dense(self.hidden, kernel_init=lay.dense_init, name="pre_logits", **kw)(x))
         x = Dropout(self.drop_rate)(x, train)

@@ -35,6 +35,7 @@ from jaxvision.layers import (
     window_merge,
     window_partition,
 )
+from jaxvision.layers.norm import LayerNorm
 from jaxvision.layers.relative_attention import std02_init
 from jaxvision.models.features import sow_level
 from jaxvision.models.registry import register
@@ -135,12 +136,12 @@ class SwinBlock(nn.Module):
     def __call__(self, x, train: bool = False):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         c = x.shape[-1]
-        y = nn.LayerNorm(LAYER_NORM_EPS, name="norm1", **kw)(x)
+        y = LayerNorm(LAYER_NORM_EPS, name="norm1", **kw)(x)
         y = ShiftedWindowAttention(self.num_heads, self.window_size, self.shift_size,
                                    name="attn", **kw)(y)
         y = Dropout(self.dropout_rate)(y, train)
         x = x + DropPath(self.drop_path_rate)(y, train)
-        y = nn.LayerNorm(LAYER_NORM_EPS, name="norm2", **kw)(x)
+        y = LayerNorm(LAYER_NORM_EPS, name="norm2", **kw)(x)
         y = MlpBlock(int(c * self.mlp_ratio), dropout_rate=self.dropout_rate, act=gelu_exact,
                      kernel_init=std02_init, bias_init=nn.initializers.zeros, name="mlp",
                      **kw)(y, deterministic=not train)
@@ -161,7 +162,7 @@ class PatchMerging(nn.Module):
         x = jnp.pad(x, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)))
         x = jnp.concatenate(
             [x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], axis=-1)
-        x = nn.LayerNorm(LAYER_NORM_EPS, dtype=self.dtype, param_dtype=self.param_dtype,
+        x = LayerNorm(LAYER_NORM_EPS, dtype=self.dtype, param_dtype=self.param_dtype,
                          name="norm")(x)
         return nn.Dense(2 * c, use_bias=False, kernel_init=std02_init, dtype=self.dtype,
                         param_dtype=self.param_dtype, dot_general=f32_accumulating_dot_general,
@@ -204,7 +205,7 @@ class SwinTransformer(nn.Module):
         window = _pair(self.window_size)
         x = Conv(self.embed_dim, self.patch_size, self.patch_size, padding="VALID",
                  kernel_init=torch_default_conv_init, name="patch_embed", **kw)(x)
-        x = nn.LayerNorm(LAYER_NORM_EPS, name="patch_norm", **kw)(x)
+        x = LayerNorm(LAYER_NORM_EPS, name="patch_norm", **kw)(x)
         total, k = sum(self.depths), 0
         block = remat_block(SwinBlock, self.remat, static_argnums=(2,))  # train stays static
         for i, (depth, heads) in enumerate(zip(self.depths, self.num_heads, strict=True)):
@@ -217,7 +218,7 @@ class SwinTransformer(nn.Module):
                               name=f"stage{i + 1}_block{j + 1}", **kw)(x, train)
                 k += 1
             sow_level(x)
-        x = nn.LayerNorm(LAYER_NORM_EPS, name="norm", **kw)(x)
+        x = LayerNorm(LAYER_NORM_EPS, name="norm", **kw)(x)
         x = jnp.mean(x, axis=(1, 2), dtype=jnp.float32).astype(x.dtype)
         if self.num_classes:
             x = nn.Dense(self.num_classes, kernel_init=std02_init,

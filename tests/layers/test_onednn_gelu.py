@@ -69,6 +69,22 @@ def test_second_order_matches_jax(approximate):
 
 
 @needs_onednn
+def test_third_order_matches_jax():
+    # The reference-derivative wrapper's forward rule once called the bare custom call, which
+    # a third derivative then had to differentiate ("cannot be differentiated").
+    x = jnp.asarray(np.random.default_rng(3).normal(size=(2, 5)) * 2, jnp.float32)
+
+    def third(f):
+        first = jax.grad(lambda x: jnp.sum(jnp.sin(f(x))))
+        second = jax.grad(lambda x: jnp.sum(first(x) ** 2))
+        return jax.grad(lambda x: jnp.sum(jnp.cos(second(x))))(x)
+
+    np.testing.assert_allclose(third(lambda x: og.onednn_gelu(x)),
+                               third(lambda x: jax.nn.gelu(x, approximate=False)),
+                               rtol=1e-4, atol=1e-4)
+
+
+@needs_onednn
 def test_gelu_uses_it_where_it_applies_only(monkeypatch):
     x = jnp.ones((3, 4))
     grad = jax.grad(lambda x: jnp.sum(gelu(x)))

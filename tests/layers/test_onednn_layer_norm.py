@@ -134,3 +134,55 @@ def test_bad_operands_are_refused_with_the_shapes():
     with pytest.raises(ValueError, match=r"scale \(3,\)"):
         oln.onednn_layer_norm(x, jnp.ones(3), jnp.zeros(4), 1e-6)
     assert not oln.onednn_layer_norm_applies(x, jnp.ones(4, jnp.bfloat16), jnp.zeros(4))
+
+
+@needs_onednn
+def test_third_order_matches_flax():
+    # Found by a breaker: the third derivative met the bare custom call (no derivative) because
+    # the reference-derivative wrapper's forward rule called it directly.
+    rng = np.random.default_rng(5)
+    x = jnp.asarray(rng.normal(size=(2, 4)), jnp.float32)
+    scale, shift = jnp.asarray([1.0, 2.0, -1.0, 0.5]), jnp.zeros(4)
+    w = jnp.arange(8.0).reshape(2, 4)
+    flax_ln = nn.LayerNorm(epsilon=1e-6, use_fast_variance=False)
+
+    def third(f):
+        first = jax.grad(lambda x: jnp.sum(jnp.sin(f(x))))
+        second = jax.grad(lambda x: jnp.sum(first(x) ** 2))
+        return jax.grad(lambda x: jnp.sum(w * second(x)))(x)
+
+    got = third(lambda x: oln.onednn_layer_norm(x, scale, shift, 1e-6))
+    want = third(lambda x: flax_ln.apply({"params": {"scale": scale, "bias": shift}}, x))
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(jnp.abs(want).max()))
+
+
+@needs_onednn
+def test_both_forms_compute_the_same_variance(monkeypatch):
+    # Rows whose mean is large against their spread: Flax's default E[x^2] - E[x]^2 collapsed to
+    # a variance of 0 there (errors ~1e3), so one module gave other numbers under
+    # using_conv_impl('xla') or on several devices than on oneDNN. norm.LayerNorm computes the
+    # mean of squared deviations in both forms; asking for the fast form keeps Flax's code.
+    rng = np.random.default_rng(6)
+    x = jnp.asarray(rng.normal(size=(4, 384)) + 3000.0, jnp.float32)
+    ln = LayerNorm()
+    v = ln.init(jax.random.key(0), x)
+    exact = _numpy_layer_norm(x, v["params"]["scale"], v["params"]["bias"], 1e-6, x)[0]
+    assert "ffi_call" in jaxpr_text(ln.apply, v, x)
+    tolerance = 1e-3  # float32 holds x - mean to ~3000 * 6e-8 = 2e-4 of a unit spread
+    np.testing.assert_allclose(ln.apply(v, x), exact, atol=tolerance)
+    with using_conv_impl("xla"):
+        np.testing.assert_allclose(ln.apply(v, x), exact, atol=tolerance)
+    assert "ffi_call" not in jaxpr_text(LayerNorm(use_fast_variance=True).apply, v, x)
+    # The last axis named as a tuple, or by its index, is the same norm.
+    for axes in ((-1,), (1,), 1):
+        same = LayerNorm(reduction_axes=axes, feature_axes=axes)
+        assert "ffi_call" in jaxpr_text(same.apply, v, x), axes
+    several_devices(monkeypatch)
+    assert "ffi_call" not in jaxpr_text(ln.apply, v, x)
+    np.testing.assert_allclose(ln.apply(v, x), exact, atol=tolerance)
+
+
+@needs_onednn
+def test_non_arrays_are_refused_with_the_arguments():
+    with pytest.raises(ValueError, match="scale None"):
+        oln.onednn_layer_norm(jnp.ones((2, 4)), None, jnp.zeros(4), 1e-6)

@@ -280,7 +280,8 @@ def test_switched_off_falls_back():
 @needs_onednn
 @pytest.mark.parametrize("dtype,rtol", [("float32", 1e-4), ("bfloat16", 5e-2)])
 def test_tiny_vit_matches_xla(dtype, rtol):
-    # A ViT's logits and parameter gradients with oneDNN's Dense products vs XLA's dot.
+    # A ViT's logits and parameter gradients with oneDNN's Dense products (and float32
+    # LayerNorms) vs XLA's dot (and Flax's LayerNorm).
     model = models.create("vit_s16", dtype=dtype, num_classes=5, hidden_size=32, num_layers=2,
                           num_heads=2, mlp_dim=48, patch_size=8)
     x = jnp.asarray(np.random.default_rng(7).normal(size=(2, 16, 16, 3)), jnp.float32)
@@ -303,6 +304,9 @@ def test_tiny_vit_matches_xla(dtype, rtol):
             # its bias, dA, dB, the bias gradient), + the head's 3 (nn.Dense: bias added by XLA).
             assert jaxpr.count("jaxvision_onednn_matmul") == (51 if impl == "onednn" else 0)
             assert jaxpr.count("jaxvision_onednn_matmul_matmul_bias") == (12 if impl == "onednn" else 0)
+            # float32 LayerNorms (2 per block + the final one) on oneDNN too: forward, backward.
+            norms = 10 if impl == "onednn" and dtype == "float32" else 0
+            assert jaxpr.count("jaxvision_onednn_layer_norm") == norms
             results[impl] = jax.jit(jax.grad(loss, has_aux=True))(params)
     (g1, l1), (g2, l2) = results["onednn"], results["xla"]
     np.testing.assert_allclose(np.asarray(l1, np.float32), np.asarray(l2, np.float32),
