@@ -388,15 +388,16 @@ class LayerNorm(nn.LayerNorm):
 
     def _onednn_form(self, x) -> bool:
         """Whether this configuration is the one the oneDNN handler computes (over the last axis
-        only, scale and bias, no cross-device statistics, float32 in and out) on a backend
-        that uses oneDNN; the handler's own check (devices, loaded) follows."""
+        only, scale and bias, no cross-device statistics, float32 parameters and output) on a
+        backend that uses oneDNN; the handler's own check (x's dtype and shape, devices,
+        loaded) follows."""
         from jaxvision.layers import lowering
 
         def last_only(axes) -> bool:
             axes = tuple(axes) if isinstance(axes, (tuple, list)) else (axes,)
             return len(axes) == 1 and axes[0] in (-1, x.ndim - 1)
 
-        return (x.ndim >= 1 and x.dtype == jnp.float32 and self.use_scale and self.use_bias
+        return (x.ndim >= 1 and self.use_scale and self.use_bias
                 and not self.use_fast_variance and self.axis_name is None
                 and last_only(self.reduction_axes) and last_only(self.feature_axes)
                 and self.dtype in (None, jnp.float32)

@@ -40,13 +40,20 @@ _load, available, why_unavailable = onednn_build.handler_functions(
     NAME, TARGETS, "LayerNorm uses XLA's reductions")
 
 
+def _takes(x, scale, shift) -> bool:
+    """x float32 (..., C) with no zero dimension, scale and shift float32 (C,): the operands the
+    handlers compute (anything with ``shape`` and ``dtype``, e.g. a ShapeDtypeStruct)."""
+    if not all(hasattr(a, "shape") and hasattr(a, "dtype") for a in (x, scale, shift)):
+        return False
+    return (len(x.shape) >= 1 and 0 not in x.shape and x.dtype == jnp.float32
+            and all(p.shape == x.shape[-1:] and p.dtype == jnp.float32 for p in (scale, shift)))
+
+
 def onednn_layer_norm_applies(x, scale, shift) -> bool:
     """Whether ``onednn_layer_norm(x, scale, shift, epsilon)`` takes these: x float32 (..., C)
     with no zero dimension, scale and shift float32 (C,), the CPU backend, one device and the
     handlers loaded."""
-    return (x.ndim >= 1 and x.size > 0 and x.dtype == jnp.float32
-            and all(p.shape == x.shape[-1:] and p.dtype == jnp.float32 for p in (scale, shift))
-            and onednn_build.usable_here(_load))
+    return _takes(x, scale, shift) and onednn_build.usable_here(_load)
 
 
 def onednn_layer_norm(x, scale, shift, epsilon: float):
@@ -60,9 +67,7 @@ def onednn_layer_norm(x, scale, shift, epsilon: float):
     def spec(a):
         return f"{getattr(a, 'shape', a)} {getattr(a, 'dtype', '')}".rstrip()
 
-    if not all(hasattr(a, "shape") and hasattr(a, "dtype") for a in (x, scale, shift)) or not (
-            x.ndim >= 1 and x.size > 0 and x.dtype == jnp.float32
-            and all(p.shape == x.shape[-1:] and p.dtype == jnp.float32 for p in (scale, shift))):
+    if not _takes(x, scale, shift):
         raise ValueError(f"onednn_layer_norm takes float32 x (..., C) and float32 scale and shift "
                          f"(C,), got x {spec(x)}, scale {spec(scale)}, shift {spec(shift)}")
     if not _load():
