@@ -14,7 +14,13 @@ import tempfile
 
 import pytest
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# LLVM at -O0 for the programs tests compile: most tests are bound by compiling (a MaxViT
+# recipe's 72 programs: 96 -> 69 CPU s) and run each program once or twice on tiny inputs. The
+# level changes the machine code's speed only, not what it computes (no fast-math at any level);
+# the recipe runs whose accuracy the tests check run in subprocesses without XLA_FLAGS
+# (train_recipe), at the default level, as a user's.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 "
+                                   "--xla_backend_optimization_level=0")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # TF and JAX stay on the CPU in tests
 os.environ.setdefault("MPLBACKEND", "Agg")
