@@ -137,26 +137,13 @@ def build(
         (seed, k).
       process_index / process_count: default jax.process_index() / jax.process_count().
     """
-    if process_index is None or process_count is None:
-        import jax
-
-        process_index = jax.process_index() if process_index is None else process_index
-        process_count = jax.process_count() if process_count is None else process_count
-    if not 0 <= process_index < process_count:
-        raise ValueError(f"process_index {process_index} not in [0, {process_count})")
-    if global_batch_size <= 0 or global_batch_size % process_count:
-        raise ValueError(
-            f"global batch size {global_batch_size} must be a positive multiple of the process "
-            f"count {process_count}; choose a batch size divisible by {process_count}."
-        )
-    if start_step < 0:
-        raise ValueError(f"start_step must be >= 0, got {start_step}")
+    process_index, process_count = _process(process_index, process_count)
+    _check_batching(global_batch_size, process_count, start_step)
     batch = global_batch_size // process_count
-    cfg = config_data
-    data_config.check_cache(cfg)
-    source = sources.get_source(cfg)
+    data_config.check_cache(config_data)
+    source = sources.get_source(config_data)
     split = sources.resolve_split(source, split)
-    r = preprocess.resolve(cfg, source.meta)
+    r = preprocess.resolve(config_data, source.meta)
     common = dict(
         num_classes=len(source.meta.class_names),
         class_names=list(source.meta.class_names),
@@ -168,16 +155,7 @@ def build(
         mean=r.mean,
         std=r.std,
     )
-
-
-    def train_transform(image, ex):
-        return preprocess.train_transform(image, ex["seed"], r, cfg)
-
-    def eval_transform(image, ex):
-        del ex
-        return preprocess.eval_transform(image, r)
-
-    if train and source.random_access(cfg.cache):
+    if train and source.random_access(config_data.cache):
         table = source.table(split)
         n = len(table.labels)
         info = PipelineInfo(
@@ -185,63 +163,115 @@ def build(
             num_local_examples=_positions_of_process(n, global_batch_size, batch, process_index),
             **common,
         )
-        ds = _global_stream(table, cfg, seed, global_batch_size, batch, process_index, start_step)
-        keys = tf.constant(table.keys, tf.string)
-        labels = tf.constant(table.labels, tf.int32)
-        aug_seed = _seed_pair(seed, 1_000_003)  # the same on every process
-
-        def global_load(g, idx):
-            return {
-                "encoded": table.load(tf.gather(keys, idx)),
-                "label": tf.gather(labels, idx),
-                "seed": tf.stack([tf.constant(aug_seed, tf.int64), g]),
-            }
-
-        ds = ds.map(global_load, num_parallel_calls=AUTOTUNE)
-        ds = _decode_and_transform(ds, r, source.meta, train_transform)
-        ds = ds.batch(batch, drop_remainder=True)
-        ds = ds.prefetch(AUTOTUNE).with_options(_options())
-        return Pipeline(ds, info, train, None)
+        ds = _global_train_batches(table, config_data, r, source.meta, seed, global_batch_size,
+                                   batch, process_index, start_step)
+        return Pipeline(ds.prefetch(AUTOTUNE).with_options(_options()), info, True, None)
 
     local = source.local(split, process_index, process_count)
     info = PipelineInfo(num_examples=local.num_total, num_local_examples=local.num_local, **common)
     raw = local.raw
-    if cfg.cache == "memory" or (cfg.cache == "auto" and source.small()):
+    if config_data.cache == "memory" or (config_data.cache == "auto" and source.small()):
         raw = raw.cache()
-
     if train:
-        ds = _train_stream(raw, local, cfg, seed, process_index, start_step * batch)
-        aug_seed = _seed_pair(seed, 1_000_003 + process_index)
-
-        def train_load(g, ex):
-            ex = local.load(ex)
-            seed = tf.stack([tf.constant(aug_seed, tf.int64), g])
-            return {"encoded": ex["image"], "label": ex["label"], "seed": seed}
-
-        ds = ds.map(train_load, num_parallel_calls=AUTOTUNE)
-        ds = _decode_and_transform(ds, r, source.meta, train_transform)
-        ds = ds.batch(batch, drop_remainder=True)
+        ds = _shard_train_batches(raw, local, config_data, r, source.meta, seed, batch,
+                                  process_index, start_step)
         num_batches = None
     else:
-
-        def eval_load(ex):
-            ex = local.load(ex)
-            return {"encoded": ex["image"], "label": ex["label"]}
-
         num_batches = math.ceil(local.max_local / batch)
-        ds = raw.map(eval_load, num_parallel_calls=AUTOTUNE)
-        ds = _decode_and_transform(ds, r, source.meta, eval_transform)
-        pad = num_batches * batch - local.num_local
-        if pad:
-            filler = {
-                "image": tf.zeros(info.image_shape, tf.float32),
-                "label": tf.constant(0, tf.int32),
-                "mask": tf.constant(False),
-            }
-            ds = ds.concatenate(tf.data.Dataset.from_tensors(filler).repeat(pad))
-        ds = ds.batch(batch, drop_remainder=True)
-    ds = ds.prefetch(AUTOTUNE).with_options(_options())
-    return Pipeline(ds, info, train, num_batches)
+        ds = _eval_batches(raw, local, r, source.meta, info, batch, num_batches)
+    return Pipeline(ds.prefetch(AUTOTUNE).with_options(_options()), info, train, num_batches)
+
+
+def _process(process_index: int | None, process_count: int | None) -> tuple[int, int]:
+    """(process_index, process_count), defaulting to JAX's; ValueError when out of range."""
+    if process_index is None or process_count is None:
+        import jax
+
+        process_index = jax.process_index() if process_index is None else process_index
+        process_count = jax.process_count() if process_count is None else process_count
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index {process_index} not in [0, {process_count})")
+    return process_index, process_count
+
+
+def _check_batching(global_batch_size: int, process_count: int, start_step: int) -> None:
+    if global_batch_size <= 0 or global_batch_size % process_count:
+        raise ValueError(
+            f"global batch size {global_batch_size} must be a positive multiple of the process "
+            f"count {process_count}; choose a batch size divisible by {process_count}."
+        )
+    if start_step < 0:
+        raise ValueError(f"start_step must be >= 0, got {start_step}")
+
+
+def _train_transform(r, cfg):
+    """The augmentation of one training image, seeded by its element's ``seed`` pair."""
+
+    def transform(image, ex):
+        return preprocess.train_transform(image, ex["seed"], r, cfg)
+
+    return transform
+
+
+def _global_train_batches(table, cfg, r, meta, seed, global_batch, batch, process_index,
+                          start_step):
+    """This process's batches of the global training stream of a random-access source (see the
+    module docstring): the same global batches for any process count."""
+    ds = _global_stream(table, cfg, seed, global_batch, batch, process_index, start_step)
+    keys = tf.constant(table.keys, tf.string)
+    labels = tf.constant(table.labels, tf.int32)
+    aug_seed = _seed_pair(seed, 1_000_003)  # the same on every process
+
+    def load(g, idx):
+        return {
+            "encoded": table.load(tf.gather(keys, idx)),
+            "label": tf.gather(labels, idx),
+            "seed": tf.stack([tf.constant(aug_seed, tf.int64), g]),
+        }
+
+    ds = ds.map(load, num_parallel_calls=AUTOTUNE)
+    ds = _decode_and_transform(ds, r, meta, _train_transform(r, cfg))
+    return ds.batch(batch, drop_remainder=True)
+
+
+def _shard_train_batches(raw, local, cfg, r, meta, seed, batch, process_index, start_step):
+    """The training batches of a streaming source, from this process's own shard."""
+    ds = _train_stream(raw, local, cfg, seed, process_index, start_step * batch)
+    aug_seed = _seed_pair(seed, 1_000_003 + process_index)
+
+    def load(g, ex):
+        ex = local.load(ex)
+        seed = tf.stack([tf.constant(aug_seed, tf.int64), g])
+        return {"encoded": ex["image"], "label": ex["label"], "seed": seed}
+
+    ds = ds.map(load, num_parallel_calls=AUTOTUNE)
+    ds = _decode_and_transform(ds, r, meta, _train_transform(r, cfg))
+    return ds.batch(batch, drop_remainder=True)
+
+
+def _eval_batches(raw, local, r, meta, info, batch, num_batches):
+    """Every example of this process's shard once, then masked filler up to ``num_batches``
+    (the same count on every process)."""
+
+    def load(ex):
+        ex = local.load(ex)
+        return {"encoded": ex["image"], "label": ex["label"]}
+
+    def transform(image, ex):
+        del ex
+        return preprocess.eval_transform(image, r)
+
+    ds = raw.map(load, num_parallel_calls=AUTOTUNE)
+    ds = _decode_and_transform(ds, r, meta, transform)
+    pad = num_batches * batch - local.num_local
+    if pad:
+        filler = {
+            "image": tf.zeros(info.image_shape, tf.float32),
+            "label": tf.constant(0, tf.int32),
+            "mask": tf.constant(False),
+        }
+        ds = ds.concatenate(tf.data.Dataset.from_tensors(filler).repeat(pad))
+    return ds.batch(batch, drop_remainder=True)
 
 
 _DECODE_CHUNK = 64  # images per Python decode call when all images have one size

@@ -223,65 +223,81 @@ def evaluate_run(
         _check_same_labels(run, info)
     num_classes = _num_classes(run, info)
     class_names = _class_names(run, info, num_classes)
+    split_name = getattr(info, "split", None) or split
     mesh = _mesh()
     if calibrate and calibration_pipeline is None:
         if calibration_split is None:
             calibration_split = _config_get(run.config.data, "eval_split") or "validation"
         calibration_pipeline = _build(run, calibration_split, batch_size)
     if calibrate:
-        fit_split = getattr(getattr(calibration_pipeline, "info", None), "split", None)
-        fit_split = fit_split or calibration_split
-        split_name = getattr(info, "split", None) or split
-        if fit_split == split_name:
-            raise ValueError(
-                f"temperature scaling would be fitted on the split it is evaluated on "
-                f"({split_name!r}), which hides miscalibration. Pass a different held-out split as "
-                "calibration_split (--calibration_split), e.g. the validation split or a slice "
-                "of the training data the run did not train on."
-            )
+        fit_split = _calibration_split(calibration_pipeline, calibration_split, split_name)
 
     start = time.perf_counter()
     acc = evaluate_pipeline(run, pipeline, num_classes, num_bins=num_bins, mesh=mesh)
     result = acc.result()
-    result.update(split=getattr(info, "split", None) or split, step=_int_or_none(getattr(run, "step", None)),
+    result.update(split=split_name, step=_int_or_none(getattr(run, "step", None)),
                   class_names=class_names, seconds=time.perf_counter() - start)
-
     if calibrate:
         val = evaluate_pipeline(run, calibration_pipeline, num_classes, num_bins=num_bins,
                                 mesh=mesh)
-        fit = calibration_lib.temperature_scale(val.logits, val.labels, None, acc.logits,
-                                                acc.labels, None, num_bins=num_bins)
-        result["calibration"] = {
-            "temperature": fit.temperature,
-            "fit_split": fit_split,
-            "val_nll_before": fit.val_nll_before,
-            "val_nll_after": fit.val_nll_after,
-            "after": fit.after,
-        }
-
+        result["calibration"] = _temperature_scaling(val, acc, fit_split, num_bins)
     if robustness is not None:
         from jaxvision import robustness as robustness_lib  # heavy; only when asked for
 
         # Evaluation pipelines are finite and re-iterable: the same batches, a second pass.
         result["robustness"] = robustness_lib.evaluate_robustness(run, pipeline, **robustness)
-
     if out_dir is not None:
-        if plots:
-            from jaxvision.evaluation import plots as plots_lib  # matplotlib: only when drawing
-
-            title = f"{split} (step {result['step']})"
-            paths = plots_lib.write_all(result, class_names, out_dir, title=title)
-            if calibrate:
-                cal = result["calibration"]
-                paths["reliability_diagram_calibrated"] = plots_lib.reliability_diagram(
-                    cal["after"], os.path.join(out_dir, "reliability_diagram_calibrated.png"),
-                    f"{title}, T = {cal['temperature']:.3f}")
-            result["plots"] = paths
-        if jax.process_index() == 0:
-            _remove_stale_plots(out_dir, set(result.get("plots", {}).values()))
-            result["metrics_json"] = report_lib.write_json(
-                result, os.path.join(out_dir, "metrics.json"))
+        _write_outputs(result, class_names, out_dir, title=f"{split} (step {result['step']})",
+                       plots=plots)
     return result
+
+
+def _calibration_split(calibration_pipeline, calibration_split, split_name):
+    """The name of the split the temperature is fitted on; ValueError when it is the evaluated
+    split itself."""
+    fit_split = getattr(getattr(calibration_pipeline, "info", None), "split", None)
+    fit_split = fit_split or calibration_split
+    if fit_split == split_name:
+        raise ValueError(
+            f"temperature scaling would be fitted on the split it is evaluated on "
+            f"({split_name!r}), which hides miscalibration. Pass a different held-out split as "
+            "calibration_split (--calibration_split), e.g. the validation split or a slice "
+            "of the training data the run did not train on."
+        )
+    return fit_split
+
+
+def _temperature_scaling(val, acc, fit_split, num_bins) -> dict[str, Any]:
+    """``result['calibration']``: a temperature fitted on ``val``'s logits, and the metrics of
+    ``acc``'s split at that temperature."""
+    fit = calibration_lib.temperature_scale(val.logits, val.labels, None, acc.logits,
+                                            acc.labels, None, num_bins=num_bins)
+    return {
+        "temperature": fit.temperature,
+        "fit_split": fit_split,
+        "val_nll_before": fit.val_nll_before,
+        "val_nll_after": fit.val_nll_after,
+        "after": fit.after,
+    }
+
+
+def _write_outputs(result, class_names, out_dir, *, title, plots):
+    """The plots (when asked for) and metrics.json in ``out_dir``; stale plots of an earlier
+    evaluation there are removed. Adds ``plots`` and ``metrics_json`` to ``result``."""
+    if plots:
+        from jaxvision.evaluation import plots as plots_lib  # matplotlib: only when drawing
+
+        paths = plots_lib.write_all(result, class_names, out_dir, title=title)
+        if "calibration" in result:
+            cal = result["calibration"]
+            paths["reliability_diagram_calibrated"] = plots_lib.reliability_diagram(
+                cal["after"], os.path.join(out_dir, "reliability_diagram_calibrated.png"),
+                f"{title}, T = {cal['temperature']:.3f}")
+        result["plots"] = paths
+    if jax.process_index() == 0:
+        _remove_stale_plots(out_dir, set(result.get("plots", {}).values()))
+        result["metrics_json"] = report_lib.write_json(
+            result, os.path.join(out_dir, "metrics.json"))
 
 
 # What ``plots.write_all`` and the calibrated diagram write into an evaluation folder.

@@ -52,7 +52,6 @@ def _dataset_constants(config_data: Any):
         return None, None
     resolved = data.resolve_config(config_data)
     return tuple(np.ravel(resolved.mean).tolist()), tuple(np.ravel(resolved.std).tolist())
-    return None, None
 
 
 def normalization_from_config(config_data: Any) -> Normalization:
@@ -128,49 +127,13 @@ def evaluate_robustness(
       ``{'num_examples', 'clean_top1', 'attack': {settings}, 'fgsm_top1', 'pgd_top1',
       'corruptions': {name: {severity: top1, 'mean': top1}}, 'corruption_mean_top1'}``.
     """
-    attack = None if attack in (None, "none", "") else attack
-    if attack not in (None, "fgsm", "pgd"):
-        raise ValueError(f"attack must be 'fgsm', 'pgd' or None, got {attack!r}")
-    unknown = [c for c in corruptions if c not in CORRUPTIONS]
-    if unknown:
-        raise ValueError(f"unknown corruption(s) {unknown}; choose from {sorted(CORRUPTIONS)}")
+    attack = _checked_attack(attack, corruptions)
     if normalization is None:
-        config = getattr(run, "config", None)
-        normalization = normalization_from_config(_get(config, "data"))
-    model, variables = run.model, run.variables
-
-    def logits_fn(v, x):
-        return model.apply(v, x, train=False)
-
-    @jax.jit
-    def predict(v, x):
-        return jnp.argmax(logits_fn(v, x), axis=-1)
-
-    @jax.jit
-    def fgsm_predict(v, x, y):
-        adv = fgsm(lambda z: logits_fn(v, z), x, y, eps=eps, norm=norm, normalization=normalization)
-        return jnp.argmax(logits_fn(v, adv), axis=-1)
-
-    @jax.jit
-    def pgd_predict(v, x, y, rng):
-        adv = pgd(
-            lambda z: logits_fn(v, z),
-            x,
-            y,
-            eps=eps,
-            steps=steps,
-            step_size=step_size,
-            norm=norm,
-            random_start=random_start,
-            rng=rng,
-            normalization=normalization,
-        )
-        return jnp.argmax(logits_fn(v, adv), axis=-1)
-
-    names = ["clean"]
-    if attack is not None:
-        names += ["fgsm"] if attack == "fgsm" else ["fgsm", "pgd"]
-    names += [f"{c}/{s}" for c in corruptions for s in severities]
+        normalization = normalization_from_config(_get(getattr(run, "config", None), "data"))
+    settings = dict(eps=eps, steps=steps, step_size=step_size, norm=norm,
+                    random_start=random_start, normalization=normalization)
+    predict = _predictors(run.model, attack, settings)
+    names = list(predict) + [f"{c}/{s}" for c in corruptions for s in severities]
     correct = dict.fromkeys(names, 0.0)
     count = 0.0
     rng = jax.random.key(seed)
@@ -185,38 +148,94 @@ def evaluate_robustness(
         def tally(key, pred, y=y, mask=mask):
             correct[key] += float(((np.asarray(pred) == y) & mask).sum())
 
-        tally("clean", predict(variables, x))
-        if attack is not None:
-            tally("fgsm", fgsm_predict(variables, x, jnp.asarray(y)))
-        if attack == "pgd":
-            tally("pgd", pgd_predict(variables, x, jnp.asarray(y), jax.random.fold_in(rng, i)))
-        if corruptions:
-            pixels = np.asarray(normalization.to_pixels(x))
-            pixels = np.clip(pixels, *normalization.pixel_range)
-            lo, hi = normalization.pixel_range
-            unit = (pixels - lo) / (hi - lo)  # corruptions are defined on [0, 1] pixels
-            for c in corruptions:
-                for s in severities:
-                    bad = corrupt(c, unit, s, seed=seed * 100003 + i) * (hi - lo) + lo
-                    tally(f"{c}/{s}", predict(variables, normalization.to_model(jnp.asarray(bad))))
+        args = (jnp.asarray(y), jax.random.fold_in(rng, i))
+        for name, fn in predict.items():
+            tally(name, fn(run.variables, x, *args))
+        for key, bad in _corrupted(x, normalization, corruptions, severities, seed * 100003 + i):
+            tally(key, predict["clean"](run.variables, bad, *args))
+    return _report(correct, count, attack, settings, corruptions, severities)
 
+
+def _checked_attack(attack: str | None, corruptions: Sequence[str]) -> str | None:
+    """``attack`` with its spellings of "none" made ``None``; ValueError for an unknown attack or
+    corruption."""
+    attack = None if attack in (None, "none", "") else attack
+    if attack not in (None, "fgsm", "pgd"):
+        raise ValueError(f"attack must be 'fgsm', 'pgd' or None, got {attack!r}")
+    unknown = [c for c in corruptions if c not in CORRUPTIONS]
+    if unknown:
+        raise ValueError(f"unknown corruption(s) {unknown}; choose from {sorted(CORRUPTIONS)}")
+    return attack
+
+
+def _predictors(model, attack: str | None, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """``{'clean', 'fgsm'?, 'pgd'?: jitted (variables, x, y, rng) -> predicted class (B,)}``; PGD
+    also reports FGSM at the same eps, for comparison."""
+    pgd_settings = dict(settings)
+    fgsm_settings = {k: settings[k] for k in ("eps", "norm", "normalization")}
+
+    def logits_fn(v, x):
+        return model.apply(v, x, train=False)
+
+    def clean(v, x, y, rng):
+        del y, rng
+        return jnp.argmax(logits_fn(v, x), axis=-1)
+
+    def fgsm_predict(v, x, y, rng):
+        del rng
+        adv = fgsm(lambda z: logits_fn(v, z), x, y, **fgsm_settings)
+        return jnp.argmax(logits_fn(v, adv), axis=-1)
+
+    def pgd_predict(v, x, y, rng):
+        adv = pgd(lambda z: logits_fn(v, z), x, y, rng=rng, **pgd_settings)
+        return jnp.argmax(logits_fn(v, adv), axis=-1)
+
+    fns = {"clean": clean}
+    if attack is not None:
+        fns["fgsm"] = fgsm_predict
+    if attack == "pgd":
+        fns["pgd"] = pgd_predict
+    return {name: jax.jit(fn) for name, fn in fns.items()}
+
+
+def _corrupted(x, normalization: Normalization, corruptions: Sequence[str],
+               severities: Sequence[int], seed: int):
+    """Yields ``('name/severity', model input of the corrupted batch)``; corruptions are defined
+    on [0, 1] pixels, so the batch goes to pixels, is corrupted, and comes back."""
+    if not corruptions:
+        return
+    lo, hi = normalization.pixel_range
+    pixels = np.clip(np.asarray(normalization.to_pixels(x)), lo, hi)
+    unit = (pixels - lo) / (hi - lo)
+    for c in corruptions:
+        for s in severities:
+            bad = corrupt(c, unit, s, seed=seed) * (hi - lo) + lo
+            yield f"{c}/{s}", normalization.to_model(jnp.asarray(bad))
+
+
+def _report(correct: Mapping[str, float], count: float, attack: str | None,
+            settings: Mapping[str, Any], corruptions: Sequence[str],
+            severities: Sequence[int]) -> dict[str, Any]:
+    """The result dict of ``evaluate_robustness`` from the per-prediction correct counts."""
     result: dict[str, Any] = {
         "num_examples": int(count),
         "clean_top1": _accuracy(correct["clean"], count),
     }
     if attack is not None:
+        eps, steps, step_size = settings["eps"], settings["steps"], settings["step_size"]
+        pgd_run = attack == "pgd"
         result["attack"] = {
             "name": attack,
-            "norm": norm,
+            "norm": settings["norm"],
             "eps": float(eps),
-            "steps": int(steps) if attack == "pgd" else 1,
+            "steps": int(steps) if pgd_run else 1,
+            # pgd's default step: 2.5 eps / steps (Madry et al. 2018), as in attacks.pgd
             "step_size": float(2.5 * eps / steps if step_size is None else step_size)
-            if attack == "pgd"
-            else float(eps),
-            "random_start": bool(random_start) if attack == "pgd" else False,
+            if pgd_run else float(eps),
+            "random_start": bool(settings["random_start"]) if pgd_run else False,
         }
         result["fgsm_top1"] = _accuracy(correct["fgsm"], count)
-        if attack == "pgd":
+        if pgd_run:
             result["pgd_top1"] = _accuracy(correct["pgd"], count)
     if corruptions:
         table = {}

@@ -96,33 +96,17 @@ def make_train_step(
 
         updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        ema_params = state.ema_params
-        if ema_params is not None:
-            # TF ExponentialMovingAverage(num_updates=n): decay min(d, (1 + n) / (10 + n)), applied
-            # when the optimizer actually updates (every k steps with accumulation).
-            n = ((state.step + 1) // k).astype(jnp.float32)
-            d = jnp.minimum(ema_decay, (1.0 + n) / (10.0 + n))
-            updated = (state.step + 1) % k == 0
-            new_ema = jax.tree.map(lambda e, p: d * e + (1.0 - d) * p, ema_params, params)
-            ema_params = precision.select_tree(updated, new_ema, ema_params)
-
         new_state = state.replace(
             step=state.step + 1,
             params=params,
             batch_stats=batch_stats,
             opt_state=opt_state,
-            ema_params=ema_params,
+            ema_params=_ema_update(state, params, ema_decay, k),
         )
         metrics = {"loss": loss}
         if state.loss_scale is not None:
-            finite = precision.all_finite(grads)
-            # A non-finite step changes nothing but the step counter and the scale.
-            new_state = precision.select_tree(finite, new_state, state.replace(step=state.step + 1))
-            new_state = new_state.replace(
-                loss_scale=precision.update_loss_scale(state.loss_scale, finite)
-            )
             metrics["loss_scale"] = state.loss_scale["scale"]
-            metrics["skipped"] = (~finite).astype(jnp.float32)
+            new_state, metrics["skipped"] = _skip_non_finite(state, new_state, grads)
         hits = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
         metrics["accuracy"] = _global_sum(_share_of_mean(hits, valid, count), axis_name)
         metrics["grad_norm"] = optax.tree.norm(grads)
@@ -132,6 +116,28 @@ def make_train_step(
         return new_state, metrics
 
     return train_step
+
+
+def _ema_update(state: TrainState, params, ema_decay: float, k: int):
+    """The EMA parameters after this step (``None`` without EMA). TF ExponentialMovingAverage
+    (num_updates=n): decay min(d, (1 + n) / (10 + n)), applied when the optimizer actually
+    updates (every k steps with gradient accumulation)."""
+    if state.ema_params is None:
+        return None
+    n = ((state.step + 1) // k).astype(jnp.float32)
+    d = jnp.minimum(ema_decay, (1.0 + n) / (10.0 + n))
+    updated = (state.step + 1) % k == 0
+    new_ema = jax.tree.map(lambda e, p: d * e + (1.0 - d) * p, state.ema_params, params)
+    return precision.select_tree(updated, new_ema, state.ema_params)
+
+
+def _skip_non_finite(state: TrainState, new_state: TrainState, grads):
+    """Dynamic loss scaling (float16): a step with non-finite gradients changes nothing but the
+    step counter and the scale. Returns (state, skipped float32 scalar)."""
+    finite = precision.all_finite(grads)
+    new_state = precision.select_tree(finite, new_state, state.replace(step=state.step + 1))
+    new_state = new_state.replace(loss_scale=precision.update_loss_scale(state.loss_scale, finite))
+    return new_state, (~finite).astype(jnp.float32)
 
 
 def _valid_rows(mask, batch_size: int) -> jax.Array:

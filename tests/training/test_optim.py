@@ -163,3 +163,42 @@ def test_loss_scale_skips_non_finite_and_adapts():
     grown = precision.update_loss_scale(ls, jnp.asarray(True))
     assert float(grown["scale"]) == 2048.0 and int(grown["good_steps"]) == 0
     assert not bool(precision.all_finite({"a": jnp.array([1.0, jnp.inf])}))
+
+
+def test_train_step_skips_a_non_finite_step_and_keeps_the_ema():
+    """The train step with float16 loss scaling and EMA: a batch whose gradients are not finite
+    changes only the step counter and halves the scale; a finite one moves the parameters by the
+    optimizer's update and the EMA by TF's num_updates decay (numpy, from the parameters)."""
+    import flax.linen as nn
+
+    from jaxvision.training import state as state_lib
+    from jaxvision.training import steps
+
+    model = nn.Dense(3)
+    x = np.random.default_rng(0).standard_normal((4, 5)).astype(np.float32)
+    params = model.init(jax.random.key(0), x)["params"]
+    tx = optax.sgd(0.1)
+    st = state_lib.TrainState.create(params=params, batch_stats={}, tx=tx, rng=jax.random.key(1),
+                                     ema=True, loss_scale=True)
+
+    class Model:  # the step's model.apply signature: (variables, x, train, mutable, rngs)
+        def apply(self, variables, images, train, mutable, rngs):
+            return model.apply({"params": variables["params"]}, images), {}
+
+    step = jax.jit(steps.make_train_step(Model(), num_classes=3, ema_decay=0.9))
+    labels = np.array([0, 1, 2, 0], np.int32)
+    bad, metrics = step(st, {"image": np.full_like(x, np.inf), "label": labels})
+    assert float(metrics["skipped"]) == 1.0 and int(bad.step) == 1
+    assert float(bad.loss_scale["scale"]) == 2.0**14
+    chex.assert_trees_all_equal(bad.params, st.params)
+    chex.assert_trees_all_equal(bad.ema_params, st.ema_params)
+
+    good, metrics = step(bad, {"image": x, "label": labels})
+    assert float(metrics["skipped"]) == 0.0 and int(good.step) == 2
+    assert float(good.loss_scale["scale"]) == 2.0**14
+    assert not np.allclose(good.params["kernel"], params["kernel"])
+    # EMA after the second step: num_updates n = 2, decay min(0.9, 3 / 12).
+    d = 3 / 12
+    want = jax.tree.map(lambda e, p: d * np.asarray(e) + (1 - d) * np.asarray(p),
+                        st.ema_params, good.params)
+    chex.assert_trees_all_close(good.ema_params, want, rtol=1e-6)
