@@ -52,10 +52,11 @@ def test_each_head_learns_its_own_targets():
     # teacher only (DeiT eq. 2), through the objective the training loop calls.
     model = models.create("deit_s_distilled", num_classes=5, **TINY_VIT)
     x = jax.random.normal(jax.random.key(0), (4, 32, 32, 3))
-    params = model.init(jax.random.key(1), x)["params"]
+    params = jax.jit(model.init)(jax.random.key(1), x)["params"]
     t1, t2 = jax.random.normal(jax.random.key(2), (2, 4, 5))
     y1, y2 = jnp.array([0, 1, 2, 3]), jnp.array([4, 4, 0, 0])
 
+    @jax.jit  # one program for the three (teacher, labels) pairs
     def grads(teacher, labels):
         objective = distillation.hard_distillation_objective(lambda im: teacher)
 

@@ -337,9 +337,9 @@ def test_no_compiler_is_said_in_one_warning_line(tmp_path):
         "from jaxvision import models\n"
         "m = models.create('resnet18', num_classes=3)\n"
         "x = jnp.ones((2, 32, 32, 3))\n"
-        "v = m.init(jax.random.key(0), x)\n"
+        "v = jax.jit(m.init)(jax.random.key(0), x)\n"
         "f = lambda p: m.apply({**v, 'params': p}, x, train=True, mutable=['batch_stats'])[0].sum()\n"
-        "print('ok', float(jax.grad(f)(v['params'])['head']['bias'].sum()))\n"
+        "print('ok', float(jax.jit(jax.grad(f))(v['params'])['head']['bias'].sum()))\n"
     )
     env = dict(os.environ, CXX="/nonexistent/g++", XDG_CACHE_HOME=str(tmp_path),
                JAX_PLATFORMS="cpu")
