@@ -137,7 +137,7 @@ def build(
         (seed, k).
       process_index / process_count: default jax.process_index() / jax.process_count().
     """
-    process_index, process_count = _process(process_index, process_count)
+    process_index, process_count = _process_index_and_count(process_index, process_count)
     _check_batching(global_batch_size, process_count, start_step)
     batch = global_batch_size // process_count
     data_config.check_cache(config_data)
@@ -182,7 +182,8 @@ def build(
     return Pipeline(ds.prefetch(AUTOTUNE).with_options(_options()), info, train, num_batches)
 
 
-def _process(process_index: int | None, process_count: int | None) -> tuple[int, int]:
+def _process_index_and_count(process_index: int | None,
+                             process_count: int | None) -> tuple[int, int]:
     """(process_index, process_count), defaulting to JAX's; ValueError when out of range."""
     if process_index is None or process_count is None:
         import jax
@@ -195,6 +196,7 @@ def _process(process_index: int | None, process_count: int | None) -> tuple[int,
 
 
 def _check_batching(global_batch_size: int, process_count: int, start_step: int) -> None:
+    """ValueError unless the global batch splits evenly over the processes and start_step >= 0."""
     if global_batch_size <= 0 or global_batch_size % process_count:
         raise ValueError(
             f"global batch size {global_batch_size} must be a positive multiple of the process "

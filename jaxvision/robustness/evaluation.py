@@ -132,8 +132,9 @@ def evaluate_robustness(
         normalization = normalization_from_config(_get(getattr(run, "config", None), "data"))
     settings = dict(eps=eps, steps=steps, step_size=step_size, norm=norm,
                     random_start=random_start, normalization=normalization)
-    predict = _predictors(run.model, attack, settings)
-    names = list(predict) + [f"{c}/{s}" for c in corruptions for s in severities]
+    model, variables = run.model, run.variables
+    predictors = _predictors(model, attack, settings)
+    names = list(predictors) + [f"{c}/{s}" for c in corruptions for s in severities]
     correct = dict.fromkeys(names, 0.0)
     count = 0.0
     rng = jax.random.key(seed)
@@ -149,10 +150,10 @@ def evaluate_robustness(
             correct[key] += float(((np.asarray(pred) == y) & mask).sum())
 
         args = (jnp.asarray(y), jax.random.fold_in(rng, i))
-        for name, fn in predict.items():
-            tally(name, fn(run.variables, x, *args))
+        for name, predict in predictors.items():
+            tally(name, predict(variables, x, *args))
         for key, bad in _corrupted(x, normalization, corruptions, severities, seed * 100003 + i):
-            tally(key, predict["clean"](run.variables, bad, *args))
+            tally(key, predictors["clean"](variables, bad, *args))
     return _report(correct, count, attack, settings, corruptions, severities)
 
 
@@ -223,19 +224,19 @@ def _report(correct: Mapping[str, float], count: float, attack: str | None,
     }
     if attack is not None:
         eps, steps, step_size = settings["eps"], settings["steps"], settings["step_size"]
-        pgd_run = attack == "pgd"
+        is_pgd = attack == "pgd"
         result["attack"] = {
             "name": attack,
             "norm": settings["norm"],
             "eps": float(eps),
-            "steps": int(steps) if pgd_run else 1,
+            "steps": int(steps) if is_pgd else 1,
             # pgd's default step: 2.5 eps / steps (Madry et al. 2018), as in attacks.pgd
             "step_size": float(2.5 * eps / steps if step_size is None else step_size)
-            if pgd_run else float(eps),
-            "random_start": bool(settings["random_start"]) if pgd_run else False,
+            if is_pgd else float(eps),
+            "random_start": bool(settings["random_start"]) if is_pgd else False,
         }
         result["fgsm_top1"] = _accuracy(correct["fgsm"], count)
-        if pgd_run:
+        if is_pgd:
             result["pgd_top1"] = _accuracy(correct["pgd"], count)
     if corruptions:
         table = {}

@@ -51,7 +51,8 @@ def make_train_step(
       replacing the cross-entropy (e.g. distillation from a teacher,
       ``compression.distillation.hard_distillation_objective``); ``apply(x, **apply_kwargs)`` is
       the student's training-mode ``model.apply`` with this step's variables and rngs.
-    metrics: float32 scalars 'loss', 'accuracy', 'grad_norm', 'lr' (+ 'loss_scale' with float16).
+    metrics: float32 scalars 'loss', 'accuracy', 'grad_norm', 'lr' (+ 'loss_scale' and 'skipped',
+      1.0 for a step skipped for non-finite gradients, with float16).
     """
     k = max(1, int(grad_accum_steps))
     cw = None if class_weights is None else jnp.asarray(class_weights, jnp.float32)
@@ -120,7 +121,7 @@ def make_train_step(
 
 def _ema_update(state: TrainState, params, ema_decay: float, k: int):
     """The EMA parameters after this step (``None`` without EMA). TF ExponentialMovingAverage
-    (num_updates=n): decay min(d, (1 + n) / (10 + n)), applied when the optimizer actually
+    (num_updates=n): decay min(ema_decay, (1 + n) / (10 + n)), applied when the optimizer actually
     updates (every k steps with gradient accumulation)."""
     if state.ema_params is None:
         return None
