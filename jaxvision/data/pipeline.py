@@ -206,13 +206,15 @@ def _check_batching(global_batch_size: int, process_count: int, start_step: int)
         raise ValueError(f"start_step must be >= 0, got {start_step}")
 
 
-def _train_transform(r, cfg):
-    """The augmentation of one training image, seeded by its element's ``seed`` pair."""
+def _augmented_batches(ds, load, r, meta, cfg, batch):
+    """Training stream elements -> ``load`` (encoded image, label, augmentation ``seed`` pair) ->
+    decoded, augmented images, in batches of ``batch``."""
 
     def transform(image, ex):
         return preprocess.train_transform(image, ex["seed"], r, cfg)
 
-    return transform
+    ds = _decode_and_transform(ds.map(load, num_parallel_calls=AUTOTUNE), r, meta, transform)
+    return ds.batch(batch, drop_remainder=True)
 
 
 def _global_train_batches(table, cfg, r, meta, seed, global_batch, batch, process_index,
@@ -231,9 +233,7 @@ def _global_train_batches(table, cfg, r, meta, seed, global_batch, batch, proces
             "seed": tf.stack([tf.constant(aug_seed, tf.int64), g]),
         }
 
-    ds = ds.map(load, num_parallel_calls=AUTOTUNE)
-    ds = _decode_and_transform(ds, r, meta, _train_transform(r, cfg))
-    return ds.batch(batch, drop_remainder=True)
+    return _augmented_batches(ds, load, r, meta, cfg, batch)
 
 
 def _shard_train_batches(raw, local, cfg, r, meta, seed, batch, process_index, start_step):
@@ -246,9 +246,7 @@ def _shard_train_batches(raw, local, cfg, r, meta, seed, batch, process_index, s
         seed = tf.stack([tf.constant(aug_seed, tf.int64), g])
         return {"encoded": ex["image"], "label": ex["label"], "seed": seed}
 
-    ds = ds.map(load, num_parallel_calls=AUTOTUNE)
-    ds = _decode_and_transform(ds, r, meta, _train_transform(r, cfg))
-    return ds.batch(batch, drop_remainder=True)
+    return _augmented_batches(ds, load, r, meta, cfg, batch)
 
 
 def _eval_batches(raw, local, r, meta, info, batch, num_batches):

@@ -172,7 +172,6 @@ def _checked_attack(attack: str | None, corruptions: Sequence[str]) -> str | Non
 def _predictors(model, attack: str | None, settings: Mapping[str, Any]) -> dict[str, Any]:
     """``{'clean', 'fgsm'?, 'pgd'?: jitted (variables, x, y, rng) -> predicted class (B,)}``; PGD
     also reports FGSM at the same eps, for comparison."""
-    pgd_settings = dict(settings)
     fgsm_settings = {k: settings[k] for k in ("eps", "norm", "normalization")}
 
     def logits_fn(v, x):
@@ -188,7 +187,7 @@ def _predictors(model, attack: str | None, settings: Mapping[str, Any]) -> dict[
         return jnp.argmax(logits_fn(v, adv), axis=-1)
 
     def pgd_predict(v, x, y, rng):
-        adv = pgd(lambda z: logits_fn(v, z), x, y, rng=rng, **pgd_settings)
+        adv = pgd(lambda z: logits_fn(v, z), x, y, rng=rng, **settings)
         return jnp.argmax(logits_fn(v, adv), axis=-1)
 
     fns = {"clean": clean}

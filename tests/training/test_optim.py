@@ -167,8 +167,8 @@ def test_loss_scale_skips_non_finite_and_adapts():
 
 def test_train_step_skips_a_non_finite_step_and_keeps_the_ema():
     """The train step with float16 loss scaling and EMA: a batch whose gradients are not finite
-    changes only the step counter and halves the scale; a finite one moves the parameters by the
-    optimizer's update and the EMA by TF's num_updates decay (numpy, from the parameters)."""
+    changes only the step counter and halves the scale; a finite one moves the parameters, and
+    the EMA by TF's num_updates decay (computed in numpy from the parameters)."""
     import flax.linen as nn
 
     from jaxvision.training import state as state_lib
